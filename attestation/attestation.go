@@ -1,0 +1,280 @@
+// Package attestation is the attester's signed statement about one person:
+// "negative test sampled at T". It holds only the claims invariant 1 allows;
+// Verify refuses anything else, naming the claim, and returns Evidence.
+package attestation
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Kind is what the attestation states.
+type Kind string
+
+const (
+	TestNegative   Kind = "test-negative"
+	TestPositive   Kind = "test-positive"
+	Vaccination    Kind = "vaccination"
+	Recovery       Kind = "recovery"
+	ExposureNotice Kind = "exposure-notice"
+	IsolationOrder Kind = "isolation-order"
+)
+
+// Kinds lists every kind.
+var Kinds = []Kind{TestNegative, TestPositive, Vaccination, Recovery, ExposureNotice, IsolationOrder}
+
+// Valid reports whether k is a known kind.
+func (k Kind) Valid() bool {
+	for _, v := range Kinds {
+		if k == v {
+			return true
+		}
+	}
+	return false
+}
+
+// KindNames is the list of kinds for messages.
+func KindNames() string {
+	s := make([]string, len(Kinds))
+	for i, k := range Kinds {
+		s[i] = string(k)
+	}
+	return strings.Join(s, ", ")
+}
+
+// MaxLen bounds an attestation's compact form.
+const MaxLen = 2048
+
+// MaxIDLen and MaxHintLen bound the free-text claims.
+const (
+	MaxIDLen       = 64
+	MaxHintLen     = 16
+	MaxAttesterLen = 64
+)
+
+// Claims is the whole allow-list (invariant 1). JSON names are the wire names.
+type Claims struct {
+	Attester string `json:"iss"`
+	Kind     Kind   `json:"kind"`
+	At       int64  `json:"at"`
+	Expires  int64  `json:"exp"`
+	ID       string `json:"jti"`
+	Hint     string `json:"hint,omitempty"`
+}
+
+// AllowedClaims names every claim an attestation may carry.
+var AllowedClaims = []string{"iss", "kind", "at", "exp", "jti", "hint"}
+
+func (c Claims) GetExpirationTime() (*jwt.NumericDate, error) {
+	return jwt.NewNumericDate(time.Unix(c.Expires, 0)), nil
+}
+func (c Claims) GetNotBefore() (*jwt.NumericDate, error) { return nil, nil }
+func (c Claims) GetIssuedAt() (*jwt.NumericDate, error)  { return nil, nil }
+func (c Claims) GetIssuer() (string, error)              { return c.Attester, nil }
+func (c Claims) GetSubject() (string, error)             { return "", nil }
+func (c Claims) GetAudience() (jwt.ClaimStrings, error)  { return nil, nil }
+
+// Evidence is what a verified attestation proves, for the policy to judge.
+type Evidence struct {
+	Attester string
+	Kind     Kind
+	At       time.Time // when the event (sampling, vaccination...) happened
+	Expires  time.Time // end of redemption; also bounds the replay record
+	ID       string    // unique per attester; the replay key is derived from it
+	Hint     string
+}
+
+// check validates the claim values, independent of time and signature.
+func (c Claims) check() error {
+	switch {
+	case c.Attester == "":
+		return errorf(CodeMissingClaim, "attestation has no attester (iss)")
+	case len(c.Attester) > MaxAttesterLen:
+		return errorf(CodeMalformed, "attester (iss) is longer than %d characters", MaxAttesterLen)
+	case c.Kind == "":
+		return errorf(CodeMissingClaim, "attestation has no kind")
+	case !c.Kind.Valid():
+		return errorf(CodeBadKind, "kind %q is not one of: %s", truncate(string(c.Kind)), KindNames())
+	case c.At == 0:
+		return errorf(CodeMissingClaim, "attestation has no event time (at)")
+	case c.Expires == 0:
+		return errorf(CodeMissingClaim, "attestation has no expiry (exp)")
+	case c.Expires <= c.At:
+		return errorf(CodeMalformed, "attestation expires (exp) before its event time (at)")
+	case c.ID == "":
+		return errorf(CodeMissingClaim, "attestation has no id (jti)")
+	case len(c.ID) > MaxIDLen:
+		return errorf(CodeMalformed, "attestation id (jti) is longer than %d characters", MaxIDLen)
+	case len(c.Hint) > MaxHintLen:
+		return errorf(CodeMalformed, "holder hint is longer than %d characters", MaxHintLen)
+	}
+	return nil
+}
+
+// Sign returns the compact JWS of c signed by key. The header carries no typ
+// and no kid: the attester is named by iss.
+func Sign(key ed25519.PrivateKey, c Claims) (string, error) {
+	if len(key) != ed25519.PrivateKeySize {
+		return "", errors.New("attestation: not an Ed25519 private key")
+	}
+	if err := c.check(); err != nil {
+		return "", err
+	}
+	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
+	delete(t.Header, "typ")
+	return t.SignedString(key)
+}
+
+// Keys finds an attester's public key by its id. ok is false for an unknown
+// attester.
+type Keys interface {
+	AttesterKey(id string) (key ed25519.PublicKey, ok bool)
+}
+
+// Options are the limits the issuer's policy sets.
+type Options struct {
+	Now         time.Time
+	Skew        time.Duration // allowance for clocks that disagree
+	MaxLifetime time.Duration // longest exp - now accepted
+}
+
+// Verify checks raw's form, allow-list, attester, signature and time, and
+// returns its evidence. Every failure is an *Error with a code.
+func Verify(raw string, keys Keys, o Options) (Evidence, error) {
+	if len(raw) > MaxLen {
+		return Evidence{}, errorf(CodeMalformed, "attestation is longer than %d bytes", MaxLen)
+	}
+	claims, err := decodeClaims(raw)
+	if err != nil {
+		return Evidence{}, err
+	}
+	pub, ok := keys.AttesterKey(claims.Attester)
+	if !ok {
+		return Evidence{}, errorf(CodeUnknownAttester, "attester %q is not registered", truncate(claims.Attester))
+	}
+	var verified Claims
+	_, err = jwt.ParseWithClaims(raw, &verified, func(*jwt.Token) (any, error) { return pub, nil },
+		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+		jwt.WithExpirationRequired(),
+		jwt.WithTimeFunc(func() time.Time { return o.Now }),
+		jwt.WithLeeway(o.Skew),
+	)
+	switch {
+	case err == nil:
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return Evidence{}, errorf(CodeExpired, "attestation expired at %s", time.Unix(claims.Expires, 0).UTC().Format(time.RFC3339))
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return Evidence{}, errorf(CodeBadSignature, "attestation signature does not verify under the key of attester %q", truncate(claims.Attester))
+	case errors.Is(err, jwt.ErrTokenUnverifiable), errors.Is(err, jwt.ErrSignatureInvalid):
+		return Evidence{}, errorf(CodeBadSignature, "attestation is not signed with EdDSA")
+	default:
+		return Evidence{}, errorf(CodeMalformed, "attestation is not a valid JWS")
+	}
+	at := time.Unix(verified.At, 0)
+	exp := time.Unix(verified.Expires, 0)
+	if at.After(o.Now.Add(o.Skew)) {
+		return Evidence{}, errorf(CodeFuture, "attestation event time (at) %s is in the future", at.UTC().Format(time.RFC3339))
+	}
+	if o.MaxLifetime > 0 && exp.Sub(o.Now) > o.MaxLifetime+o.Skew {
+		return Evidence{}, errorf(CodeTooLong, "attestation expires more than %s from now; the policy allows at most that", o.MaxLifetime)
+	}
+	return Evidence{
+		Attester: verified.Attester,
+		Kind:     verified.Kind,
+		At:       at,
+		Expires:  exp,
+		ID:       verified.ID,
+		Hint:     verified.Hint,
+	}, nil
+}
+
+// decodeClaims reads the payload without checking the signature, to enforce
+// the allow-list and find the attester. Nothing from it is trusted further.
+func decodeClaims(raw string) (Claims, error) {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return Claims{}, errorf(CodeMalformed, "attestation is not a compact JWS (want three dot-separated parts)")
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return Claims{}, errorf(CodeMalformed, "attestation payload is not base64url")
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(payload, &fields); err != nil {
+		return Claims{}, errorf(CodeMalformed, "attestation payload is not a JSON object")
+	}
+	var extra []string
+	for name := range fields {
+		if !allowed(name) {
+			extra = append(extra, name)
+		}
+	}
+	if len(extra) > 0 {
+		sort.Strings(extra)
+		return Claims{}, errorf(CodeClaimNotAllowed, "claim %q is not allowed; an attestation carries only %s", truncate(extra[0]), strings.Join(AllowedClaims, ", "))
+	}
+	var c Claims
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return Claims{}, errorf(CodeMalformed, "attestation claims have the wrong types")
+	}
+	if err := c.check(); err != nil {
+		return Claims{}, err
+	}
+	return c, nil
+}
+
+func allowed(name string) bool {
+	for _, a := range AllowedClaims {
+		if name == a {
+			return true
+		}
+	}
+	return false
+}
+
+// truncate keeps echoed names short; values from the input are never echoed
+// whole.
+func truncate(s string) string {
+	const max = 32
+	if len(s) > max {
+		return s[:max] + "…"
+	}
+	return s
+}
+
+// Codes of Error.
+const (
+	CodeMalformed       = "malformed_attestation"
+	CodeMissingClaim    = "missing_claim"
+	CodeClaimNotAllowed = "claim_not_allowed"
+	CodeBadKind         = "unknown_kind"
+	CodeUnknownAttester = "unknown_attester"
+	CodeBadSignature    = "bad_signature"
+	CodeExpired         = "attestation_expired"
+	CodeFuture          = "attestation_in_future"
+	CodeTooLong         = "attestation_lifetime_too_long"
+)
+
+// Error is a refused attestation: a stable code and a message fit for the
+// client (it names claims, never echoes the attestation).
+type Error struct {
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+func errorf(code, format string, a ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, a...)}
+}

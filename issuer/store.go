@@ -1,0 +1,156 @@
+package issuer
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/healthcode/healthcode/policy"
+)
+
+// Clock is injected so that core logic never calls time.Now.
+type Clock interface{ Now() time.Time }
+
+// SystemClock is the real clock.
+type SystemClock struct{}
+
+func (SystemClock) Now() time.Time { return time.Now() }
+
+// Data categories (invariant 5). Every record written belongs to one; all
+// but Configuration carry a deadline set from the policy's retention.
+const (
+	CategoryReplay        = "replay_records"
+	CategoryCounts        = "aggregate_counts"
+	CategoryAudit         = "admin_audit"
+	CategorySigningKeys   = "signing_keys" // deadline: key's naf + retention.retired_keys
+	CategoryPolicyHistory = "policy_history"
+	// Configuration (current policy, attesters, bundle key, admin token
+	// hashes) is about operators, never residents; it lives until an
+	// administrator replaces or removes it.
+	CategoryConfiguration = "configuration"
+)
+
+// ReplayKey marks one attestation as redeemed until Deadline. The store
+// never writes Attester or ID as they are: it derives an unreadable key.
+type ReplayKey struct {
+	Attester string
+	ID       string
+	Deadline time.Time
+}
+
+// Redemption is the one durable write a redemption makes: every replay key,
+// and the aggregate count of the colour issued, in one transaction.
+type Redemption struct {
+	Replay        []ReplayKey
+	Colour        policy.Colour
+	Day           time.Time // UTC midnight of the day counted
+	CountDeadline time.Time
+}
+
+// RedeemedError says which attestation (by its index in the request) was
+// redeemed before. Nothing of the request was written.
+type RedeemedError struct{ Index int }
+
+func (e *RedeemedError) Error() string {
+	return fmt.Sprintf("attestation %d has already been redeemed", e.Index)
+}
+
+// ErrNotFound is returned for a missing record.
+var ErrNotFound = errors.New("not found")
+
+// Store is what redemption needs: check-and-record in one transaction
+// (step-ca's UseToken), durable before it returns.
+type Store interface {
+	Redeem(ctx context.Context, r Redemption) error
+}
+
+// SigningKey is a token-signing key. Tokens it signs lie inside
+// [NotBefore, NotAfter]; its private part is destroyed at DestroyAt.
+type SigningKey struct {
+	ID        string
+	Private   ed25519.PrivateKey
+	Created   time.Time
+	NotBefore time.Time
+	NotAfter  time.Time
+	DestroyAt time.Time
+}
+
+// Public returns the public half.
+func (k SigningKey) Public() ed25519.PublicKey { return k.Private.Public().(ed25519.PublicKey) }
+
+// Attester is a registered lab, clinic or health officer.
+type Attester struct {
+	ID     string
+	Public ed25519.PublicKey
+	Added  time.Time
+}
+
+// AdminToken is a named admin bearer token; only its SHA-256 is stored.
+type AdminToken struct {
+	Name    string
+	Hash    [32]byte
+	Created time.Time
+}
+
+// AuditEntry is one admin action. Admin is the token's name, never the token.
+type AuditEntry struct {
+	Time   time.Time `json:"time"`
+	Admin  string    `json:"admin"`
+	Action string    `json:"action"`
+	Detail string    `json:"detail"`
+}
+
+// PolicyRecord is a stored policy document.
+type PolicyRecord struct {
+	Version int
+	Raw     []byte // canonical JSON
+	Set     time.Time
+}
+
+// CategoryStat is one row of the public inventory: counts only.
+type CategoryStat struct {
+	Name         string
+	Count        int
+	Oldest       *time.Time // earliest write time (rounded to the hour) of a record held
+	NextDeadline *time.Time
+}
+
+// SweepStats counts what a sweep deleted, per category.
+type SweepStats struct {
+	Deleted   map[string]int
+	Compacted bool
+}
+
+// StateStore holds everything else the issuer keeps. Every write of a
+// category with retention takes its deadline.
+type StateStore interface {
+	SigningKeys(ctx context.Context) ([]SigningKey, error)
+	PutSigningKey(ctx context.Context, k SigningKey) error
+
+	BundleKey(ctx context.Context) (ed25519.PrivateKey, error) // ErrNotFound before the first start
+	PutBundleKey(ctx context.Context, k ed25519.PrivateKey) error
+	NextBundleSequence(ctx context.Context) (uint64, error)
+
+	Attesters(ctx context.Context) ([]Attester, error)
+	PutAttester(ctx context.Context, a Attester) error
+	DeleteAttester(ctx context.Context, id string) error // ErrNotFound if absent
+
+	AdminTokens(ctx context.Context) ([]AdminToken, error)
+	PutAdminToken(ctx context.Context, t AdminToken) error
+	DeleteAdminToken(ctx context.Context, name string) error // ErrNotFound if absent
+
+	Policy(ctx context.Context) (PolicyRecord, error) // ErrNotFound before one is set
+	// PutPolicy makes rec current; the one it replaces moves to policy
+	// history until historyDeadline.
+	PutPolicy(ctx context.Context, rec PolicyRecord, historyDeadline time.Time) error
+
+	AppendAudit(ctx context.Context, e AuditEntry, deadline time.Time) error
+	Audit(ctx context.Context) ([]AuditEntry, error) // oldest first
+
+	Inventory(ctx context.Context) ([]CategoryStat, error)
+	// Sweep deletes every record whose deadline is at or before now, in
+	// bounded transactions, and makes the deletion physical.
+	Sweep(ctx context.Context, now time.Time) (SweepStats, error)
+}
