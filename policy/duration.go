@@ -3,6 +3,7 @@ package policy
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -16,23 +17,41 @@ type Duration time.Duration
 // D is the value as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
-// String writes whole days as "Nd", anything else in Go's form.
+// String writes whole days as "Nd", anything else in Go's form without
+// trailing zero units ("1h30m", not "1h30m0s"), so that documents and error
+// messages read the way an administrator writes them. ParseDuration reads
+// every form String writes.
 func (d Duration) String() string {
 	td := time.Duration(d)
-	if td > 0 && td%(24*time.Hour) == 0 {
-		return strconv.FormatInt(int64(td/(24*time.Hour)), 10) + "d"
+	if td > 0 && td%day == 0 {
+		return strconv.FormatInt(int64(td/day), 10) + "d"
 	}
-	return td.String()
+	s := td.String()
+	// "1h0m0s" -> "1h0m" -> "1h"; "5m0s" -> "5m". A "0s" right after a
+	// digit ("10s") is a real value and stays.
+	if t, ok := strings.CutSuffix(s, "m0s"); ok {
+		s = t + "m"
+	}
+	if t, ok := strings.CutSuffix(s, "h0m"); ok {
+		s = t + "h"
+	}
+	return s
 }
+
+const day = 24 * time.Hour
+
+// maxDays is the most whole days a time.Duration holds (about 292 years).
+const maxDays = int64(math.MaxInt64 / int64(day))
 
 // ParseDuration reads "30d" or a Go duration.
 func ParseDuration(s string) (Duration, error) {
 	if n, ok := strings.CutSuffix(s, "d"); ok {
-		days, err := strconv.ParseInt(n, 10, 32)
-		if err != nil {
+		days, err := strconv.ParseInt(n, 10, 64)
+		// Refuse what would overflow rather than wrap to a nonsense value.
+		if err != nil || days > maxDays || days < -maxDays {
 			return 0, fmt.Errorf("invalid duration %q", s)
 		}
-		return Duration(time.Duration(days) * 24 * time.Hour), nil
+		return Duration(time.Duration(days) * day), nil
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {

@@ -2,6 +2,15 @@
 // lifetimes, the window grid, holder binding and retention. Parse is strict
 // (unknown fields refused, every error names the field); Evaluate and
 // Windows are pure functions of (policy, evidence, now).
+//
+// The document is JSON. The standard library decodes it strictly with no
+// extra dependency, and the admin API speaks JSON already, so the file an
+// operator edits and the body they PUT are the same format. Durations are
+// strings ("72h", "30d"), colours are names ("green").
+//
+// The flow is read bytes -> Parse (strict decode, then Validate) -> use.
+// Validate has no side effects and fills in no defaults: what was validated
+// is what runs. Default is a complete, sensible policy for a city.
 package policy
 
 import (

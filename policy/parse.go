@@ -1,0 +1,258 @@
+package policy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"strconv"
+	"strings"
+)
+
+// MaxSize bounds a policy document. The default is under 2 KiB; the bound
+// keeps a hostile or mistaken upload from costing memory or time.
+const MaxSize = 64 << 10
+
+// Parse reads a policy document strictly and validates it. It refuses input
+// over MaxSize, anything but one JSON object, unknown or duplicate fields
+// (names match exactly, not case-insensitively as encoding/json would),
+// nulls, values of the wrong type and trailing data; every error names the
+// field path ("rules[1].colour"). On success the policy has passed
+// Validate. Every error is a *ValidationError.
+func Parse(b []byte) (*Policy, error) {
+	if len(b) > MaxSize {
+		return nil, fieldErr("", fmt.Sprintf("policy is %d bytes, more than the limit of %d", len(b), MaxSize))
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, fieldErr("", "policy is empty")
+	}
+	d := decoder{dec: json.NewDecoder(bytes.NewReader(b))}
+	d.dec.UseNumber()
+	var p Policy
+	if err := d.value(reflect.ValueOf(&p).Elem(), ""); err != nil {
+		return nil, err
+	}
+	switch _, err := d.dec.Token(); {
+	case err == io.EOF:
+	case err != nil:
+		return nil, d.syntax(err, "")
+	default:
+		return nil, fieldErr("", "unexpected data after the policy document")
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// Canonical is the policy's stable encoding, for storage and hashing: compact
+// JSON, fields in declaration order, rules in the document's order,
+// durations in Duration's form. Equal policies give equal bytes, and Parse
+// reads the bytes back to an equal policy. A policy that does not validate
+// has no canonical form, so nothing invalid is stored or hashed.
+func (p *Policy) Canonical() ([]byte, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(p)
+}
+
+var (
+	durationType = reflect.TypeFor[Duration]()
+	colourType   = reflect.TypeFor[Colour]()
+)
+
+// decoder walks the JSON token stream along the shape of the destination,
+// so it can name the path of whatever is wrong. encoding/json alone reports
+// unknown fields without their path, custom-type errors without any field,
+// and silently accepts duplicate keys and case-insensitive names.
+type decoder struct {
+	dec *json.Decoder
+}
+
+func (d *decoder) value(v reflect.Value, path string) error {
+	tok, err := d.dec.Token()
+	if err != nil {
+		return d.syntax(err, path)
+	}
+	if tok == nil {
+		return fieldErr(path, "must not be null")
+	}
+	switch v.Type() {
+	case durationType:
+		s, ok := tok.(string)
+		if !ok {
+			return fieldErr(path, `must be a duration string such as "72h" or "30d", got `+jsonType(tok))
+		}
+		dur, err := ParseDuration(s)
+		if err != nil {
+			return fieldErr(path, `must be a duration such as "72h" or "30d", got `+quote(s))
+		}
+		v.SetInt(int64(dur))
+		return nil
+	case colourType:
+		s, ok := tok.(string)
+		if !ok {
+			return fieldErr(path, "must be green, yellow or red, got "+jsonType(tok))
+		}
+		c, err := ParseColour(s)
+		if err != nil {
+			return fieldErr(path, "must be green, yellow or red, got "+quote(s))
+		}
+		v.SetInt(int64(c))
+		return nil
+	}
+	switch v.Kind() {
+	case reflect.Struct:
+		if tok != json.Delim('{') {
+			if path == "" {
+				return fieldErr("", "policy must be a JSON object, got "+jsonType(tok))
+			}
+			return fieldErr(path, "must be an object, got "+jsonType(tok))
+		}
+		return d.object(v, path)
+	case reflect.Slice:
+		if tok != json.Delim('[') {
+			return fieldErr(path, "must be an array, got "+jsonType(tok))
+		}
+		v.Set(reflect.MakeSlice(v.Type(), 0, 0))
+		for i := 0; d.dec.More(); i++ {
+			v.Set(reflect.Append(v, reflect.Zero(v.Type().Elem())))
+			if err := d.value(v.Index(i), path+"["+strconv.Itoa(i)+"]"); err != nil {
+				return err
+			}
+		}
+		return d.closing(path)
+	case reflect.String:
+		s, ok := tok.(string)
+		if !ok {
+			return fieldErr(path, "must be a string, got "+jsonType(tok))
+		}
+		v.SetString(s)
+		return nil
+	case reflect.Bool:
+		b, ok := tok.(bool)
+		if !ok {
+			return fieldErr(path, "must be true or false, got "+jsonType(tok))
+		}
+		v.SetBool(b)
+		return nil
+	case reflect.Int:
+		n, ok := tok.(json.Number)
+		if !ok {
+			return fieldErr(path, "must be an integer, got "+jsonType(tok))
+		}
+		// ParseInt refuses "1.0" and "1e3": a count is written as one.
+		i, err := strconv.ParseInt(string(n), 10, 32)
+		if err != nil {
+			return fieldErr(path, "must be an integer between -2147483648 and 2147483647, got "+truncate(string(n)))
+		}
+		v.SetInt(i)
+		return nil
+	}
+	// Only reachable if a field of a type this walker does not know is
+	// added to Policy; the tests decode every field, so it shows there.
+	return fieldErr(path, "policy: cannot decode a "+v.Type().String())
+}
+
+// object reads the members of a JSON object whose '{' has been read.
+func (d *decoder) object(v reflect.Value, path string) error {
+	t := v.Type()
+	seen := make([]bool, t.NumField())
+	for d.dec.More() {
+		tok, err := d.dec.Token()
+		if err != nil {
+			return d.syntax(err, path)
+		}
+		name := tok.(string) // the decoder guarantees object keys are strings
+		i := fieldIndex(t, name)
+		if i < 0 {
+			return fieldErr(join(path, truncate(name)), "unknown field")
+		}
+		if seen[i] {
+			return fieldErr(join(path, name), "duplicate field")
+		}
+		seen[i] = true
+		if err := d.value(v.Field(i), join(path, name)); err != nil {
+			return err
+		}
+	}
+	return d.closing(path)
+}
+
+// closing reads the '}' or ']' that More said is next.
+func (d *decoder) closing(path string) error {
+	if _, err := d.dec.Token(); err != nil {
+		return d.syntax(err, path)
+	}
+	return nil
+}
+
+// syntax turns a decoder error into a field error at path.
+func (d *decoder) syntax(err error, path string) error {
+	if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fieldErr(path, "invalid JSON: unexpected end of input")
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fieldErr(path, fmt.Sprintf("invalid JSON at byte %d: %s", se.Offset, strings.TrimPrefix(se.Error(), "json: ")))
+	}
+	return fieldErr(path, "invalid JSON: "+err.Error())
+}
+
+// fieldIndex finds the struct field whose JSON name is exactly name.
+func fieldIndex(t reflect.Type, name string) int {
+	for i := range t.NumField() {
+		tag, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if tag == name {
+			return i
+		}
+	}
+	return -1
+}
+
+func join(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
+}
+
+// jsonType names the JSON type of a token, for messages.
+func jsonType(tok json.Token) string {
+	switch tok := tok.(type) {
+	case json.Delim:
+		if tok == '{' {
+			return "an object"
+		}
+		return "an array"
+	case string:
+		return "a string"
+	case json.Number:
+		return "a number"
+	case bool:
+		return "a boolean"
+	}
+	return "null"
+}
+
+// quote echoes a value from the document, shortened: enough to find it,
+// never a whole pasted blob.
+func quote(s string) string { return strconv.Quote(truncate(s)) }
+
+func truncate(s string) string {
+	const max = 32
+	if len(s) <= max {
+		return s
+	}
+	// Cut on a rune boundary so the echo stays valid UTF-8.
+	i := max
+	for i > 0 && !utf8RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
+}
+
+func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }
