@@ -28,7 +28,7 @@ func Parse(b []byte) (*Policy, error) {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return nil, fieldErr("", "policy is empty")
 	}
-	d := decoder{dec: json.NewDecoder(bytes.NewReader(b))}
+	d := decoder{in: b, dec: json.NewDecoder(bytes.NewReader(b))}
 	d.dec.UseNumber()
 	var p Policy
 	if err := d.value(reflect.ValueOf(&p).Elem(), ""); err != nil {
@@ -69,6 +69,7 @@ var (
 // unknown fields without their path, custom-type errors without any field,
 // and silently accepts duplicate keys and case-insensitive names.
 type decoder struct {
+	in  []byte
 	dec *json.Decoder
 }
 
@@ -78,13 +79,16 @@ func (d *decoder) value(v reflect.Value, path string) error {
 		return d.syntax(err, path)
 	}
 	if tok == nil {
+		if path == "" {
+			return fieldErr("", "policy must be a JSON object, got null")
+		}
 		return fieldErr(path, "must not be null")
 	}
 	switch v.Type() {
 	case durationType:
 		s, ok := tok.(string)
 		if !ok {
-			return fieldErr(path, `must be a duration string such as "72h" or "30d", got `+jsonType(tok))
+			return fieldErr(path, `must be a duration such as "72h" or "30d", got `+jsonType(tok))
 		}
 		dur, err := ParseDuration(s)
 		if err != nil {
@@ -146,8 +150,11 @@ func (d *decoder) value(v reflect.Value, path string) error {
 		}
 		// ParseInt refuses "1.0" and "1e3": a count is written as one.
 		i, err := strconv.ParseInt(string(n), 10, 32)
-		if err != nil {
-			return fieldErr(path, "must be an integer between -2147483648 and 2147483647, got "+truncate(string(n)))
+		switch {
+		case errors.Is(err, strconv.ErrRange):
+			return fieldErr(path, "is out of range, got "+truncate(string(n)))
+		case err != nil:
+			return fieldErr(path, "must be an integer, got "+truncate(string(n)))
 		}
 		v.SetInt(i)
 		return nil
@@ -195,11 +202,18 @@ func (d *decoder) syntax(err error, path string) error {
 	if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
 		return fieldErr(path, "invalid JSON: unexpected end of input")
 	}
-	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		return fieldErr(path, fmt.Sprintf("invalid JSON at byte %d: %s", se.Offset, strings.TrimPrefix(se.Error(), "json: ")))
-	}
-	return fieldErr(path, "invalid JSON: "+err.Error())
+	// The decoder's InputOffset is where the offending token or value
+	// starts; SyntaxError.Offset is not reliable across its code paths.
+	line, col := position(d.in, d.dec.InputOffset())
+	return fieldErr(path, fmt.Sprintf("invalid JSON at line %d, column %d: %s", line, col, strings.TrimPrefix(err.Error(), "json: ")))
+}
+
+// position turns a byte offset into a 1-based line and column (in bytes).
+func position(in []byte, off int64) (line, col int) {
+	off = min(max(off, 0), int64(len(in)))
+	before := in[:off]
+	line = 1 + bytes.Count(before, []byte{'\n'})
+	return line, int(off) - bytes.LastIndexByte(before, '\n')
 }
 
 // fieldIndex finds the struct field whose JSON name is exactly name.
