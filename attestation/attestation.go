@@ -204,6 +204,21 @@ func decodeClaims(raw string) (Claims, error) {
 	if len(parts) != 3 {
 		return Claims{}, errorf(CodeMalformed, "attestation is not a compact JWS (want three dot-separated parts)")
 	}
+	hdr, err := base64.RawURLEncoding.DecodeString(parts[0])
+	if err != nil {
+		return Claims{}, errorf(CodeMalformed, "attestation header is not base64url")
+	}
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	if err := json.Unmarshal(hdr, &h); err != nil {
+		return Claims{}, errorf(CodeMalformed, "attestation header is not a JSON object")
+	}
+	// Named before any key is looked up: "none" and HMAC-with-the-public-key
+	// are refused for what they are.
+	if h.Alg != jwt.SigningMethodEdDSA.Alg() {
+		return Claims{}, errorf(CodeBadSignature, "attestation is not signed with EdDSA (alg %q)", truncate(h.Alg))
+	}
 	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {
 		return Claims{}, errorf(CodeMalformed, "attestation payload is not base64url")

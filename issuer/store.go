@@ -66,12 +66,15 @@ type Store interface {
 	Redeem(ctx context.Context, r Redemption) error
 }
 
-// SigningKey is a token-signing key. Tokens it signs lie inside
-// [NotBefore, NotAfter]; its private part is destroyed at DestroyAt.
+// SigningKey is a token-signing key. It is published from Created, signs
+// from ActiveAt (SPIRE-style: published before use), and tokens it signs
+// lie inside [NotBefore, NotAfter]; its private part is destroyed at
+// DestroyAt.
 type SigningKey struct {
 	ID        string
 	Private   ed25519.PrivateKey
 	Created   time.Time
+	ActiveAt  time.Time
 	NotBefore time.Time
 	NotAfter  time.Time
 	DestroyAt time.Time

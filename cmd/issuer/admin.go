@@ -1,0 +1,356 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/healthcode/healthcode/bundle"
+	"github.com/healthcode/healthcode/internal/keyfile"
+	"github.com/healthcode/healthcode/issuer/boltstore"
+	"github.com/healthcode/healthcode/issuer/httpapi"
+	"github.com/healthcode/healthcode/policy"
+)
+
+const adminUsage = `issuer admin: administer a running issuer over its admin API
+
+Usage:
+  issuer admin attesters list
+  issuer admin attesters add --id ID --key PUBKEY     (PUBKEY as printed by 'attester keygen')
+  issuer admin attesters remove ID
+  issuer admin policy get
+  issuer admin policy set FILE
+  issuer admin policy validate FILE
+  issuer admin inventory
+  issuer admin audit
+  issuer admin keys list
+  issuer admin keys rotate [--immediate]
+  issuer admin tokens list
+  issuer admin tokens create NAME                      (prints the new token once)
+  issuer admin tokens revoke NAME
+
+Every command takes:
+  --url URL          issuer base URL (default $HEALTHCODE_URL, else http://127.0.0.1:8080)
+  --token-file FILE  admin token file (default ./data/admin.token); or set $HEALTHCODE_ADMIN_TOKEN
+  --json             print the API's JSON as it is
+`
+
+type adminClient struct {
+	url, tokenFile string
+	json           bool
+	http           *http.Client
+	stdout         io.Writer
+}
+
+// flags registers the common flags; values already set (by flags before
+// the command) are the defaults, so they may stand on either side of it.
+func (a *adminClient) flags(fs *flag.FlagSet) {
+	if a.url == "" {
+		if a.url = os.Getenv("HEALTHCODE_URL"); a.url == "" {
+			a.url = "http://127.0.0.1:8080"
+		}
+	}
+	if a.tokenFile == "" {
+		a.tokenFile = filepath.Join("data", adminTokenFile)
+	}
+	fs.StringVar(&a.url, "url", a.url, "issuer base URL")
+	fs.StringVar(&a.tokenFile, "token-file", a.tokenFile, "admin token file")
+	fs.BoolVar(&a.json, "json", a.json, "print JSON")
+}
+
+func (a *adminClient) token() (string, error) {
+	if t := os.Getenv("HEALTHCODE_ADMIN_TOKEN"); t != "" {
+		return strings.TrimSpace(t), nil
+	}
+	b, err := os.ReadFile(a.tokenFile)
+	if err != nil {
+		return "", fmt.Errorf("admin token: %w (use --token-file or HEALTHCODE_ADMIN_TOKEN)", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// call does one admin request; out, if not nil, receives the JSON answer.
+func (a *adminClient) call(ctx context.Context, method, path string, body []byte, out any) ([]byte, error) {
+	u, err := url.Parse(a.url)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, usagef("--url must be an http(s) URL, got %q", a.url)
+	}
+	tok, err := a.token()
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(a.url, "/")+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := a.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= 300 {
+		var e httpapi.ErrorResponse
+		if json.Unmarshal(raw, &e) == nil && e.Error.Message != "" {
+			return nil, fmt.Errorf("%s (%s, HTTP %d)", e.Error.Message, e.Error.Code, resp.StatusCode)
+		}
+		return nil, fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	if out != nil && len(raw) > 0 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return nil, fmt.Errorf("unexpected answer from the issuer: %w", err)
+		}
+	}
+	return raw, nil
+}
+
+func cmdAdmin(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stdout, adminUsage)
+		if len(args) == 0 {
+			return usagef("admin needs a command")
+		}
+		return nil
+	}
+	a := &adminClient{http: &http.Client{Timeout: 15 * time.Second}, stdout: stdout}
+	global := newFlags("admin", "issuer admin [--url URL] [--token-file FILE] [--json] COMMAND ...", stderr)
+	a.flags(global)
+	if err := parseFlags(global, args); err != nil {
+		return err
+	}
+	if args = global.Args(); len(args) == 0 {
+		return usagef("admin needs a command (see 'issuer admin help')")
+	}
+	cmd := args[0]
+	sub := ""
+	rest := args[1:]
+	if cmd != "inventory" && cmd != "audit" {
+		if len(rest) == 0 {
+			return usagef("admin %s needs a subcommand (see 'issuer admin help')", cmd)
+		}
+		sub, rest = rest[0], rest[1:]
+	}
+	fs := newFlags("admin "+cmd, "issuer admin "+strings.TrimSpace(cmd+" "+sub)+" [flags]", stderr)
+	a.flags(fs)
+	var id, key string
+	var immediate bool
+	switch cmd + " " + sub {
+	case "attesters add":
+		fs.StringVar(&id, "id", "", "attester id (letters, digits, . - _)")
+		fs.StringVar(&key, "key", "", "attester public key (base64url, as printed by 'attester keygen')")
+	case "keys rotate":
+		fs.BoolVar(&immediate, "immediate", false, "sign with the new key at once (for a compromised key); verifiers must sync")
+	}
+	if err := parseFlags(fs, rest); err != nil {
+		return err
+	}
+	pos := fs.Args()
+	want := func(n int, what string) error {
+		if len(pos) != n {
+			return usagef("usage: issuer admin %s %s %s", cmd, sub, what)
+		}
+		return nil
+	}
+
+	switch cmd + " " + sub {
+	case "attesters list":
+		var out struct{ Attesters []httpapi.AttesterJSON }
+		return a.print(ctx, "GET", "/v1/admin/attesters", nil, &out, func(w io.Writer) {
+			fmt.Fprintln(w, "ID\tKEY\tADDED")
+			for _, at := range out.Attesters {
+				fmt.Fprintf(w, "%s\t%s\t%s\n", at.ID, at.Key, at.Added.Format(time.RFC3339))
+			}
+		})
+	case "attesters add":
+		if id == "" || key == "" {
+			return usagef("attesters add needs --id and --key")
+		}
+		if _, err := keyfile.ParsePublic(key); err != nil {
+			return usagef("--key: %v", err)
+		}
+		body, _ := json.Marshal(httpapi.AttesterJSON{ID: id, Key: key})
+		return a.print(ctx, "POST", "/v1/admin/attesters", body, nil, func(w io.Writer) { fmt.Fprintf(w, "attester %s registered\n", id) })
+	case "attesters remove":
+		if err := want(1, "ID"); err != nil {
+			return err
+		}
+		return a.print(ctx, "DELETE", "/v1/admin/attesters/"+url.PathEscape(pos[0]), nil, nil, func(w io.Writer) { fmt.Fprintf(w, "attester %s removed\n", pos[0]) })
+	case "policy get":
+		raw, err := a.call(ctx, "GET", "/v1/admin/policy", nil, nil)
+		if err != nil {
+			return err
+		}
+		var buf bytes.Buffer
+		if json.Indent(&buf, raw, "", "  ") == nil {
+			raw = append(buf.Bytes(), '\n')
+		}
+		_, err = stdout.Write(raw)
+		return err
+	case "policy set", "policy validate":
+		if err := want(1, "FILE"); err != nil {
+			return err
+		}
+		b, err := os.ReadFile(pos[0])
+		if err != nil {
+			return err
+		}
+		// Local check first: the same parser, so the same messages.
+		if _, err := policy.Parse(b); err != nil {
+			return fmt.Errorf("%s: %w", pos[0], err)
+		}
+		if sub == "validate" {
+			var out struct{ Version int }
+			return a.print(ctx, "POST", "/v1/admin/policy/validate", b, &out, func(w io.Writer) { fmt.Fprintf(w, "%s: valid policy, version %d\n", pos[0], out.Version) })
+		}
+		var out struct{ Version int }
+		return a.print(ctx, "PUT", "/v1/admin/policy", b, &out, func(w io.Writer) { fmt.Fprintf(w, "policy version %d installed\n", out.Version) })
+	case "inventory ":
+		var out httpapi.InventoryJSON
+		return a.print(ctx, "GET", "/v1/inventory", nil, &out, func(w io.Writer) { printInventory(w, out) })
+	case "audit ":
+		var out struct {
+			Entries []struct {
+				Time   time.Time
+				Admin  string
+				Action string
+				Detail string
+			}
+		}
+		return a.print(ctx, "GET", "/v1/admin/audit", nil, &out, func(w io.Writer) {
+			fmt.Fprintln(w, "TIME\tADMIN\tACTION\tDETAIL")
+			for _, e := range out.Entries {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", e.Time.UTC().Format(time.RFC3339), e.Admin, e.Action, e.Detail)
+			}
+		})
+	case "keys list":
+		var out struct {
+			Keys []struct {
+				Kid                           string
+				Status                        string
+				ActiveAt, NotAfter, DestroyAt time.Time `json:",omitzero"`
+			}
+		}
+		return a.print(ctx, "GET", "/v1/admin/keys", nil, &out, func(w io.Writer) {
+			fmt.Fprintln(w, "KID\tSTATUS\tSIGNS FROM\tTOKENS VALID UNTIL\tDESTROYED AT")
+			for _, k := range out.Keys {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", k.Kid, k.Status, k.ActiveAt.UTC().Format(time.RFC3339), k.NotAfter.UTC().Format(time.RFC3339), k.DestroyAt.UTC().Format(time.RFC3339))
+			}
+		})
+	case "keys rotate":
+		body, _ := json.Marshal(map[string]bool{"immediate": immediate})
+		var out struct {
+			Kid      string
+			ActiveAt time.Time `json:"active_at"`
+		}
+		return a.print(ctx, "POST", "/v1/admin/keys/rotate", body, &out, func(w io.Writer) {
+			fmt.Fprintf(w, "key %s published; it signs from %s\n", out.Kid, out.ActiveAt.UTC().Format(time.RFC3339))
+		})
+	case "tokens list":
+		var out struct{ Names []string }
+		return a.print(ctx, "GET", "/v1/admin/tokens", nil, &out, func(w io.Writer) {
+			for _, n := range out.Names {
+				fmt.Fprintln(w, n)
+			}
+		})
+	case "tokens create":
+		if err := want(1, "NAME"); err != nil {
+			return err
+		}
+		body, _ := json.Marshal(map[string]string{"name": pos[0]})
+		var out struct{ Name, Token string }
+		return a.print(ctx, "POST", "/v1/admin/tokens", body, &out, func(w io.Writer) { fmt.Fprintln(w, out.Token) })
+	case "tokens revoke":
+		if err := want(1, "NAME"); err != nil {
+			return err
+		}
+		return a.print(ctx, "DELETE", "/v1/admin/tokens/"+url.PathEscape(pos[0]), nil, nil, func(w io.Writer) { fmt.Fprintf(w, "admin token %s revoked\n", pos[0]) })
+	}
+	return usagef("unknown admin command %q (see 'issuer admin help')", strings.TrimSpace(cmd+" "+sub))
+}
+
+// print calls the API and prints its answer as a table, or as JSON with
+// --json.
+func (a *adminClient) print(ctx context.Context, method, path string, body []byte, out any, table func(io.Writer)) error {
+	raw, err := a.call(ctx, method, path, body, out)
+	if err != nil {
+		return err
+	}
+	if a.json {
+		if len(raw) == 0 {
+			raw = []byte("{}")
+		}
+		_, err := fmt.Fprintf(a.stdout, "%s\n", bytes.TrimSpace(raw))
+		return err
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	table(tw)
+	return tw.Flush()
+}
+
+func printInventory(w io.Writer, inv httpapi.InventoryJSON) {
+	ts := func(p *int64) string {
+		if p == nil {
+			return "-"
+		}
+		return time.Unix(*p, 0).UTC().Format(time.RFC3339)
+	}
+	fmt.Fprintf(w, "policy version %d\n", inv.PolicyVersion)
+	fmt.Fprintln(w, "CATEGORY\tCOUNT\tOLDEST\tNEXT DEADLINE\tRETENTION")
+	for _, c := range inv.Categories {
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\n", c.Name, c.Count, ts(c.Oldest), ts(c.NextDeadline), c.Retention)
+	}
+}
+
+// cmdFingerprint prints the bundle key fingerprint from the data
+// directory, without a network call: that is the point of pinning.
+func cmdFingerprint(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("fingerprint", "issuer fingerprint [--data DIR]", stderr)
+	data := fs.String("data", "./data", "data directory")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usagef("fingerprint takes no arguments")
+	}
+	// A running issuer holds the database lock; it writes the fingerprint
+	// beside it at start.
+	if b, err := os.ReadFile(filepath.Join(*data, fingerprintFile)); err == nil {
+		fp := strings.TrimSpace(string(b))
+		if bundle.CheckPin(fp) != nil {
+			return fmt.Errorf("%s is damaged", filepath.Join(*data, fingerprintFile))
+		}
+		fmt.Fprintln(stdout, fp)
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(*data, "healthcode.db")); err != nil {
+		return fmt.Errorf("no issuer state in %s: run 'issuer serve --data %s' first", *data, *data)
+	}
+	db, err := boltstore.Open(*data, boltstore.Options{})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	k, err := db.BundleKey(ctx)
+	if err != nil {
+		return fmt.Errorf("no bundle key in %s: run 'issuer serve --data %s' first", *data, *data)
+	}
+	fmt.Fprintln(stdout, bundle.Fingerprint(publicOf(k)))
+	return nil
+}

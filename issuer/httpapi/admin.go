@@ -1,0 +1,184 @@
+package httpapi
+
+import (
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/healthcode/healthcode/internal/keyfile"
+	"github.com/healthcode/healthcode/issuer"
+	"github.com/healthcode/healthcode/policy"
+)
+
+const adminLocal = "admin"
+
+// requireAdmin checks the bearer token against the stored hashes (in
+// constant time, in the core) and remembers the token's name for the audit
+// log.
+func (s *Server) requireAdmin(c *fiber.Ctx) error {
+	auth := c.Get(fiber.HeaderAuthorization)
+	tok, ok := strings.CutPrefix(auth, "Bearer ")
+	if !ok || tok == "" {
+		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="healthcode-admin"`)
+		return apiError(fiber.StatusUnauthorized, "unauthorized", "an admin bearer token is required")
+	}
+	name, ok := s.iss.AuthenticateAdmin(strings.TrimSpace(tok))
+	if !ok {
+		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="healthcode-admin", error="invalid_token"`)
+		return apiError(fiber.StatusUnauthorized, "unauthorized", "the admin token is not valid")
+	}
+	c.Locals(adminLocal, name)
+	return c.Next()
+}
+
+func adminName(c *fiber.Ctx) string { s, _ := c.Locals(adminLocal).(string); return s }
+
+// AttesterJSON is an attester as the admin API shows it.
+type AttesterJSON struct {
+	ID    string    `json:"id"`
+	Key   string    `json:"key"`
+	Added time.Time `json:"added,omitzero"`
+}
+
+func (s *Server) adminRoutes(r fiber.Router) {
+	r.Get("/attesters", func(c *fiber.Ctx) error {
+		list, err := s.iss.Attesters(c.UserContext())
+		if err != nil {
+			return err
+		}
+		out := make([]AttesterJSON, len(list))
+		for n, a := range list {
+			out[n] = AttesterJSON{ID: a.ID, Key: keyfile.EncodePublic(a.Public), Added: a.Added}
+		}
+		return c.JSON(fiber.Map{"attesters": out})
+	})
+	r.Post("/attesters", func(c *fiber.Ctx) error {
+		if err := requireJSON(c); err != nil {
+			return err
+		}
+		var req AttesterJSON
+		if err := decodeStrict(c.Body(), &req); err != nil {
+			return err
+		}
+		pub, err := keyfile.ParsePublic(req.Key)
+		if err != nil {
+			return apiError(fiber.StatusBadRequest, "invalid_attester", "key: "+err.Error())
+		}
+		if err := s.iss.AddAttester(c.UserContext(), adminName(c), req.ID, pub); err != nil {
+			return coreError(err)
+		}
+		return c.Status(fiber.StatusCreated).JSON(AttesterJSON{ID: req.ID, Key: keyfile.EncodePublic(pub)})
+	})
+	r.Delete("/attesters/:id", func(c *fiber.Ctx) error {
+		if err := s.iss.RemoveAttester(c.UserContext(), adminName(c), c.Params("id")); err != nil {
+			return coreError(err)
+		}
+		return c.SendStatus(fiber.StatusNoContent)
+	})
+
+	r.Get("/policy", func(c *fiber.Ctx) error {
+		raw, err := s.iss.Policy().Canonical()
+		if err != nil {
+			return err
+		}
+		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSONCharsetUTF8)
+		return c.Send(raw)
+	})
+	r.Put("/policy", func(c *fiber.Ctx) error {
+		p, err := parsePolicy(c)
+		if err != nil {
+			return err
+		}
+		if err := s.iss.SetPolicy(c.UserContext(), adminName(c), p); err != nil {
+			return coreError(err)
+		}
+		return c.JSON(fiber.Map{"version": p.Version})
+	})
+	r.Post("/policy/validate", func(c *fiber.Ctx) error {
+		p, err := parsePolicy(c)
+		if err != nil {
+			return err
+		}
+		return c.JSON(fiber.Map{"valid": true, "version": p.Version})
+	})
+
+	r.Get("/audit", func(c *fiber.Ctx) error {
+		entries, err := s.iss.Audit(c.UserContext())
+		if err != nil {
+			return err
+		}
+		if entries == nil {
+			entries = []issuer.AuditEntry{}
+		}
+		return c.JSON(fiber.Map{"entries": entries})
+	})
+
+	r.Get("/keys", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"keys": s.iss.Keys()}) })
+	r.Post("/keys/rotate", func(c *fiber.Ctx) error {
+		var req struct {
+			Immediate bool `json:"immediate"`
+		}
+		if len(c.Body()) > 0 {
+			if err := decodeStrict(c.Body(), &req); err != nil {
+				return err
+			}
+		}
+		kid, at, err := s.iss.RotateKeys(c.UserContext(), adminName(c), req.Immediate)
+		if err != nil {
+			return coreError(err)
+		}
+		return c.JSON(fiber.Map{"kid": kid, "active_at": at.UTC()})
+	})
+
+	r.Get("/tokens", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"names": s.iss.AdminTokens()}) })
+	r.Post("/tokens", func(c *fiber.Ctx) error {
+		var req struct {
+			Name string `json:"name"`
+		}
+		if err := decodeStrict(c.Body(), &req); err != nil {
+			return err
+		}
+		tok, err := s.iss.CreateAdminToken(c.UserContext(), adminName(c), req.Name)
+		if err != nil {
+			return coreError(err)
+		}
+		c.Set(fiber.HeaderCacheControl, "no-store")
+		return c.Status(fiber.StatusCreated).JSON(fiber.Map{"name": req.Name, "token": tok})
+	})
+	r.Delete("/tokens/:name", func(c *fiber.Ctx) error {
+		if err := s.iss.RevokeAdminToken(c.UserContext(), adminName(c), c.Params("name")); err != nil {
+			return coreError(err)
+		}
+		return c.SendStatus(fiber.StatusNoContent)
+	})
+}
+
+func parsePolicy(c *fiber.Ctx) (*policy.Policy, error) {
+	if err := requireJSON(c); err != nil {
+		return nil, err
+	}
+	p, err := policy.Parse(c.Body())
+	if err != nil {
+		return nil, apiError(fiber.StatusUnprocessableEntity, "invalid_policy", err.Error())
+	}
+	return p, nil
+}
+
+// coreError maps the core's input errors to API errors; anything else is
+// internal.
+func coreError(err error) error {
+	var ie *issuer.InputError
+	if errors.As(err, &ie) {
+		status := ie.Status
+		if status == 0 {
+			status = fiber.StatusBadRequest
+			if ie.Code == "invalid_policy" {
+				status = fiber.StatusUnprocessableEntity
+			}
+		}
+		return apiError(status, ie.Code, ie.Message)
+	}
+	return err
+}

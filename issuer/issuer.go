@@ -1,0 +1,377 @@
+// Package issuer is the core of the Healthcode issuer: it turns verified
+// attestations into short-lived colour tokens under the administrator's
+// policy, keeps the signing-key schedule and the trust bundle, and applies
+// retention. It imports neither fiber nor bbolt: transports and storage are
+// adapters around it (issuer/httpapi, issuer/boltstore).
+package issuer
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/healthcode/healthcode/attestation"
+	"github.com/healthcode/healthcode/bundle"
+	"github.com/healthcode/healthcode/policy"
+	"github.com/healthcode/healthcode/token"
+)
+
+// Config wires an Issuer.
+type Config struct {
+	Store  Store
+	State  StateStore
+	Clock  Clock
+	Logger *slog.Logger
+	// Policy, if set, replaces the stored policy at start (audited as the
+	// "startup" admin). With neither, the built-in default is stored.
+	Policy *policy.Policy
+}
+
+// Issuer is safe for concurrent use.
+type Issuer struct {
+	store Store
+	state StateStore
+	clock Clock
+	log   *slog.Logger
+
+	mu        sync.RWMutex
+	pol       *policy.Policy
+	keys      []SigningKey // oldest first
+	signers   map[string]*token.Signer
+	attesters map[string]ed25519.PublicKey
+	admins    []AdminToken
+	bundleKey ed25519.PrivateKey
+	bundleRaw string
+	bundle    *bundle.Bundle
+}
+
+// New loads the issuer's state, creating keys and the default policy on
+// first start.
+func New(ctx context.Context, cfg Config) (*Issuer, error) {
+	if cfg.Store == nil || cfg.State == nil {
+		return nil, errors.New("issuer: Store and State are required")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = SystemClock{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	i := &Issuer{store: cfg.Store, state: cfg.State, clock: cfg.Clock, log: cfg.Logger}
+
+	rec, err := i.state.Policy(ctx)
+	switch {
+	case errors.Is(err, ErrNotFound) && cfg.Policy == nil:
+		cfg.Policy = policy.Default()
+		fallthrough
+	case cfg.Policy != nil:
+		if err := i.putPolicy(ctx, "startup", cfg.Policy, err == nil); err != nil {
+			return nil, err
+		}
+	case err != nil:
+		return nil, fmt.Errorf("issuer: load policy: %w", err)
+	default:
+		p, err := policy.Parse(rec.Raw)
+		if err != nil {
+			return nil, fmt.Errorf("issuer: stored policy: %w", err)
+		}
+		i.pol = p
+	}
+
+	bk, err := i.state.BundleKey(ctx)
+	if errors.Is(err, ErrNotFound) {
+		_, bk, err = ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		if err := i.state.PutBundleKey(ctx, bk); err != nil {
+			return nil, fmt.Errorf("issuer: store bundle key: %w", err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("issuer: load bundle key: %w", err)
+	}
+	i.bundleKey = bk
+
+	if err := i.reloadAttesters(ctx); err != nil {
+		return nil, err
+	}
+	if err := i.reloadAdmins(ctx); err != nil {
+		return nil, err
+	}
+	if err := i.reloadKeys(ctx); err != nil {
+		return nil, err
+	}
+	if err := i.Maintain(ctx); err != nil {
+		return nil, err
+	}
+	return i, nil
+}
+
+// Policy returns the policy in force. Callers must not modify it.
+func (i *Issuer) Policy() *policy.Policy {
+	i.mu.RLock()
+	defer i.mu.RUnlock()
+	return i.pol
+}
+
+// Fingerprint is the bundle key fingerprint that verifiers pin.
+func (i *Issuer) Fingerprint() string {
+	return bundle.Fingerprint(i.bundleKey.Public().(ed25519.PublicKey))
+}
+
+// Now is the issuer's clock.
+func (i *Issuer) Now() time.Time { return i.clock.Now() }
+
+// --- attesters -------------------------------------------------------------
+
+type attesterKeys map[string]ed25519.PublicKey
+
+func (a attesterKeys) AttesterKey(id string) (ed25519.PublicKey, bool) {
+	k, ok := a[id]
+	return k, ok
+}
+
+func (i *Issuer) reloadAttesters(ctx context.Context) error {
+	list, err := i.state.Attesters(ctx)
+	if err != nil {
+		return fmt.Errorf("issuer: load attesters: %w", err)
+	}
+	m := make(map[string]ed25519.PublicKey, len(list))
+	for _, a := range list {
+		m[a.ID] = a.Public
+	}
+	i.mu.Lock()
+	i.attesters = m
+	i.mu.Unlock()
+	return nil
+}
+
+// Attesters lists the registered attesters.
+func (i *Issuer) Attesters(ctx context.Context) ([]Attester, error) {
+	list, err := i.state.Attesters(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(list, func(a, b int) bool { return list[a].ID < list[b].ID })
+	return list, nil
+}
+
+// ValidAttesterID reports whether id is a usable attester id: 1 to 64
+// characters of [A-Za-z0-9._-].
+func ValidAttesterID(id string) error { return validName("attester id", id) }
+
+func validName(what, s string) error {
+	if s == "" || len(s) > attestation.MaxAttesterLen {
+		return fmt.Errorf("%s must be 1 to %d characters", what, attestation.MaxAttesterLen)
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_') {
+			return fmt.Errorf("%s may contain only letters, digits, '.', '-' and '_'", what)
+		}
+	}
+	return nil
+}
+
+// AddAttester registers (or replaces the key of) an attester.
+func (i *Issuer) AddAttester(ctx context.Context, admin, id string, pub ed25519.PublicKey) error {
+	if err := ValidAttesterID(id); err != nil {
+		return &InputError{Code: "invalid_attester", Message: err.Error()}
+	}
+	if len(pub) != ed25519.PublicKeySize {
+		return &InputError{Code: "invalid_attester", Message: "attester key must be a 32-byte Ed25519 public key"}
+	}
+	if err := i.state.PutAttester(ctx, Attester{ID: id, Public: pub, Added: i.clock.Now().UTC()}); err != nil {
+		return err
+	}
+	if err := i.reloadAttesters(ctx); err != nil {
+		return err
+	}
+	sum := sha256.Sum256(pub)
+	return i.audit(ctx, admin, "attester.add", fmt.Sprintf("attester %s, key sha256:%x", id, sum[:8]))
+}
+
+// RemoveAttester unregisters an attester; its attestations are refused from
+// then on.
+func (i *Issuer) RemoveAttester(ctx context.Context, admin, id string) error {
+	if err := i.state.DeleteAttester(ctx, id); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return &InputError{Code: "not_found", Message: fmt.Sprintf("no attester %q", id), Status: 404}
+		}
+		return err
+	}
+	if err := i.reloadAttesters(ctx); err != nil {
+		return err
+	}
+	return i.audit(ctx, admin, "attester.remove", "attester "+id)
+}
+
+// --- policy ----------------------------------------------------------------
+
+// SetPolicy validates and installs p. The replaced document goes to policy
+// history for retention.policy_history.
+func (i *Issuer) SetPolicy(ctx context.Context, admin string, p *policy.Policy) error {
+	if err := p.Validate(); err != nil {
+		return &InputError{Code: "invalid_policy", Message: err.Error()}
+	}
+	cur := i.Policy()
+	if cur != nil && p.Version <= cur.Version {
+		return &InputError{Code: "invalid_policy", Message: fmt.Sprintf("version: must be greater than the current version (%d), got %d", cur.Version, p.Version)}
+	}
+	if err := i.putPolicy(ctx, admin, p, true); err != nil {
+		return err
+	}
+	// Lifetimes and display data may have changed.
+	return i.resignBundle(ctx)
+}
+
+func (i *Issuer) putPolicy(ctx context.Context, admin string, p *policy.Policy, hadOne bool) error {
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("issuer: policy: %w", err)
+	}
+	raw, err := p.Canonical()
+	if err != nil {
+		return err
+	}
+	now := i.clock.Now().UTC()
+	if err := i.state.PutPolicy(ctx, PolicyRecord{Version: p.Version, Raw: raw, Set: now}, now.Add(p.Retention.PolicyHistory.D())); err != nil {
+		return fmt.Errorf("issuer: store policy: %w", err)
+	}
+	i.mu.Lock()
+	old := i.pol
+	i.pol = p
+	i.mu.Unlock()
+	detail := fmt.Sprintf("policy version %d installed", p.Version)
+	if old != nil {
+		detail = fmt.Sprintf("policy version %d replaced version %d", p.Version, old.Version)
+	}
+	return i.audit(ctx, admin, "policy.set", detail)
+}
+
+// --- audit -----------------------------------------------------------------
+
+func (i *Issuer) audit(ctx context.Context, admin, action, detail string) error {
+	now := i.clock.Now().UTC()
+	e := AuditEntry{Time: now.Truncate(time.Second), Admin: admin, Action: action, Detail: detail}
+	if err := i.state.AppendAudit(ctx, e, now.Add(i.Policy().Retention.Audit.D())); err != nil {
+		return fmt.Errorf("issuer: audit: %w", err)
+	}
+	i.log.Info("admin action", "admin", admin, "action", action)
+	return nil
+}
+
+// Audit lists the audit log, oldest first.
+func (i *Issuer) Audit(ctx context.Context) ([]AuditEntry, error) { return i.state.Audit(ctx) }
+
+// --- admin tokens ----------------------------------------------------------
+
+// AdminTokenPrefix starts every admin token, so that secret scanners can
+// find leaked ones.
+const AdminTokenPrefix = "hcadm_"
+
+func (i *Issuer) reloadAdmins(ctx context.Context) error {
+	list, err := i.state.AdminTokens(ctx)
+	if err != nil {
+		return fmt.Errorf("issuer: load admin tokens: %w", err)
+	}
+	i.mu.Lock()
+	i.admins = list
+	i.mu.Unlock()
+	return nil
+}
+
+// HasAdminTokens reports whether any admin token exists.
+func (i *Issuer) HasAdminTokens() bool {
+	i.mu.RLock()
+	defer i.mu.RUnlock()
+	return len(i.admins) > 0
+}
+
+// CreateAdminToken makes a new named admin token and returns it; only its
+// hash is stored.
+func (i *Issuer) CreateAdminToken(ctx context.Context, admin, name string) (string, error) {
+	if err := validName("admin token name", name); err != nil {
+		return "", &InputError{Code: "invalid_name", Message: err.Error()}
+	}
+	i.mu.RLock()
+	for _, a := range i.admins {
+		if a.Name == name {
+			i.mu.RUnlock()
+			return "", &InputError{Code: "conflict", Message: fmt.Sprintf("an admin token named %q exists", name), Status: 409}
+		}
+	}
+	i.mu.RUnlock()
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	tok := AdminTokenPrefix + base64.RawURLEncoding.EncodeToString(b[:])
+	if err := i.state.PutAdminToken(ctx, AdminToken{Name: name, Hash: sha256.Sum256([]byte(tok)), Created: i.clock.Now().UTC()}); err != nil {
+		return "", err
+	}
+	if err := i.reloadAdmins(ctx); err != nil {
+		return "", err
+	}
+	return tok, i.audit(ctx, admin, "admin_token.create", "admin token "+name)
+}
+
+// RevokeAdminToken deletes the named admin token.
+func (i *Issuer) RevokeAdminToken(ctx context.Context, admin, name string) error {
+	if err := i.state.DeleteAdminToken(ctx, name); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return &InputError{Code: "not_found", Message: fmt.Sprintf("no admin token named %q", name), Status: 404}
+		}
+		return err
+	}
+	if err := i.reloadAdmins(ctx); err != nil {
+		return err
+	}
+	return i.audit(ctx, admin, "admin_token.revoke", "admin token "+name)
+}
+
+// AdminTokens lists admin token names.
+func (i *Issuer) AdminTokens() []string {
+	i.mu.RLock()
+	defer i.mu.RUnlock()
+	names := make([]string, len(i.admins))
+	for n, a := range i.admins {
+		names[n] = a.Name
+	}
+	sort.Strings(names)
+	return names
+}
+
+// AuthenticateAdmin returns the name of the admin token tok, comparing
+// hashes in constant time against every stored one.
+func (i *Issuer) AuthenticateAdmin(tok string) (string, bool) {
+	h := sha256.Sum256([]byte(tok))
+	i.mu.RLock()
+	defer i.mu.RUnlock()
+	name, found := "", 0
+	for _, a := range i.admins {
+		if subtle.ConstantTimeCompare(h[:], a.Hash[:]) == 1 {
+			name, found = a.Name, 1
+		}
+	}
+	return name, found == 1
+}
+
+// --- errors ----------------------------------------------------------------
+
+// InputError is a refusal caused by the caller's input: a code and a
+// message fit for the client. Status is the HTTP status (400 if zero).
+type InputError struct {
+	Code    string
+	Message string
+	Status  int
+}
+
+func (e *InputError) Error() string { return e.Message }

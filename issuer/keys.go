@@ -1,0 +1,304 @@
+package issuer
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/healthcode/healthcode/bundle"
+	"github.com/healthcode/healthcode/policy"
+	"github.com/healthcode/healthcode/token"
+)
+
+// The signing-key schedule, after SPIRE's CA manager: a key is published in
+// the bundle (as "next") at least one bundle lifetime before it signs, so
+// every verifier holding an unexpired bundle already knows it; it signs for
+// keys.rotation; it stays in the bundle ("retired") until the last token it
+// could have signed has expired (NotAfter); its private part is destroyed
+// retention.retired_keys later by the sweeper.
+
+func (i *Issuer) reloadKeys(ctx context.Context) error {
+	keys, err := i.state.SigningKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("issuer: load signing keys: %w", err)
+	}
+	sort.Slice(keys, func(a, b int) bool { return keys[a].ActiveAt.Before(keys[b].ActiveAt) })
+	signers := make(map[string]*token.Signer, len(keys))
+	for _, k := range keys {
+		s, err := token.NewSigner(k.ID, k.Private)
+		if err != nil {
+			return fmt.Errorf("issuer: signing key %s: %w", k.ID, err)
+		}
+		signers[k.ID] = s
+	}
+	i.mu.Lock()
+	i.keys, i.signers = keys, signers
+	i.mu.Unlock()
+	return nil
+}
+
+// current returns the key that signs at now: the latest activated key that
+// has not ended. Callers hold i.mu.
+func (i *Issuer) current(now time.Time) (SigningKey, bool) {
+	var cur SigningKey
+	ok := false
+	for _, k := range i.keys {
+		if !k.ActiveAt.After(now) && now.Before(k.NotAfter) {
+			cur, ok = k, true
+		}
+	}
+	return cur, ok
+}
+
+func maxLifetime(p *policy.Policy) time.Duration {
+	var m time.Duration
+	for _, c := range policy.Colours {
+		m = max(m, p.Tokens.Lifetime.Of(c))
+	}
+	return m
+}
+
+func (i *Issuer) newKey(ctx context.Context, now, activeAt time.Time) (SigningKey, error) {
+	p := i.Policy()
+	i.mu.RLock()
+	taken := make(map[string]bool, len(i.keys))
+	for _, k := range i.keys {
+		taken[k.ID] = true
+	}
+	i.mu.RUnlock()
+	var priv ed25519.PrivateKey
+	var kid string
+	for {
+		pub, k, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return SigningKey{}, err
+		}
+		// Short kids can collide; draw again rather than confuse verifiers.
+		if kid = token.KeyID(pub); !taken[kid] {
+			priv = k
+			break
+		}
+	}
+	g := p.Tokens.Granularity.D()
+	notAfter := activeAt.Add(p.Keys.Lifetime.D())
+	k := SigningKey{
+		ID:       kid,
+		Private:  priv,
+		Created:  now.UTC(),
+		ActiveAt: activeAt.UTC(),
+		// Windows start on the grid, up to one token lifetime before the
+		// key signs them.
+		NotBefore: activeAt.Add(-maxLifetime(p)).Truncate(g).UTC(),
+		NotAfter:  notAfter.UTC(),
+		DestroyAt: notAfter.Add(p.Retention.RetiredKeys.D()).UTC(),
+	}
+	if err := i.state.PutSigningKey(ctx, k); err != nil {
+		return SigningKey{}, fmt.Errorf("issuer: store signing key: %w", err)
+	}
+	return k, i.reloadKeys(ctx)
+}
+
+// Maintain runs the key schedule and re-signs the trust bundle when its
+// content changed or it is half-way to stale. It is called at start and by
+// Run.
+func (i *Issuer) Maintain(ctx context.Context) error {
+	now := i.clock.Now()
+	p := i.Policy()
+	i.mu.RLock()
+	cur, hasCur := i.current(now)
+	var pending *SigningKey
+	for n := range i.keys {
+		if i.keys[n].ActiveAt.After(now) {
+			pending = &i.keys[n]
+		}
+	}
+	i.mu.RUnlock()
+
+	switch {
+	case !hasCur || cur.NotAfter.Before(now.Add(p.Tokens.Horizon.D())) && pending == nil:
+		// First start, or the schedule fell behind (long downtime): a key
+		// must sign now. Verifiers learn it at their next sync.
+		if _, err := i.newKey(ctx, now, now); err != nil {
+			return err
+		}
+		if hasCur {
+			i.log.Warn("signing key activated without advance publication", "reason", "schedule fell behind")
+		}
+	case pending == nil && !now.Before(cur.ActiveAt.Add(p.Keys.Rotation.D()-p.Bundle.Lifetime.D())):
+		activeAt := cur.ActiveAt.Add(p.Keys.Rotation.D())
+		if earliest := now.Add(p.Bundle.Lifetime.D()); activeAt.Before(earliest) {
+			activeAt = earliest
+		}
+		if _, err := i.newKey(ctx, now, activeAt); err != nil {
+			return err
+		}
+	}
+	return i.refreshBundle(ctx, false)
+}
+
+// RotateKeys publishes a next key now. Unless immediate, it signs one
+// bundle lifetime from now, when every verifier's bundle knows it; with
+// immediate (for a compromised key) it signs at once and verifiers must
+// sync. Returns the new key's id and activation time.
+func (i *Issuer) RotateKeys(ctx context.Context, admin string, immediate bool) (string, time.Time, error) {
+	now := i.clock.Now()
+	activeAt := now.Add(i.Policy().Bundle.Lifetime.D())
+	if immediate {
+		activeAt = now
+	} else {
+		i.mu.RLock()
+		for _, k := range i.keys {
+			if k.ActiveAt.After(now) {
+				i.mu.RUnlock()
+				return "", time.Time{}, &InputError{Code: "conflict", Status: 409,
+					Message: fmt.Sprintf("key %s is already published and signs from %s", k.ID, k.ActiveAt.UTC().Format(time.RFC3339))}
+			}
+		}
+		i.mu.RUnlock()
+	}
+	k, err := i.newKey(ctx, now, activeAt)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	if err := i.refreshBundle(ctx, true); err != nil {
+		return "", time.Time{}, err
+	}
+	mode := "scheduled"
+	if immediate {
+		mode = "immediate"
+	}
+	return k.ID, k.ActiveAt, i.audit(ctx, admin, "keys.rotate", fmt.Sprintf("%s rotation: key %s signs from %s", mode, k.ID, k.ActiveAt.UTC().Format(time.RFC3339)))
+}
+
+// KeyInfo describes a signing key without its private part.
+type KeyInfo struct {
+	ID        string    `json:"kid"`
+	Status    string    `json:"status"`
+	Created   time.Time `json:"created"`
+	ActiveAt  time.Time `json:"active_at"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+	DestroyAt time.Time `json:"destroy_at"`
+}
+
+// Keys lists the signing keys held, with their status at now.
+func (i *Issuer) Keys() []KeyInfo {
+	now := i.clock.Now()
+	i.mu.RLock()
+	defer i.mu.RUnlock()
+	cur, _ := i.current(now)
+	out := make([]KeyInfo, 0, len(i.keys))
+	for _, k := range i.keys {
+		out = append(out, KeyInfo{ID: k.ID, Status: keyStatus(k, cur, now), Created: k.Created, ActiveAt: k.ActiveAt,
+			NotBefore: k.NotBefore, NotAfter: k.NotAfter, DestroyAt: k.DestroyAt})
+	}
+	return out
+}
+
+func keyStatus(k, cur SigningKey, now time.Time) string {
+	switch {
+	case k.ID == cur.ID:
+		return bundle.StatusCurrent
+	case k.ActiveAt.After(now):
+		return bundle.StatusNext
+	case !now.Before(k.NotAfter):
+		return "ended"
+	}
+	return bundle.StatusRetired
+}
+
+// refreshBundle re-signs the bundle if forced, if its keys or policy
+// changed, or if it is half-way to stale.
+func (i *Issuer) refreshBundle(ctx context.Context, force bool) error {
+	now := i.clock.Now()
+	p := i.Policy()
+	i.mu.RLock()
+	cur, _ := i.current(now)
+	var keys []bundle.Key
+	for _, k := range i.keys {
+		if !now.Before(k.NotAfter) {
+			continue // every token it signed has expired
+		}
+		keys = append(keys, bundle.Key{ID: k.ID, Public: k.Public(), NotBefore: k.NotBefore.Unix(), NotAfter: k.NotAfter.Unix(), Status: keyStatus(k, cur, now)})
+	}
+	old := i.bundle
+	i.mu.RUnlock()
+
+	display := bundle.Display{Version: p.Version, SkewSeconds: int64(p.Tokens.ClockSkew.D() / time.Second),
+		HolderHint: p.HolderHint == policy.HintOn, Counting: p.Counting, Name: p.Name}
+	if !force && old != nil && old.Policy == display && sameKeys(old.Keys, keys) &&
+		now.Unix() < old.IssuedAt+(old.StaleAfter-old.IssuedAt)/2 {
+		return nil
+	}
+	seq, err := i.state.NextBundleSequence(ctx)
+	if err != nil {
+		return fmt.Errorf("issuer: bundle sequence: %w", err)
+	}
+	b := &bundle.Bundle{
+		Sequence:   seq,
+		IssuedAt:   now.Unix(),
+		StaleAfter: now.Add(p.Bundle.StaleAfter.D()).Unix(),
+		Expires:    now.Add(p.Bundle.Lifetime.D()).Unix(),
+		Keys:       keys,
+		Policy:     display,
+	}
+	raw, err := bundle.Sign(b, i.bundleKey)
+	if err != nil {
+		return fmt.Errorf("issuer: sign bundle: %w", err)
+	}
+	i.mu.Lock()
+	i.bundle, i.bundleRaw = b, raw
+	i.mu.Unlock()
+	return nil
+}
+
+func (i *Issuer) resignBundle(ctx context.Context) error { return i.refreshBundle(ctx, true) }
+
+func sameKeys(a, b []bundle.Key) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for n := range a {
+		if a[n].ID != b[n].ID || a[n].Status != b[n].Status || a[n].NotAfter != b[n].NotAfter {
+			return false
+		}
+	}
+	return true
+}
+
+// Bundle returns the signed trust bundle and its parsed form.
+func (i *Issuer) Bundle() (string, *bundle.Bundle) {
+	i.mu.RLock()
+	defer i.mu.RUnlock()
+	return i.bundleRaw, i.bundle
+}
+
+// JWK is one key of the JWKS (RFC 8037 OKP).
+type JWK struct {
+	Kty string `json:"kty"`
+	Crv string `json:"crv"`
+	X   string `json:"x"`
+	Kid string `json:"kid"`
+	Alg string `json:"alg"`
+	Use string `json:"use"`
+}
+
+// JWKS returns the published token keys (those in the bundle).
+func (i *Issuer) JWKS() []JWK {
+	_, b := i.Bundle()
+	if b == nil {
+		return nil
+	}
+	out := make([]JWK, 0, len(b.Keys))
+	for _, k := range b.Keys {
+		out = append(out, JWK{Kty: "OKP", Crv: "Ed25519", X: base64.RawURLEncoding.EncodeToString(k.Public), Kid: k.ID, Alg: "EdDSA", Use: "sig"})
+	}
+	return out
+}
+
+var errNoKey = errors.New("issuer: no signing key covers the window")
