@@ -1,0 +1,418 @@
+package boltstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/healthcode/healthcode/issuer"
+)
+
+func bucket(tx *bolt.Tx, name string) *bolt.Bucket { return tx.Bucket([]byte(name)) }
+
+// storedSigningKey is the JSON form of issuer.SigningKey, private key included.
+type storedSigningKey struct {
+	ID        string    `json:"id"`
+	Private   []byte    `json:"private"`
+	Created   time.Time `json:"created"`
+	ActiveAt  time.Time `json:"active_at"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+	DestroyAt time.Time `json:"destroy_at"`
+}
+
+// SigningKeys returns every signing key held, earliest NotBefore first.
+func (s *DB) SigningKeys(ctx context.Context) ([]issuer.SigningKey, error) {
+	var out []issuer.SigningKey
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		return bucket(tx, issuer.CategorySigningKeys).ForEach(func(k, v []byte) error {
+			_, payload, err := splitValue(v)
+			if err != nil {
+				return err
+			}
+			var sk storedSigningKey
+			if err := json.Unmarshal(payload, &sk); err != nil {
+				return fmt.Errorf("boltstore: stored signing key is malformed: %w", err)
+			}
+			out = append(out, issuer.SigningKey{
+				ID: sk.ID, Private: ed25519.PrivateKey(sk.Private), Created: sk.Created, ActiveAt: sk.ActiveAt,
+				NotBefore: sk.NotBefore, NotAfter: sk.NotAfter, DestroyAt: sk.DestroyAt,
+			})
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if !out[i].NotBefore.Equal(out[j].NotBefore) {
+			return out[i].NotBefore.Before(out[j].NotBefore)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// PutSigningKey stores k under DestroyAt || ID, replacing a key of the same ID.
+func (s *DB) PutSigningKey(ctx context.Context, k issuer.SigningKey) error {
+	if k.ID == "" {
+		return errors.New("boltstore: signing key: id is required")
+	}
+	if len(k.Private) != ed25519.PrivateKeySize {
+		return fmt.Errorf("boltstore: signing key %q: private key is %d bytes, want %d", k.ID, len(k.Private), ed25519.PrivateKeySize)
+	}
+	deadline, err := deadlineSeconds(k.DestroyAt, "signing key "+k.ID)
+	if err != nil {
+		return err
+	}
+	payload, err := json.Marshal(storedSigningKey{
+		ID: k.ID, Private: k.Private, Created: k.Created, ActiveAt: k.ActiveAt,
+		NotBefore: k.NotBefore, NotAfter: k.NotAfter, DestroyAt: k.DestroyAt,
+	})
+	if err != nil {
+		return err
+	}
+	key := deadlineKey(deadline, []byte(k.ID))
+	return s.update(ctx, func(tx *bolt.Tx) error {
+		b := bucket(tx, issuer.CategorySigningKeys)
+		var stale [][]byte
+		c := b.Cursor()
+		for ck, _ := c.First(); ck != nil; ck, _ = c.Next() {
+			if string(ck[8:]) == k.ID && !bytes.Equal(ck, key) {
+				stale = append(stale, bytes.Clone(ck))
+			}
+		}
+		for _, ck := range stale {
+			if err := b.Delete(ck); err != nil {
+				return err
+			}
+		}
+		return b.Put(key, s.value(payload))
+	})
+}
+
+// BundleKey returns the bundle signing key, or issuer.ErrNotFound.
+func (s *DB) BundleKey(ctx context.Context) (ed25519.PrivateKey, error) {
+	var out ed25519.PrivateKey
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		v := bucket(tx, issuer.CategoryConfiguration).Get(cfgBundleKey)
+		if v == nil {
+			return issuer.ErrNotFound
+		}
+		_, payload, err := splitValue(v)
+		if err != nil {
+			return err
+		}
+		if len(payload) != ed25519.PrivateKeySize {
+			return errors.New("boltstore: stored bundle key is malformed")
+		}
+		out = bytes.Clone(payload)
+		return nil
+	})
+	return out, err
+}
+
+// PutBundleKey replaces the bundle signing key.
+func (s *DB) PutBundleKey(ctx context.Context, k ed25519.PrivateKey) error {
+	if len(k) != ed25519.PrivateKeySize {
+		return fmt.Errorf("boltstore: bundle key is %d bytes, want %d", len(k), ed25519.PrivateKeySize)
+	}
+	return s.update(ctx, func(tx *bolt.Tx) error {
+		return bucket(tx, issuer.CategoryConfiguration).Put(cfgBundleKey, s.value(k))
+	})
+}
+
+// NextBundleSequence returns 1, 2, 3, ... durably: a number is never handed
+// out twice, even across a crash.
+func (s *DB) NextBundleSequence(ctx context.Context) (uint64, error) {
+	var next uint64
+	err := s.update(ctx, func(tx *bolt.Tx) error {
+		b := bucket(tx, issuer.CategoryConfiguration)
+		next = 1
+		if v := b.Get(cfgBundleSequence); v != nil {
+			_, payload, err := splitValue(v)
+			if err != nil || len(payload) != 8 {
+				return errors.New("boltstore: stored bundle sequence is malformed")
+			}
+			next = binary.BigEndian.Uint64(payload) + 1
+		}
+		return b.Put(cfgBundleSequence, s.value(u64(next)))
+	})
+	if err != nil {
+		return 0, err
+	}
+	return next, nil
+}
+
+type storedAttester struct {
+	ID     string    `json:"id"`
+	Public []byte    `json:"public"`
+	Added  time.Time `json:"added"`
+}
+
+// Attesters returns the registered attesters ordered by id.
+func (s *DB) Attesters(ctx context.Context) ([]issuer.Attester, error) {
+	var out []issuer.Attester
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		return forEachPrefix(bucket(tx, issuer.CategoryConfiguration), cfgAttesterPrefix, func(payload []byte) error {
+			var a storedAttester
+			if err := json.Unmarshal(payload, &a); err != nil {
+				return fmt.Errorf("boltstore: stored attester is malformed: %w", err)
+			}
+			out = append(out, issuer.Attester{ID: a.ID, Public: ed25519.PublicKey(a.Public), Added: a.Added})
+			return nil
+		})
+	})
+	return out, err
+}
+
+// PutAttester adds or replaces an attester.
+func (s *DB) PutAttester(ctx context.Context, a issuer.Attester) error {
+	if a.ID == "" {
+		return errors.New("boltstore: attester: id is required")
+	}
+	if len(a.Public) != ed25519.PublicKeySize {
+		return fmt.Errorf("boltstore: attester %q: public key is %d bytes, want %d", a.ID, len(a.Public), ed25519.PublicKeySize)
+	}
+	payload, err := json.Marshal(storedAttester{ID: a.ID, Public: a.Public, Added: a.Added})
+	if err != nil {
+		return err
+	}
+	return s.update(ctx, func(tx *bolt.Tx) error {
+		return bucket(tx, issuer.CategoryConfiguration).Put([]byte(cfgAttesterPrefix+a.ID), s.value(payload))
+	})
+}
+
+// DeleteAttester removes an attester, or returns issuer.ErrNotFound.
+func (s *DB) DeleteAttester(ctx context.Context, id string) error {
+	return s.deleteConfig(ctx, cfgAttesterPrefix+id)
+}
+
+type storedAdminToken struct {
+	Name    string    `json:"name"`
+	Hash    []byte    `json:"hash"`
+	Created time.Time `json:"created"`
+}
+
+// AdminTokens returns the admin token hashes ordered by name.
+func (s *DB) AdminTokens(ctx context.Context) ([]issuer.AdminToken, error) {
+	var out []issuer.AdminToken
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		return forEachPrefix(bucket(tx, issuer.CategoryConfiguration), cfgAdminTokenPrefix, func(payload []byte) error {
+			var t storedAdminToken
+			if err := json.Unmarshal(payload, &t); err != nil || len(t.Hash) != 32 {
+				return errors.New("boltstore: stored admin token is malformed")
+			}
+			at := issuer.AdminToken{Name: t.Name, Created: t.Created}
+			copy(at.Hash[:], t.Hash)
+			out = append(out, at)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// PutAdminToken adds or replaces a named admin token hash.
+func (s *DB) PutAdminToken(ctx context.Context, t issuer.AdminToken) error {
+	if t.Name == "" {
+		return errors.New("boltstore: admin token: name is required")
+	}
+	if t.Hash == ([32]byte{}) {
+		return fmt.Errorf("boltstore: admin token %q: hash is all zeros", t.Name)
+	}
+	payload, err := json.Marshal(storedAdminToken{Name: t.Name, Hash: t.Hash[:], Created: t.Created})
+	if err != nil {
+		return err
+	}
+	return s.update(ctx, func(tx *bolt.Tx) error {
+		return bucket(tx, issuer.CategoryConfiguration).Put([]byte(cfgAdminTokenPrefix+t.Name), s.value(payload))
+	})
+}
+
+// DeleteAdminToken removes a named admin token, or returns issuer.ErrNotFound.
+func (s *DB) DeleteAdminToken(ctx context.Context, name string) error {
+	return s.deleteConfig(ctx, cfgAdminTokenPrefix+name)
+}
+
+func (s *DB) deleteConfig(ctx context.Context, key string) error {
+	return s.update(ctx, func(tx *bolt.Tx) error {
+		b := bucket(tx, issuer.CategoryConfiguration)
+		if b.Get([]byte(key)) == nil {
+			return issuer.ErrNotFound
+		}
+		return b.Delete([]byte(key))
+	})
+}
+
+func forEachPrefix(b *bolt.Bucket, prefix string, fn func(payload []byte) error) error {
+	c := b.Cursor()
+	p := []byte(prefix)
+	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+		_, payload, err := splitValue(v)
+		if err != nil {
+			return err
+		}
+		if err := fn(payload); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type storedPolicy struct {
+	Version int       `json:"version"`
+	Raw     []byte    `json:"raw"`
+	Set     time.Time `json:"set"`
+}
+
+func decodePolicy(v []byte) (issuer.PolicyRecord, error) {
+	_, payload, err := splitValue(v)
+	if err != nil {
+		return issuer.PolicyRecord{}, err
+	}
+	var p storedPolicy
+	if err := json.Unmarshal(payload, &p); err != nil {
+		return issuer.PolicyRecord{}, fmt.Errorf("boltstore: stored policy is malformed: %w", err)
+	}
+	return issuer.PolicyRecord{Version: p.Version, Raw: p.Raw, Set: p.Set}, nil
+}
+
+// Policy returns the current policy, or issuer.ErrNotFound.
+func (s *DB) Policy(ctx context.Context) (issuer.PolicyRecord, error) {
+	var out issuer.PolicyRecord
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		v := bucket(tx, issuer.CategoryConfiguration).Get(cfgPolicy)
+		if v == nil {
+			return issuer.ErrNotFound
+		}
+		var err error
+		out, err = decodePolicy(v)
+		return err
+	})
+	return out, err
+}
+
+// PutPolicy makes rec current and moves the one it replaces into policy
+// history until historyDeadline, in one transaction.
+func (s *DB) PutPolicy(ctx context.Context, rec issuer.PolicyRecord, historyDeadline time.Time) error {
+	if rec.Version < 1 {
+		return fmt.Errorf("boltstore: policy: version must be at least 1, got %d", rec.Version)
+	}
+	if len(rec.Raw) == 0 {
+		return errors.New("boltstore: policy: document is empty")
+	}
+	deadline, err := deadlineSeconds(historyDeadline, "policy history")
+	if err != nil {
+		return err
+	}
+	payload, err := json.Marshal(storedPolicy{Version: rec.Version, Raw: rec.Raw, Set: rec.Set})
+	if err != nil {
+		return err
+	}
+	return s.update(ctx, func(tx *bolt.Tx) error {
+		cfg := bucket(tx, issuer.CategoryConfiguration)
+		if old := cfg.Get(cfgPolicy); old != nil {
+			h := bucket(tx, issuer.CategoryPolicyHistory)
+			seq, err := h.NextSequence()
+			if err != nil {
+				return err
+			}
+			// The old record keeps its own write hour.
+			if err := h.Put(deadlineKey(deadline, u64(seq)), bytes.Clone(old)); err != nil {
+				return err
+			}
+		}
+		return cfg.Put(cfgPolicy, s.value(payload))
+	})
+}
+
+// PolicyHistory returns the replaced policies still held, oldest Set first.
+func (s *DB) PolicyHistory(ctx context.Context) ([]issuer.PolicyRecord, error) {
+	var out []issuer.PolicyRecord
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		return bucket(tx, issuer.CategoryPolicyHistory).ForEach(func(_, v []byte) error {
+			p, err := decodePolicy(v)
+			if err != nil {
+				return err
+			}
+			out = append(out, p)
+			return nil
+		})
+	})
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Set.Before(out[j].Set) })
+	return out, err
+}
+
+type storedAudit struct {
+	Seq   uint64            `json:"seq"`
+	Entry issuer.AuditEntry `json:"entry"`
+}
+
+// AppendAudit records one admin action until deadline.
+func (s *DB) AppendAudit(ctx context.Context, e issuer.AuditEntry, deadline time.Time) error {
+	if e.Time.IsZero() {
+		return errors.New("boltstore: audit: time is required")
+	}
+	if strings.TrimSpace(e.Action) == "" {
+		return errors.New("boltstore: audit: action is required")
+	}
+	sec, err := deadlineSeconds(deadline, "audit entry")
+	if err != nil {
+		return err
+	}
+	return s.update(ctx, func(tx *bolt.Tx) error {
+		b := bucket(tx, issuer.CategoryAudit)
+		seq, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		payload, err := json.Marshal(storedAudit{Seq: seq, Entry: e})
+		if err != nil {
+			return err
+		}
+		return b.Put(deadlineKey(sec, u64(seq)), s.value(payload))
+	})
+}
+
+// Audit returns the entries held, oldest first (by time, then by append
+// order; keys are ordered by deadline, which a retention change reorders).
+func (s *DB) Audit(ctx context.Context) ([]issuer.AuditEntry, error) {
+	var held []storedAudit
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		return bucket(tx, issuer.CategoryAudit).ForEach(func(_, v []byte) error {
+			_, payload, err := splitValue(v)
+			if err != nil {
+				return err
+			}
+			var a storedAudit
+			if err := json.Unmarshal(payload, &a); err != nil {
+				return fmt.Errorf("boltstore: stored audit entry is malformed: %w", err)
+			}
+			held = append(held, a)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(held, func(i, j int) bool {
+		if !held[i].Entry.Time.Equal(held[j].Entry.Time) {
+			return held[i].Entry.Time.Before(held[j].Entry.Time)
+		}
+		return held[i].Seq < held[j].Seq
+	})
+	out := make([]issuer.AuditEntry, len(held))
+	for i, a := range held {
+		out[i] = a.Entry
+	}
+	return out, nil
+}

@@ -1,0 +1,832 @@
+package boltstore
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/healthcode/healthcode/issuer"
+	"github.com/healthcode/healthcode/policy"
+)
+
+// t0 is the tests' "now": a Tuesday mid-morning, UTC.
+var t0 = time.Date(2031, 3, 4, 10, 17, 0, 0, time.UTC)
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Set(t time.Time) {
+	c.mu.Lock()
+	c.t = t
+	c.mu.Unlock()
+}
+
+func openTest(t testing.TB, dir string, clock issuer.Clock) *DB {
+	t.Helper()
+	if clock == nil {
+		clock = &fakeClock{t: t0}
+	}
+	s, err := Open(dir, Options{Clock: clock, MaxBatchDelay: time.Millisecond})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func day(t time.Time) time.Time { return t.UTC().Truncate(24 * time.Hour) }
+
+// redemption redeems the given ids from one attester, all with deadline d.
+func redemption(attester string, d time.Time, ids ...string) issuer.Redemption {
+	r := issuer.Redemption{Colour: policy.Green, Day: day(t0), CountDeadline: t0.Add(30 * 24 * time.Hour)}
+	for _, id := range ids {
+		r.Replay = append(r.Replay, issuer.ReplayKey{Attester: attester, ID: id, Deadline: d})
+	}
+	return r
+}
+
+func wantRedeemed(t *testing.T, err error, index int) {
+	t.Helper()
+	var re *issuer.RedeemedError
+	if !errors.As(err, &re) {
+		t.Fatalf("got %v, want *issuer.RedeemedError", err)
+	}
+	if re.Index != index {
+		t.Fatalf("RedeemedError.Index = %d, want %d", re.Index, index)
+	}
+}
+
+func bucketLen(t *testing.T, s *DB, name string) int {
+	t.Helper()
+	n := 0
+	if err := s.view(context.Background(), func(tx *bolt.Tx) error {
+		n = tx.Bucket([]byte(name)).Stats().KeyN
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestOpenCreatesPrivateFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	s := openTest(t, dir, nil)
+	ctx := context.Background()
+	if err := s.Redeem(ctx, redemption("lab", t0.Add(time.Hour), "a")); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]os.FileMode{
+		dir:                                      os.ModeDir | 0o700,
+		filepath.Join(dir, "healthcode.db"):      0o600,
+		filepath.Join(dir, "epochs"):             os.ModeDir | 0o700,
+		s.epochPath(s.epochOf(t0.Unix() + 3600)): 0o600,
+	} {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode() != want {
+			t.Errorf("%s: mode %v, want %v", path, fi.Mode(), want)
+		}
+	}
+}
+
+func TestOpenRejectsBadOptions(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		opts Options
+		want string
+	}{
+		{Options{MaxBatchSize: -1}, "boltstore: MaxBatchSize must not be negative, got -1"},
+		{Options{MaxBatchDelay: -time.Millisecond}, "boltstore: MaxBatchDelay must not be negative, got -1ms"},
+		{Options{Epoch: 1500 * time.Millisecond}, "boltstore: Epoch must be a positive whole number of seconds, got 1.5s"},
+		{Options{Epoch: -time.Hour}, "boltstore: Epoch must be a positive whole number of seconds, got -1h0m0s"},
+	} {
+		_, err := Open(dir, tc.opts)
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("Open(%+v) = %v, want %q", tc.opts, err, tc.want)
+		}
+	}
+	if _, err := Open("", Options{}); err == nil || err.Error() != "boltstore: data directory must not be empty" {
+		t.Errorf("Open(\"\") = %v", err)
+	}
+}
+
+func TestOpenKeepsEpochLength(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{Epoch: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	_, err = Open(dir, Options{Epoch: 2 * time.Hour})
+	if want := "boltstore: prepare buckets: boltstore: Epoch 2h0m0s differs from the 1h0m0s this store was created with"; err == nil || err.Error() != want {
+		t.Fatalf("reopen with another epoch: %v, want %q", err, want)
+	}
+	s, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.epoch != 3600 {
+		t.Fatalf("epoch = %d, want the stored 3600", s.epoch)
+	}
+}
+
+func TestOpenRemovesStaleCompactionFile(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, nil)
+	s.Close()
+	stale := filepath.Join(dir, "healthcode.db.compact")
+	if err := os.WriteFile(stale, []byte("half a compaction"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tmpKey := filepath.Join(dir, "epochs", ".tmp-123")
+	if err := os.WriteFile(tmpKey, []byte("half a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	openTest(t, dir, nil)
+	for _, p := range []string{stale, tmpKey} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s still there after Open: %v", p, err)
+		}
+	}
+}
+
+func TestRedeemOnce(t *testing.T) {
+	s := openTest(t, t.TempDir(), nil)
+	ctx := context.Background()
+	d := t0.Add(72 * time.Hour)
+	if err := s.Redeem(ctx, redemption("lab-1", d, "id-1")); err != nil {
+		t.Fatal(err)
+	}
+	wantRedeemed(t, s.Redeem(ctx, redemption("lab-1", d, "id-1")), 0)
+	// The same id from another attester is another attestation.
+	if err := s.Redeem(ctx, redemption("lab-2", d, "id-1")); err != nil {
+		t.Fatal(err)
+	}
+	// A request naming one new and one redeemed attestation writes nothing.
+	wantRedeemed(t, s.Redeem(ctx, redemption("lab-1", d, "id-2", "id-1")), 1)
+	if err := s.Redeem(ctx, redemption("lab-1", d, "id-2")); err != nil {
+		t.Fatalf("id-2 was written by the refused request: %v", err)
+	}
+	if n := bucketLen(t, s, issuer.CategoryReplay); n != 3 {
+		t.Fatalf("replay records = %d, want 3", n)
+	}
+}
+
+func TestRedeemDuplicateInRequest(t *testing.T) {
+	s := openTest(t, t.TempDir(), nil)
+	ctx := context.Background()
+	d := t0.Add(72 * time.Hour)
+	wantRedeemed(t, s.Redeem(ctx, redemption("lab", d, "x", "y", "x")), 2)
+	if n := bucketLen(t, s, issuer.CategoryReplay); n != 0 {
+		t.Fatalf("replay records = %d after a refused request, want 0", n)
+	}
+	// Same attestation with a different deadline is still a duplicate.
+	r := redemption("lab", d, "x")
+	r.Replay = append(r.Replay, issuer.ReplayKey{Attester: "lab", ID: "x", Deadline: d.Add(time.Hour)})
+	wantRedeemed(t, s.Redeem(ctx, r), 1)
+}
+
+func TestRedeemRejectsBadInput(t *testing.T) {
+	s := openTest(t, t.TempDir(), nil)
+	ctx := context.Background()
+	d := t0.Add(time.Hour)
+	for _, tc := range []struct {
+		name string
+		mod  func(*issuer.Redemption)
+		want string
+	}{
+		{"no keys", func(r *issuer.Redemption) { r.Replay = nil }, "boltstore: redeem: no attestations to record"},
+		{"bad colour", func(r *issuer.Redemption) { r.Colour = 9 }, "boltstore: redeem: colour 9 is not a known colour"},
+		{"day not midnight", func(r *issuer.Redemption) { r.Day = t0 }, "boltstore: redeem: day must be a UTC midnight, got 2031-03-04T10:17:00Z"},
+		{"no count deadline", func(r *issuer.Redemption) { r.CountDeadline = time.Time{} }, "boltstore: aggregate count: deadline is required"},
+		{"no replay deadline", func(r *issuer.Redemption) { r.Replay[0].Deadline = time.Time{} }, "boltstore: attestation 0: deadline is required"},
+		{"deadline before 1970", func(r *issuer.Redemption) { r.Replay[0].Deadline = time.Unix(-5, 0) }, "boltstore: attestation 0: deadline 1969-12-31T23:59:55Z is not after 1970"},
+		{"no id", func(r *issuer.Redemption) { r.Replay[0].ID = "" }, "boltstore: redeem: attestation 0: attester and id are required"},
+		{"no attester", func(r *issuer.Redemption) { r.Replay[0].Attester = "" }, "boltstore: redeem: attestation 0: attester and id are required"},
+		{"NUL attester", func(r *issuer.Redemption) { r.Replay[0].Attester = "a\x00b" }, "boltstore: redeem: attestation 0: attester contains a NUL byte"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := redemption("lab", d, "id")
+			tc.mod(&r)
+			err := s.Redeem(ctx, r)
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+	if n := bucketLen(t, s, issuer.CategoryReplay) + bucketLen(t, s, issuer.CategoryCounts); n != 0 {
+		t.Fatalf("%d records written by refused requests", n)
+	}
+}
+
+func TestRedeemCountsPerDayAndColour(t *testing.T) {
+	s := openTest(t, t.TempDir(), nil)
+	ctx := context.Background()
+	d := t0.Add(time.Hour)
+	for i, c := range []policy.Colour{policy.Green, policy.Green, policy.Red, policy.Green} {
+		r := redemption("lab", d, fmt.Sprint("id-", i))
+		r.Colour = c
+		if err := s.Redeem(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A refused redemption does not count.
+	wantRedeemed(t, s.Redeem(ctx, redemption("lab", d, "id-0")), 0)
+	got := map[byte]uint64{}
+	s.view(ctx, func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(issuer.CategoryCounts)).ForEach(func(k, v []byte) error {
+			if len(k) != 17 || len(v) != 16 {
+				t.Fatalf("count key %d bytes, value %d bytes", len(k), len(v))
+			}
+			got[k[16]] = uint64(v[15]) // small counts fit one byte
+			return nil
+		})
+	})
+	if got[byte(policy.Green)] != 3 || got[byte(policy.Red)] != 1 || len(got) != 2 {
+		t.Fatalf("counts = %v, want green 3, red 1", got)
+	}
+}
+
+func TestRedeemConcurrentSameAttestation(t *testing.T) {
+	s := openTest(t, t.TempDir(), nil)
+	ctx := context.Background()
+	d := t0.Add(time.Hour)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok, refused := 0, 0
+	for range 32 {
+		wg.Go(func() {
+			err := s.Redeem(ctx, redemption("lab", d, "shared"))
+			mu.Lock()
+			defer mu.Unlock()
+			var re *issuer.RedeemedError
+			switch {
+			case err == nil:
+				ok++
+			case errors.As(err, &re):
+				refused++
+			default:
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if ok != 1 || refused != 31 {
+		t.Fatalf("%d succeeded, %d refused; want 1 and 31", ok, refused)
+	}
+}
+
+func TestRedeemSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	d := t0.Add(time.Hour)
+	s := openTest(t, dir, nil)
+	if err := s.Redeem(ctx, redemption("lab", d, "kept")); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openTest(t, dir, nil)
+	wantRedeemed(t, s.Redeem(ctx, redemption("lab", d, "kept")), 0)
+}
+
+func TestSweepDeletesOnlyWhatIsDue(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, nil)
+	ctx := context.Background()
+	soon, later := t0.Add(2*time.Hour), t0.Add(96*time.Hour)
+	if err := s.Redeem(ctx, redemption("lab", soon, "s1", "s2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Redeem(ctx, redemption("lab", later, "l1")); err != nil {
+		t.Fatal(err)
+	}
+	r := redemption("lab", later, "l2")
+	r.CountDeadline = soon
+	if err := s.Redeem(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendAudit(ctx, issuer.AuditEntry{Time: t0, Admin: "ops", Action: "policy.set"}, soon); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendAudit(ctx, issuer.AuditEntry{Time: t0, Admin: "ops", Action: "attester.add"}, later); err != nil {
+		t.Fatal(err)
+	}
+	putKey(t, s, "k-old", soon)
+	putKey(t, s, "k-new", later)
+	putPolicy(t, s, 1, soon)
+	putPolicy(t, s, 2, soon)
+	putPolicy(t, s, 3, later)
+
+	// Just before the deadline nothing goes.
+	st, err := s.Sweep(ctx, soon.Add(-time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Compacted || sum(st.Deleted) != 0 {
+		t.Fatalf("early sweep: %+v", st)
+	}
+	st, err = s.Sweep(ctx, soon)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{
+		issuer.CategoryReplay: 2, issuer.CategoryCounts: 1, issuer.CategoryAudit: 1,
+		issuer.CategorySigningKeys: 1, issuer.CategoryPolicyHistory: 1,
+	}
+	if fmt.Sprint(st.Deleted) != fmt.Sprint(want) || !st.Compacted {
+		t.Fatalf("sweep = %+v, want deleted %v and compacted", st, want)
+	}
+	// The swept attestations can be redeemed again (their records are gone);
+	// the others cannot.
+	if err := s.Redeem(ctx, redemption("lab", soon, "s1")); err != nil {
+		t.Fatalf("s1 after sweep: %v", err)
+	}
+	wantRedeemed(t, s.Redeem(ctx, redemption("lab", later, "l1")), 0)
+	keys, _ := s.SigningKeys(ctx)
+	if len(keys) != 1 || keys[0].ID != "k-new" {
+		t.Fatalf("signing keys after sweep: %v", keys)
+	}
+	audit, _ := s.Audit(ctx)
+	if len(audit) != 1 || audit[0].Action != "attester.add" {
+		t.Fatalf("audit after sweep: %v", audit)
+	}
+	hist, _ := s.PolicyHistory(ctx)
+	if len(hist) != 1 || hist[0].Version != 2 {
+		t.Fatalf("policy history after sweep: %v", hist)
+	}
+	// The s1 just redeemed again goes next; then a sweep with nothing due
+	// does not compact.
+	st, err = s.Sweep(ctx, soon)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Compacted || sum(st.Deleted) != 1 {
+		t.Fatalf("second sweep: %+v", st)
+	}
+	st, err = s.Sweep(ctx, soon)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Compacted || sum(st.Deleted) != 0 {
+		t.Fatalf("third sweep: %+v", st)
+	}
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+func putKey(t testing.TB, s *DB, id string, destroy time.Time) ed25519.PrivateKey {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := issuer.SigningKey{ID: id, Private: priv, Created: t0, NotBefore: t0, NotAfter: destroy.Add(-time.Hour), DestroyAt: destroy}
+	if err := s.PutSigningKey(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	return priv
+}
+
+func putPolicy(t testing.TB, s *DB, version int, historyDeadline time.Time) {
+	t.Helper()
+	rec := issuer.PolicyRecord{Version: version, Raw: fmt.Appendf(nil, `{"version":%d}`, version), Set: t0.Add(time.Duration(version) * time.Minute)}
+	if err := s.PutPolicy(context.Background(), rec, historyDeadline); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSweepInBoundedTransactions(t *testing.T) {
+	s := openTest(t, t.TempDir(), nil)
+	ctx := context.Background()
+	const n = 2*deleteChunk + 123
+	bulkReplay(t, s, n, t0.Add(time.Hour))
+	bulkReplay(t, s, 7, t0.Add(48*time.Hour))
+	chunks := 0
+	testHook = func(stage string) {
+		if stage == "deleted-chunk" {
+			chunks++
+		}
+	}
+	t.Cleanup(func() { testHook = nil })
+	st, err := s.Sweep(ctx, t0.Add(2*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.Deleted[issuer.CategoryReplay]; got != n || !st.Compacted {
+		t.Fatalf("deleted %d, compacted %v; want %d, true", got, st.Compacted, n)
+	}
+	if chunks != 3 {
+		t.Fatalf("deleted in %d transactions, want 3 of at most %d", chunks, deleteChunk)
+	}
+	if got := bucketLen(t, s, issuer.CategoryReplay); got != 7 {
+		t.Fatalf("%d replay records left, want 7", got)
+	}
+}
+
+// bulkReplay writes n replay records with random keys directly, in large
+// transactions, as the benchmarks do.
+func bulkReplay(t testing.TB, s *DB, n int, deadline time.Time) {
+	t.Helper()
+	sec, err := deadlineSeconds(deadline, "bulk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hour := u64(uint64(s.writeHour()))
+	const perTx = 100_000
+	for done := 0; done < n; {
+		m := min(perTx, n-done)
+		err := s.update(context.Background(), func(tx *bolt.Tx) error {
+			b := tx.Bucket([]byte(issuer.CategoryReplay))
+			suffix := make([]byte, replayHashSize)
+			for range m {
+				rand.Read(suffix)
+				if err := b.Put(deadlineKey(sec, suffix), hour); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done += m
+	}
+}
+
+func TestSweepConcurrentWithRedeem(t *testing.T) {
+	clock := &fakeClock{t: t0}
+	s := openTest(t, t.TempDir(), clock)
+	ctx := context.Background()
+	// Something to sweep each round, so every sweep compacts.
+	var wg sync.WaitGroup
+	const writers, each = 8, 40
+	live := t0.Add(240 * time.Hour)
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				if err := s.Redeem(ctx, redemption("lab", live, fmt.Sprintf("live-%d-%d", w, i))); err != nil {
+					t.Error(err)
+					return
+				}
+				// An expiring record too, swept by a concurrent round.
+				if err := s.Redeem(ctx, redemption("lab", t0.Add(time.Hour), fmt.Sprintf("due-%d-%d", w, i))); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	compactions, deleted := 0, 0
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		st, err := s.Sweep(ctx, t0.Add(2*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		deleted += st.Deleted[issuer.CategoryReplay]
+		if st.Compacted {
+			compactions++
+		}
+	}
+	if compactions == 0 {
+		t.Fatal("no sweep compacted while redemptions ran")
+	}
+	if deleted != writers*each {
+		t.Fatalf("swept %d due records, want %d", deleted, writers*each)
+	}
+	for w := range writers {
+		for i := range each {
+			wantRedeemed(t, s.Redeem(ctx, redemption("lab", live, fmt.Sprintf("live-%d-%d", w, i))), 0)
+		}
+	}
+}
+
+func TestSweepDestroysEndedEpochKeys(t *testing.T) {
+	s := openTest(t, t.TempDir(), nil)
+	ctx := context.Background()
+	soon, later := t0.Add(time.Hour), t0.Add(72*time.Hour)
+	if err := s.Redeem(ctx, redemption("lab", soon, "a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Redeem(ctx, redemption("lab", later, "b")); err != nil {
+		t.Fatal(err)
+	}
+	endSoon, endLater := s.epochOf(soon.Unix()), s.epochOf(later.Unix())
+	if endSoon != day(t0).Add(24*time.Hour).Unix() {
+		t.Fatalf("epoch of %v ends %v, want the next midnight", soon, time.Unix(endSoon, 0).UTC())
+	}
+	// Past the record's deadline but not its epoch's end: key stays.
+	if _, err := s.Sweep(ctx, soon); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(s.epochPath(endSoon)); err != nil {
+		t.Fatalf("key destroyed before its epoch ended: %v", err)
+	}
+	if _, err := s.Sweep(ctx, time.Unix(endSoon, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(s.epochPath(endSoon)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("ended epoch key still on disk: %v", err)
+	}
+	if _, ok := s.keys[endSoon]; ok {
+		t.Fatal("ended epoch key still cached")
+	}
+	if _, err := os.Stat(s.epochPath(endLater)); err != nil {
+		t.Fatalf("live epoch key destroyed: %v", err)
+	}
+	wantRedeemed(t, s.Redeem(ctx, redemption("lab", later, "b")), 0)
+}
+
+func TestInventory(t *testing.T) {
+	clock := &fakeClock{t: t0}
+	s := openTest(t, t.TempDir(), clock)
+	ctx := context.Background()
+	inv, err := s.Inventory(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range inv[:5] {
+		if c.Count != 0 || c.Oldest != nil || c.NextDeadline != nil {
+			t.Fatalf("empty store: %+v", c)
+		}
+	}
+	d1, d2 := t0.Add(5*time.Hour), t0.Add(50*time.Hour)
+	if err := s.Redeem(ctx, redemption("lab", d2, "a", "b")); err != nil {
+		t.Fatal(err)
+	}
+	clock.Set(t0.Add(3 * time.Hour))
+	if err := s.Redeem(ctx, redemption("lab", d1, "c")); err != nil {
+		t.Fatal(err)
+	}
+	putKey(t, s, "k1", d2)
+	if err := s.PutAttester(ctx, issuer.Attester{ID: "lab", Public: make(ed25519.PublicKey, 32), Added: t0}); err != nil {
+		t.Fatal(err)
+	}
+	inv, err = s.Inventory(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{issuer.CategoryReplay, issuer.CategoryCounts, issuer.CategoryAudit,
+		issuer.CategorySigningKeys, issuer.CategoryPolicyHistory, issuer.CategoryConfiguration}
+	if len(inv) != len(names) {
+		t.Fatalf("%d rows, want %d", len(inv), len(names))
+	}
+	for i, c := range inv {
+		if c.Name != names[i] {
+			t.Fatalf("row %d is %q, want %q", i, c.Name, names[i])
+		}
+	}
+	hour0 := t0.Truncate(time.Hour)
+	r := inv[0]
+	if r.Count != 3 || !r.Oldest.Equal(hour0) || !r.NextDeadline.Equal(d1) {
+		t.Fatalf("replay row %+v: want 3, oldest %v, next %v", r, hour0, d1)
+	}
+	if c := inv[1]; c.Count != 1 || !c.Oldest.Equal(hour0) {
+		t.Fatalf("counts row %+v (one day, one colour, first written at %v)", c, hour0)
+	}
+	if k := inv[3]; k.Count != 1 || !k.NextDeadline.Equal(d2) || !k.Oldest.Equal(t0.Add(3*time.Hour).Truncate(time.Hour)) {
+		t.Fatalf("signing keys row %+v", k)
+	}
+	// epoch length and the attester.
+	if c := inv[5]; c.Count != 2 || c.NextDeadline != nil {
+		t.Fatalf("configuration row %+v", c)
+	}
+}
+
+func TestSigningKeys(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, nil)
+	ctx := context.Background()
+	priv := putKey(t, s, "k1", t0.Add(48*time.Hour))
+	putKey(t, s, "k0", t0.Add(24*time.Hour))
+	// Re-putting k1 with a later DestroyAt moves it; no stale copy remains.
+	k1 := issuer.SigningKey{ID: "k1", Private: priv, Created: t0, ActiveAt: t0.Add(2 * time.Hour), NotBefore: t0.Add(time.Hour), NotAfter: t0.Add(47 * time.Hour), DestroyAt: t0.Add(96 * time.Hour)}
+	if err := s.PutSigningKey(ctx, k1); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openTest(t, dir, nil)
+	keys, err := s.SigningKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 2 || keys[0].ID != "k0" || keys[1].ID != "k1" {
+		t.Fatalf("keys = %v", keys)
+	}
+	got := keys[1]
+	if !got.Private.Equal(priv) || !got.DestroyAt.Equal(k1.DestroyAt) || !got.NotBefore.Equal(k1.NotBefore) || !got.ActiveAt.Equal(k1.ActiveAt) || !got.Public().Equal(priv.Public()) {
+		t.Fatalf("k1 round trip: %+v", got)
+	}
+	for _, tc := range []struct {
+		k    issuer.SigningKey
+		want string
+	}{
+		{issuer.SigningKey{Private: priv, DestroyAt: t0}, "boltstore: signing key: id is required"},
+		{issuer.SigningKey{ID: "x", Private: priv[:10], DestroyAt: t0}, `boltstore: signing key "x": private key is 10 bytes, want 64`},
+		{issuer.SigningKey{ID: "x", Private: priv}, "boltstore: signing key x: deadline is required"},
+	} {
+		if err := s.PutSigningKey(ctx, tc.k); err == nil || err.Error() != tc.want {
+			t.Errorf("PutSigningKey: %v, want %q", err, tc.want)
+		}
+	}
+}
+
+func TestBundleKeyAndSequence(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, nil)
+	ctx := context.Background()
+	if _, err := s.BundleKey(ctx); !errors.Is(err, issuer.ErrNotFound) {
+		t.Fatalf("BundleKey before first start: %v, want ErrNotFound", err)
+	}
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	if err := s.PutBundleKey(ctx, priv); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutBundleKey(ctx, priv[:5]); err == nil || err.Error() != "boltstore: bundle key is 5 bytes, want 64" {
+		t.Fatalf("short bundle key: %v", err)
+	}
+	for want := uint64(1); want <= 3; want++ {
+		got, err := s.NextBundleSequence(ctx)
+		if err != nil || got != want {
+			t.Fatalf("NextBundleSequence = %d, %v; want %d", got, err, want)
+		}
+	}
+	s.Close()
+	s = openTest(t, dir, nil)
+	got, err := s.BundleKey(ctx)
+	if err != nil || !got.Equal(priv) {
+		t.Fatalf("BundleKey after reopen: %v", err)
+	}
+	if n, err := s.NextBundleSequence(ctx); err != nil || n != 4 {
+		t.Fatalf("sequence after reopen = %d, %v; want 4", n, err)
+	}
+}
+
+func TestAttestersAndAdminTokens(t *testing.T) {
+	s := openTest(t, t.TempDir(), nil)
+	ctx := context.Background()
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	for _, id := range []string{"lab-b", "lab-a"} {
+		if err := s.PutAttester(ctx, issuer.Attester{ID: id, Public: pub, Added: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	as, err := s.Attesters(ctx)
+	if err != nil || len(as) != 2 || as[0].ID != "lab-a" || !as[0].Public.Equal(pub) || !as[0].Added.Equal(t0) {
+		t.Fatalf("attesters = %v, %v", as, err)
+	}
+	if err := s.DeleteAttester(ctx, "lab-a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteAttester(ctx, "lab-a"); !errors.Is(err, issuer.ErrNotFound) {
+		t.Fatalf("second delete: %v, want ErrNotFound", err)
+	}
+	if err := s.PutAttester(ctx, issuer.Attester{ID: "x", Public: pub[:3]}); err == nil || err.Error() != `boltstore: attester "x": public key is 3 bytes, want 32` {
+		t.Fatalf("short attester key: %v", err)
+	}
+
+	h := sha256.Sum256([]byte("secret"))
+	if err := s.PutAdminToken(ctx, issuer.AdminToken{Name: "ops", Hash: h, Created: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutAdminToken(ctx, issuer.AdminToken{Name: "zero"}); err == nil || err.Error() != `boltstore: admin token "zero": hash is all zeros` {
+		t.Fatalf("zero hash: %v", err)
+	}
+	ts, err := s.AdminTokens(ctx)
+	if err != nil || len(ts) != 1 || ts[0].Name != "ops" || ts[0].Hash != h {
+		t.Fatalf("admin tokens = %v, %v", ts, err)
+	}
+	// Attesters and tokens share a bucket; neither listing sees the other.
+	as, _ = s.Attesters(ctx)
+	if len(as) != 1 || as[0].ID != "lab-b" {
+		t.Fatalf("attesters = %v", as)
+	}
+	if err := s.DeleteAdminToken(ctx, "ops"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteAdminToken(ctx, "ops"); !errors.Is(err, issuer.ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+}
+
+func TestPolicyAndHistory(t *testing.T) {
+	s := openTest(t, t.TempDir(), nil)
+	ctx := context.Background()
+	if _, err := s.Policy(ctx); !errors.Is(err, issuer.ErrNotFound) {
+		t.Fatalf("Policy before one is set: %v", err)
+	}
+	putPolicy(t, s, 1, t0.Add(time.Hour))
+	if h, _ := s.PolicyHistory(ctx); len(h) != 0 {
+		t.Fatalf("history after the first policy: %v", h)
+	}
+	putPolicy(t, s, 2, t0.Add(time.Hour))
+	p, err := s.Policy(ctx)
+	if err != nil || p.Version != 2 || string(p.Raw) != `{"version":2}` {
+		t.Fatalf("current = %+v, %v", p, err)
+	}
+	h, err := s.PolicyHistory(ctx)
+	if err != nil || len(h) != 1 || h[0].Version != 1 || !h[0].Set.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("history = %+v, %v", h, err)
+	}
+	for _, tc := range []struct {
+		rec  issuer.PolicyRecord
+		d    time.Time
+		want string
+	}{
+		{issuer.PolicyRecord{Version: 0, Raw: []byte("{}")}, t0, "boltstore: policy: version must be at least 1, got 0"},
+		{issuer.PolicyRecord{Version: 3}, t0, "boltstore: policy: document is empty"},
+		{issuer.PolicyRecord{Version: 3, Raw: []byte("{}")}, time.Time{}, "boltstore: policy history: deadline is required"},
+	} {
+		if err := s.PutPolicy(ctx, tc.rec, tc.d); err == nil || err.Error() != tc.want {
+			t.Errorf("PutPolicy: %v, want %q", err, tc.want)
+		}
+	}
+}
+
+func TestAuditOldestFirst(t *testing.T) {
+	s := openTest(t, t.TempDir(), nil)
+	ctx := context.Background()
+	// Deadlines out of time order (retention shortened in between).
+	entries := []struct {
+		at       time.Duration
+		deadline time.Duration
+		action   string
+	}{
+		{0, 90 * 24 * time.Hour, "first"},
+		{time.Minute, 10 * 24 * time.Hour, "second"},
+		{time.Minute, 5 * 24 * time.Hour, "third"},
+		{2 * time.Minute, 30 * 24 * time.Hour, "fourth"},
+	}
+	for _, e := range entries {
+		if err := s.AppendAudit(ctx, issuer.AuditEntry{Time: t0.Add(e.at), Admin: "ops", Action: e.action, Detail: "d"}, t0.Add(e.deadline)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.Audit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, e := range got {
+		order = append(order, e.Action)
+	}
+	if fmt.Sprint(order) != "[first second third fourth]" {
+		t.Fatalf("audit order %v", order)
+	}
+	if err := s.AppendAudit(ctx, issuer.AuditEntry{Time: t0, Action: "x"}, time.Time{}); err == nil || err.Error() != "boltstore: audit entry: deadline is required" {
+		t.Fatalf("audit without deadline: %v", err)
+	}
+	if err := s.AppendAudit(ctx, issuer.AuditEntry{Time: t0, Action: " "}, t0); err == nil || err.Error() != "boltstore: audit: action is required" {
+		t.Fatalf("audit without action: %v", err)
+	}
+}
+
+func TestClosed(t *testing.T) {
+	s := openTest(t, t.TempDir(), nil)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := s.Redeem(ctx, redemption("lab", t0.Add(time.Hour), "a")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Redeem after Close: %v", err)
+	}
+	if _, err := s.Sweep(ctx, t0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Sweep after Close: %v", err)
+	}
+	if _, err := s.Inventory(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Inventory after Close: %v", err)
+	}
+}
