@@ -67,8 +67,8 @@ func TestDefaultValues(t *testing.T) {
 	p := Default()
 	dy := 24 * time.Hour
 	type rule struct {
-		kind       string
-		colour     Colour
+		kind        string
+		colour      Colour
 		after, for_ time.Duration
 	}
 	var got []rule
