@@ -90,7 +90,13 @@ func (i *Issuer) Redeem(ctx context.Context, raws []string) (*Batch, error) {
 		// The record lives until the attestation can no longer be
 		// redeemed, rounded up so its deadline says little of when the
 		// attestation was signed.
-		replay[n] = ReplayKey{Attester: ev.Attester, ID: ev.ID, Deadline: ceil(ev.Expires.Add(opts.Skew), time.Hour)}
+		// Never past retention.replay, which Validate makes at least
+		// max_lifetime + 2*skew, so the cap never cuts protection short.
+		deadline := ceil(ev.Expires.Add(opts.Skew), time.Hour)
+		if limit := now.Add(p.Retention.Replay.D()); deadline.After(limit) {
+			deadline = limit
+		}
+		replay[n] = ReplayKey{Attester: ev.Attester, ID: ev.ID, Deadline: deadline}
 	}
 
 	hint := ""

@@ -268,22 +268,36 @@ func forEachPrefix(b *bolt.Bucket, prefix string, fn func(payload []byte) error)
 	return nil
 }
 
-type storedPolicy struct {
-	Version int       `json:"version"`
-	Raw     []byte    `json:"raw"`
-	Set     time.Time `json:"set"`
+// encodePolicy stores the document as it is (not base64): version (8 bytes)
+// || length of Set (1 byte) || Set (time.MarshalBinary) || Raw.
+func encodePolicy(rec issuer.PolicyRecord) ([]byte, error) {
+	set, err := rec.Set.MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: policy: set time: %w", err)
+	}
+	out := binary.BigEndian.AppendUint64(nil, uint64(rec.Version))
+	out = append(out, byte(len(set)))
+	out = append(out, set...)
+	return append(out, rec.Raw...), nil
 }
 
 func decodePolicy(v []byte) (issuer.PolicyRecord, error) {
+	bad := errors.New("boltstore: stored policy is malformed")
 	_, payload, err := splitValue(v)
 	if err != nil {
 		return issuer.PolicyRecord{}, err
 	}
-	var p storedPolicy
-	if err := json.Unmarshal(payload, &p); err != nil {
-		return issuer.PolicyRecord{}, fmt.Errorf("boltstore: stored policy is malformed: %w", err)
+	if len(payload) < 9 || len(payload) < 9+int(payload[8]) {
+		return issuer.PolicyRecord{}, bad
 	}
-	return issuer.PolicyRecord{Version: p.Version, Raw: p.Raw, Set: p.Set}, nil
+	n := int(payload[8])
+	var rec issuer.PolicyRecord
+	rec.Version = int(binary.BigEndian.Uint64(payload))
+	if err := rec.Set.UnmarshalBinary(payload[9 : 9+n]); err != nil {
+		return issuer.PolicyRecord{}, bad
+	}
+	rec.Raw = bytes.Clone(payload[9+n:])
+	return rec, nil
 }
 
 // Policy returns the current policy, or issuer.ErrNotFound.
@@ -314,7 +328,7 @@ func (s *DB) PutPolicy(ctx context.Context, rec issuer.PolicyRecord, historyDead
 	if err != nil {
 		return err
 	}
-	payload, err := json.Marshal(storedPolicy{Version: rec.Version, Raw: rec.Raw, Set: rec.Set})
+	payload, err := encodePolicy(rec)
 	if err != nil {
 		return err
 	}
