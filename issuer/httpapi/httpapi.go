@@ -129,7 +129,14 @@ func New(iss *issuer.Issuer, o Options) *Server {
 }
 
 func mountApp(a *fiber.App, prefix string, fsys fs.FS) {
-	a.Get(prefix, func(c *fiber.Ctx) error { return c.Redirect(prefix+"/", fiber.StatusMovedPermanently) })
+	a.Get(prefix, func(c *fiber.Ctx) error {
+		// Routing is not strict, so this route also matches prefix+"/":
+		// redirecting that too would loop.
+		if c.Path() != prefix {
+			return c.Next()
+		}
+		return c.Redirect(prefix+"/", fiber.StatusMovedPermanently)
+	})
 	a.Use(prefix, func(c *fiber.Ctx) error {
 		// The service worker must be allowed to control the whole app.
 		if strings.HasSuffix(c.Path(), "/sw.js") {
