@@ -327,7 +327,10 @@
     live.classList.toggle('error', !!isError);
     // Clear first so that the same message twice is announced twice.
     live.textContent = '';
-    requestAnimationFrame(() => { live.textContent = text; });
+    requestAnimationFrame(() => {
+      live.textContent = text;
+      live.scrollIntoView({ block: 'nearest' });
+    });
   }
 
   function renderStatus() {
@@ -650,7 +653,7 @@
     setBanner(w.colour);
     $('door-qr').hidden = false;
     $('door-info').hidden = false;
-    msg.hidden = true;
+    $('door-msg').hidden = true;
     drawQR($('qr-canvas'), shown.t);
     updateDoor();
     clearInterval(doorTimer);

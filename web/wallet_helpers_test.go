@@ -1,0 +1,281 @@
+package web_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/page"
+	cdpruntime "github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/healthcode/healthcode/issuer/issuertest"
+	"github.com/healthcode/healthcode/qr"
+	"github.com/healthcode/healthcode/web/webtest"
+)
+
+// walletKey is the localStorage key app.js keeps the batch under.
+const walletKey = "healthcode.wallet.v1"
+
+// sentRequest is one request the page (or its service worker) started.
+type sentRequest struct {
+	Method, URL string
+	Body        string
+}
+
+// walletPage is the wallet open in a real Chromium, with a log of every
+// request the page makes and every uncaught script error.
+type walletPage struct {
+	*webtest.Browser
+	env *issuertest.Env
+
+	mu       sync.Mutex
+	requests []sentRequest
+	errors   []string
+}
+
+func openWallet(t *testing.T, env *issuertest.Env, opts ...webtest.Option) *walletPage {
+	t.Helper()
+	w := &walletPage{Browser: webtest.Start(t, opts...), env: env}
+	if err := chromedp.Listen(w.Ctx, func(ev any) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		switch e := ev.(type) {
+		case *network.EventRequestWillBeSent:
+			var body bytes.Buffer
+			for _, p := range e.Request.PostDataEntries {
+				body.Write(p.Bytes)
+			}
+			w.requests = append(w.requests, sentRequest{e.Request.Method, e.Request.URL, body.String()})
+		case *cdpruntime.EventExceptionThrown:
+			msg := e.ExceptionDetails.Text
+			if e.ExceptionDetails.Exception != nil {
+				msg += " " + e.ExceptionDetails.Exception.Description
+			}
+			w.errors = append(w.errors, msg)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for _, e := range w.errors {
+			t.Errorf("uncaught error in the page: %s", e)
+		}
+	})
+	w.load(t, env.URL+"/wallet/")
+	// The first load registers the service worker; offline reloads need it
+	// in control.
+	w.WaitFor(t, `navigator.serviceWorker.controller !== null`, 20*time.Second, `String(navigator.serviceWorker.controller)`)
+	return w
+}
+
+func (w *walletPage) load(t *testing.T, u string) {
+	t.Helper()
+	w.Do(t, chromedp.Navigate(u))
+	w.waitReady(t)
+}
+
+func (w *walletPage) reload(t *testing.T) {
+	t.Helper()
+	w.Do(t, chromedp.Reload())
+	w.waitReady(t)
+}
+
+func (w *walletPage) waitReady(t *testing.T) {
+	t.Helper()
+	w.WaitFor(t, `document.body && document.body.dataset.ready === '1'`, 15*time.Second, `document.documentElement.outerHTML.slice(0, 300)`)
+}
+
+// sent returns a copy of the request log.
+func (w *walletPage) sent() []sentRequest {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]sentRequest(nil), w.requests...)
+}
+
+// paste adds an attestation through the paste box.
+func (w *walletPage) paste(t *testing.T, att string) {
+	t.Helper()
+	w.Do(t,
+		chromedp.SetValue(chromedp.CSS("#paste"), att),
+		chromedp.Click(chromedp.CSS("#paste-add")),
+	)
+}
+
+// redeem presses "Get my codes" and returns the message the page then
+// shows in its live region.
+func (w *walletPage) redeem(t *testing.T) string {
+	t.Helper()
+	w.Do(t, chromedp.Click(chromedp.CSS("#redeem")))
+	w.WaitFor(t, `!document.getElementById('redeem').disabled && document.getElementById('live').textContent !== '' && !/…$/.test(document.getElementById('live').textContent)`,
+		15*time.Second, `document.getElementById('live').textContent`)
+	return w.text(t, "#live")
+}
+
+func (w *walletPage) text(t *testing.T, sel string) string {
+	t.Helper()
+	return webtest.Eval[string](t, w.Browser, fmt.Sprintf(`document.querySelector(%q).textContent`, sel))
+}
+
+// storedCopy mirrors one copy in the page's record.
+type storedCopy struct {
+	T    string `json:"t"`
+	NBF  int64  `json:"nbf"`
+	Exp  int64  `json:"exp"`
+	Used bool   `json:"used"`
+}
+
+type storedWallet struct {
+	V      int          `json:"v"`
+	Colour string       `json:"colour"`
+	Copies []storedCopy `json:"copies"`
+}
+
+// stored returns the wallet record in localStorage, nil when there is none.
+func (w *walletPage) stored(t *testing.T) *storedWallet {
+	t.Helper()
+	raw := webtest.Eval[string](t, w.Browser, `localStorage.getItem('`+walletKey+`') || ''`)
+	if raw == "" {
+		return nil
+	}
+	var s storedWallet
+	if err := json.Unmarshal([]byte(raw), &s); err != nil {
+		t.Fatalf("wallet record: %v: %s", err, raw)
+	}
+	return &s
+}
+
+// openDoor opens the door screen and waits for the QR to be drawn.
+func (w *walletPage) openDoor(t *testing.T) {
+	t.Helper()
+	w.Do(t, chromedp.Click(chromedp.CSS("#show")))
+	w.WaitFor(t, `!document.getElementById('door').hidden && (document.getElementById('qr-canvas').width > 0 || !document.getElementById('door-msg').hidden)`,
+		5*time.Second, `document.getElementById('door').outerHTML.slice(0, 400)`)
+}
+
+func (w *walletPage) closeDoor(t *testing.T) {
+	t.Helper()
+	w.Do(t, chromedp.Click(chromedp.CSS("#door-close")))
+	w.WaitFor(t, `document.getElementById('door').hidden`, 5*time.Second, "")
+}
+
+// doorToken opens the door screen, saves a screenshot as name, and decodes
+// the QR from the screenshot's pixels.
+func (w *walletPage) doorToken(t *testing.T, name string) string {
+	t.Helper()
+	w.openDoor(t)
+	p := w.Screenshot(t, name)
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tok, err := qr.Decode(f)
+	if err != nil {
+		t.Fatalf("%s: decode QR from screenshot: %v (door: %q)", name, err, w.text(t, "#door"))
+	}
+	return tok
+}
+
+// setNow moves the page's clock (window.__healthcodeNow, Unix ms) and fires
+// the focus event, which runs the same sweep as the page's timer.
+func (w *walletPage) setNow(t *testing.T, at time.Time) {
+	t.Helper()
+	w.Do(t, chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`window.__healthcodeNow = %d; window.dispatchEvent(new Event('focus'))`, at.UnixMilli())))
+}
+
+// nowOnLoad makes every later page load start with the clock at at, before
+// the page's own scripts run.
+func (w *walletPage) nowOnLoad(t *testing.T, at time.Time) {
+	t.Helper()
+	if _, err := chromedp.Call(w.Ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{
+		Source: fmt.Sprintf(`window.__healthcodeNow = %d;`, at.UnixMilli()),
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// online undoes webtest's Offline.
+func (w *walletPage) online(t *testing.T) {
+	t.Helper()
+	no := false
+	if _, err := chromedp.Call(w.Ctx, network.EmulateNetworkConditionsByRule, network.EmulateNetworkConditionsByRuleParams{
+		EmulateOfflineServiceWorker: &no,
+		MatchedNetworkConditions:    []*network.Conditions{{Offline: false, DownloadThroughput: -1, UploadThroughput: -1}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(w.Ctx, network.OverrideNetworkState, network.OverrideNetworkStateParams{
+		Offline: false, DownloadThroughput: -1, UploadThroughput: -1,
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkOnlyRedemptions fails unless every request went to the issuer's own
+// origin and the only writes were POST /v1/tokens with exactly the given
+// bodies, in order.
+func (w *walletPage) checkOnlyRedemptions(t *testing.T, bodies ...string) {
+	t.Helper()
+	origin, err := url.Parse(w.env.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var posts []string
+	for _, r := range w.sent() {
+		u, err := url.Parse(r.URL)
+		if err != nil {
+			t.Errorf("request to unparsable URL %q", r.URL)
+			continue
+		}
+		if u.Scheme != origin.Scheme || u.Host != origin.Host {
+			t.Errorf("request to another origin: %s %s", r.Method, r.URL)
+		}
+		if r.Method == "GET" {
+			continue
+		}
+		if r.Method != "POST" || u.Path != "/v1/tokens" {
+			t.Errorf("unexpected %s %s", r.Method, u.Path)
+			continue
+		}
+		posts = append(posts, r.Body)
+	}
+	if strings.Join(posts, "\n") != strings.Join(bodies, "\n") {
+		t.Errorf("page posted %q, want %q", posts, bodies)
+	}
+}
+
+// redeemBody is the exact body the page must post for atts.
+func redeemBody(t *testing.T, atts ...string) string {
+	t.Helper()
+	b, err := json.Marshal(map[string][]string{"attestations": atts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// writeQRFile saves text as a QR PNG, as a photo of the lab's printout
+// would be, and returns its path.
+func writeQRFile(t *testing.T, text string) string {
+	t.Helper()
+	b, err := qr.PNG(text, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "lab-qr.png")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
