@@ -277,14 +277,24 @@ func CameraFile(t testing.TB, text string) string {
 // CameraFileImage is CameraFile for any picture.
 func CameraFileImage(t testing.TB, img image.Image) string {
 	t.Helper()
-	frame := Frame(img, 640, 480)
+	return CameraFileFrames(t, 10, img, img, img)
+}
+
+// CameraFileFrames writes a Y4M file playing imgs in order at fps, each
+// centred in a 640×480 frame.
+func CameraFileFrames(t testing.TB, fps int, imgs ...image.Image) string {
+	t.Helper()
+	frames := make([]image.Image, len(imgs))
+	for i, img := range imgs {
+		frames[i] = Frame(img, 640, 480)
+	}
 	p := filepath.Join(t.TempDir(), "camera.y4m")
 	f, err := os.Create(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := WriteY4M(f, 10, frame, frame, frame); err != nil {
+	if err := WriteY4M(f, fps, frames...); err != nil {
 		t.Fatalf("webtest: %v", err)
 	}
 	if err := f.Close(); err != nil {

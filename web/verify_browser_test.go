@@ -1,0 +1,558 @@
+package web_test
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/healthcode/healthcode/attestation"
+	"github.com/healthcode/healthcode/bundle"
+	"github.com/healthcode/healthcode/issuer/issuertest"
+	"github.com/healthcode/healthcode/policy"
+	"github.com/healthcode/healthcode/token"
+	"github.com/healthcode/healthcode/verifier"
+	"github.com/healthcode/healthcode/web"
+	"github.com/healthcode/healthcode/web/webtest"
+)
+
+// The browser tests run the real app in a real Chromium: the WebAssembly
+// module must have been built first (make wasm), or web.Verify serves a
+// notice and every test here fails saying so.
+func requireBuilt(t testing.TB) {
+	t.Helper()
+	if err := web.VerifyBuilt(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ---- a self-contained issuer stand-in for kiosk tests ----------------------
+
+type fixture struct {
+	bundleKey ed25519.PrivateKey
+	signer    *token.Signer
+	tokenPub  ed25519.PublicKey
+	pin       string
+	now       time.Time
+}
+
+func newFixture(t testing.TB) *fixture {
+	t.Helper()
+	_, bk, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpub, tk, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := token.NewSigner(token.KeyID(tpub), tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{bundleKey: bk, signer: s, tokenPub: tpub, pin: bundle.Fingerprint(bk.Public().(ed25519.PublicKey)),
+		// The browser reads the real clock, so the fixture does too.
+		now: time.Now()}
+}
+
+type bundleTimes struct {
+	issued, stale, expires time.Time
+	hint, counting         bool
+}
+
+func (f *fixture) bundle(t testing.TB, bt bundleTimes) string {
+	t.Helper()
+	b := &bundle.Bundle{
+		Sequence: 1, IssuedAt: bt.issued.Unix(), StaleAfter: bt.stale.Unix(), Expires: bt.expires.Unix(),
+		Keys: []bundle.Key{{ID: f.signer.KeyID(), Public: f.tokenPub, NotBefore: f.now.Add(-30 * 24 * time.Hour).Unix(),
+			NotAfter: f.now.Add(30 * 24 * time.Hour).Unix(), Status: bundle.StatusCurrent}},
+		Policy: bundle.Display{Version: 1, SkewSeconds: 60, HolderHint: bt.hint, Counting: bt.counting},
+	}
+	s, err := bundle.Sign(b, f.bundleKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// freshBundle is issued an hour ago, stale in a day, expired in a week.
+func (f *fixture) freshBundle(t testing.TB, hint, counting bool) string {
+	return f.bundle(t, bundleTimes{issued: f.now.Add(-time.Hour), stale: f.now.Add(24 * time.Hour),
+		expires: f.now.Add(7 * 24 * time.Hour), hint: hint, counting: counting})
+}
+
+func (f *fixture) token(t testing.TB, colour policy.Colour, nbf, exp time.Time, hint string) string {
+	t.Helper()
+	s, err := f.signer.Sign(token.Claims{Colour: colour.Code(), NotBefore: nbf.Unix(), Expires: exp.Unix(), Version: 1, Hint: hint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// kiosk serves the app and jws/pin the way `verifier serve` does.
+func kiosk(t testing.TB, jws, pin string) string {
+	t.Helper()
+	srv := httptest.NewServer(web.Kiosk(func() (string, string, error) { return jws, pin, nil }))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// ---- page helpers ------------------------------------------------------------
+
+// open loads the app and waits until its module and bundle are loaded.
+func open(t testing.TB, b *webtest.Browser, base string) {
+	t.Helper()
+	b.Do(t, chromedp.Navigate(base+"/verify/"))
+	b.WaitFor(t, `document.body.dataset.engine === 'ready' && document.body.dataset.bundle !== 'loading'`,
+		30*time.Second, `document.body.dataset.engine + ' ' + document.body.dataset.bundle + ' ' + document.body.innerText`)
+}
+
+// waitOffline loads the app, waits for its service worker to control the
+// page, cuts the network and reloads: from then on everything must come
+// from the service worker's cache.
+func openThenOffline(t testing.TB, b *webtest.Browser, base string) {
+	t.Helper()
+	open(t, b, base)
+	b.WaitFor(t, `navigator.serviceWorker.controller !== null`, 30*time.Second, `String(navigator.serviceWorker.controller)`)
+	b.Offline(t)
+	b.Do(t, chromedp.Reload())
+	b.WaitFor(t, `document.body.dataset.engine === 'ready' && document.body.dataset.bundle !== 'loading'`,
+		30*time.Second, `document.body.dataset.engine + ' ' + document.body.dataset.bundle`)
+	if on := webtest.Eval[bool](t, b, `navigator.onLine`); on {
+		t.Fatal("navigator.onLine is still true after cutting the network")
+	}
+}
+
+type verdict struct {
+	Kind, Reason, Word, Symbol, Detail, Hint, Warning string
+}
+
+func waitVerdict(t testing.TB, b *webtest.Browser, d time.Duration) verdict {
+	t.Helper()
+	b.WaitFor(t, `!!document.getElementById('result').dataset.verdict`, d,
+		`document.body.dataset.camera + ' frames=' + healthcodeMetrics.frames + ' ' + document.body.innerText`)
+	raw := webtest.Eval[string](t, b, `JSON.stringify({
+		Kind: document.getElementById('result').dataset.verdict,
+		Reason: document.getElementById('result').dataset.reason,
+		Word: document.getElementById('result-word').textContent,
+		Symbol: document.getElementById('result-symbol').textContent,
+		Detail: document.getElementById('result-detail').textContent,
+		Hint: document.getElementById('result-hint').textContent,
+		Warning: document.getElementById('result-warning').textContent})`)
+	var v verdict
+	if err := json.Unmarshal([]byte(raw), &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func clearVerdict(t testing.TB, b *webtest.Browser) {
+	t.Helper()
+	b.Do(t, chromedp.Click(chromedp.ID("result")))
+	b.WaitFor(t, `document.getElementById('result').hidden`, 5*time.Second, "")
+}
+
+func paste(t testing.TB, b *webtest.Browser, text string) verdict {
+	t.Helper()
+	b.Do(t, chromedp.SetValue(chromedp.ID("paste"), text), chromedp.Click(chromedp.ID("check")))
+	return waitVerdict(t, b, 5*time.Second)
+}
+
+type scanMetrics struct {
+	Frames              int     `json:"frames"`
+	DecodeMsTotal       float64 `json:"decodeMsTotal"`
+	DecodeMsMax         float64 `json:"decodeMsMax"`
+	LastScanToVerdictMs float64 `json:"lastScanToVerdictMs"`
+	Verdicts            int     `json:"verdicts"`
+}
+
+func metrics(t testing.TB, b *webtest.Browser) scanMetrics {
+	t.Helper()
+	var m scanMetrics
+	if err := json.Unmarshal([]byte(webtest.Eval[string](t, b, `JSON.stringify(healthcodeMetrics)`)), &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// storage lists everything the page's origin holds: localStorage, cookies,
+// IndexedDB databases and every Cache Storage entry.
+type storage struct {
+	Local   map[string]string `json:"local"`
+	Cookies string            `json:"cookies"`
+	IDB     []string          `json:"idb"`
+	Caches  map[string][]string
+}
+
+func readStorage(t testing.TB, b *webtest.Browser) storage {
+	t.Helper()
+	raw := webtest.Eval[string](t, b, `(async () => {
+		const local = {};
+		for (let i = 0; i < localStorage.length; i++) { const k = localStorage.key(i); local[k] = localStorage.getItem(k); }
+		const idb = (await indexedDB.databases()).map((d) => d.name);
+		const caches_ = {};
+		for (const name of await caches.keys()) {
+			const c = await caches.open(name);
+			caches_[name] = [];
+			for (const req of await c.keys()) {
+				const resp = await c.match(req);
+				caches_[name].push(new URL(req.url).pathname + ' ' + (resp.headers.get('content-type') || '') + ' ' +
+					(new URL(req.url).pathname.startsWith('/.well-known/') ? await resp.text() : ''));
+			}
+		}
+		return JSON.stringify({local, cookies: document.cookie, idb, Caches: caches_});
+	})()`)
+	var s storage
+	if err := json.Unmarshal([]byte(raw), &s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// assertNothingKept checks invariant 3 in the browser: the only things
+// stored are the bundle, its pin and, when allowed, per-day counts, and
+// none of the secrets appears anywhere.
+func assertNothingKept(t testing.TB, b *webtest.Browser, countingAllowed bool, secrets ...string) {
+	t.Helper()
+	s := readStorage(t, b)
+	for k := range s.Local {
+		switch k {
+		case "healthcode.bundle", "healthcode.pin":
+		case "healthcode.counts":
+			if !countingAllowed {
+				t.Errorf("localStorage holds counts although the policy has counting off: %q", s.Local[k])
+			}
+		default:
+			t.Errorf("localStorage holds %q = %q; only the bundle, pin and counts may be stored", k, s.Local[k])
+		}
+	}
+	if s.Cookies != "" {
+		t.Errorf("cookies set: %q", s.Cookies)
+	}
+	if len(s.IDB) != 0 {
+		t.Errorf("IndexedDB databases: %v", s.IDB)
+	}
+	all, _ := json.Marshal(s)
+	for _, sec := range secrets {
+		if sec != "" && strings.Contains(string(all), sec) {
+			t.Errorf("storage holds a scanned value %q", sec)
+		}
+	}
+	for name, entries := range s.Caches {
+		for _, e := range entries {
+			path := strings.Fields(e)[0]
+			if name == "healthcode-verify-bundle" && path != web.BundlePath && path != web.PinPath {
+				t.Errorf("bundle cache holds %s", path)
+			}
+			if name == "healthcode-verify-app" && !strings.HasPrefix(path, "/verify/") {
+				t.Errorf("app cache holds %s", path)
+			}
+		}
+	}
+}
+
+// ---- tests against a running issuer ------------------------------------------
+
+// issuerToken redeems an attestation of kind and returns a token valid now.
+func issuerToken(t testing.TB, env *issuertest.Env, kind attestation.Kind, hint string) (string, string) {
+	t.Helper()
+	colour, toks := env.Redeem(t, env.Attest(t, kind, time.Time{}, hint))
+	b := env.Bundle(t)
+	for _, tok := range toks {
+		if _, err := verifier.Verify(tok, b, time.Now()); err == nil {
+			return colour, tok
+		}
+	}
+	t.Fatalf("no token of %d is valid now", len(toks))
+	return "", ""
+}
+
+func TestIssuerScanOfflineShowsColour(t *testing.T) {
+	requireBuilt(t)
+	p := policy.Default()
+	p.HolderHint = policy.HintOn
+	p.Counting = true
+	env := issuertest.Start(t, issuertest.WithPolicy(p))
+	colour, tok := issuerToken(t, env, attestation.TestNegative, "AB90")
+	if colour != "green" {
+		t.Fatalf("issuer gave %s for a negative test, want green", colour)
+	}
+
+	b := webtest.Start(t, webtest.Camera(webtest.CameraFile(t, tok)))
+	openThenOffline(t, b, env.URL)
+	if got := webtest.Eval[string](t, b, `localStorage.getItem('healthcode.pin')`); got != env.Pin {
+		t.Fatalf("pinned %q, issuer's pin is %q", got, env.Pin)
+	}
+	afterLoad := b.Requests()
+	loaded := time.Now()
+
+	v := waitVerdict(t, b, 20*time.Second)
+	wall := time.Since(loaded)
+	b.Screenshot(t, "green")
+	if v.Kind != "green" || v.Word != "GREEN" || v.Symbol != "✓" {
+		t.Fatalf("verdict %+v, want green ✓ GREEN", v)
+	}
+	if !strings.HasPrefix(v.Detail, "Valid until ") || v.Hint != "Holder: AB90" || v.Warning != "" {
+		t.Fatalf("verdict %+v: want the validity end and the hint, nothing else", v)
+	}
+	m := metrics(t, b)
+	t.Logf("scan to verdict: %.1f ms in page (frame grab to verdict shown); %.0f ms from offline load to verdict seen by the test", m.LastScanToVerdictMs, float64(wall.Milliseconds()))
+	t.Logf("QR decode in wasm: %.1f ms/frame mean, %.1f ms max, over %d frames (640×480)", m.DecodeMsTotal/float64(m.Frames), m.DecodeMsMax, m.Frames)
+
+	// The verdict clears itself, scanning goes on, and still nothing leaves the page.
+	b.WaitFor(t, `document.getElementById('result').hidden`, 8*time.Second, `document.getElementById('result').dataset.verdict`)
+	frames := m.Frames
+	b.WaitFor(t, fmt.Sprintf(`healthcodeMetrics.frames >= %d`, frames+5), 10*time.Second, `String(healthcodeMetrics.frames)`)
+	if n := b.Requests() - afterLoad; n != 0 {
+		t.Fatalf("%d network requests while scanning, want 0", n)
+	}
+	// Counting is on in this policy: one green today, nothing else about the scan.
+	counts := webtest.Eval[string](t, b, `localStorage.getItem('healthcode.counts')`)
+	var c map[string]map[string]int
+	if err := json.Unmarshal([]byte(counts), &c); err != nil || len(c) != 1 {
+		t.Fatalf("counts %q: want one day", counts)
+	}
+	for _, day := range c {
+		if day["green"] != 1 || day["yellow"]+day["red"]+day["invalid"] != 0 {
+			t.Fatalf("counts %q, want one green", counts)
+		}
+	}
+	assertNothingKept(t, b, true, tok, "AB90")
+}
+
+// tamper extends a token's validity and makes it green, keeping the
+// issuer's signature: what a forger would try.
+func tamper(t testing.TB, tok string) string {
+	t.Helper()
+	parts := strings.Split(tok, ".")
+	p, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c token.Claims
+	if err := json.Unmarshal(p, &c); err != nil {
+		t.Fatal(err)
+	}
+	c.Colour = "g"
+	c.Expires += 7 * 24 * 3600
+	p, err = json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return parts[0] + "." + base64.RawURLEncoding.EncodeToString(p) + "." + parts[2]
+}
+
+func TestIssuerTamperedTokenShowsInvalid(t *testing.T) {
+	requireBuilt(t)
+	env := issuertest.Start(t)
+	colour, tok := issuerToken(t, env, attestation.TestPositive, "")
+	if colour != "red" {
+		t.Fatalf("issuer gave %s for a positive test, want red", colour)
+	}
+	forged := tamper(t, tok)
+	b := webtest.Start(t, webtest.Camera(webtest.CameraFile(t, forged)))
+	openThenOffline(t, b, env.URL)
+	v := waitVerdict(t, b, 20*time.Second)
+	b.Screenshot(t, "invalid-signature")
+	if v.Kind != "invalid" || v.Reason != verifier.ReasonBadSignature || v.Symbol != "✕" || v.Word != "NOT VALID" {
+		t.Fatalf("verdict %+v, want invalid with reason %s", v, verifier.ReasonBadSignature)
+	}
+	assertNothingKept(t, b, false, forged)
+}
+
+// ---- kiosk tests (self-signed bundle, no issuer) ------------------------------
+
+func TestKioskExpiredBundleRefusesGreen(t *testing.T) {
+	requireBuilt(t)
+	f := newFixture(t)
+	expired := f.bundle(t, bundleTimes{issued: f.now.Add(-9 * 24 * time.Hour), stale: f.now.Add(-8 * 24 * time.Hour), expires: f.now.Add(-time.Hour)})
+	// A token that would be green under a current bundle.
+	tok := f.token(t, policy.Green, f.now.Add(-time.Hour), f.now.Add(time.Hour), "")
+	base := kiosk(t, expired, f.pin)
+
+	b := webtest.Start(t, webtest.Camera(webtest.CameraFile(t, tok)))
+	open(t, b, base)
+	if got := webtest.Eval[string](t, b, `document.body.dataset.bundle`); got != "expired" {
+		t.Fatalf("bundle state %q, want expired", got)
+	}
+	v := waitVerdict(t, b, 20*time.Second)
+	b.Screenshot(t, "expired-bundle")
+	if v.Kind != "refused" || v.Reason != verifier.ReasonBundleExpired || v.Word != "CANNOT CHECK" {
+		t.Fatalf("verdict %+v, want refused for an expired bundle", v)
+	}
+	status := webtest.Eval[string](t, b, `document.getElementById('bundle-status').textContent`)
+	if !strings.Contains(status, "The trust list has expired") || !strings.Contains(status, "Trust list updated 9 days ago") {
+		t.Fatalf("bundle status %q: want its age and that it expired", status)
+	}
+}
+
+// TestKioskStates walks the states staff must tell apart, through the
+// no-camera fallback (paste), in one browser with no camera at all.
+func TestKioskStates(t *testing.T) {
+	requireBuilt(t)
+	f := newFixture(t)
+	base := kiosk(t, f.freshBundle(t, false, false), f.pin)
+	b := webtest.Start(t)
+	open(t, b, base)
+
+	b.WaitFor(t, `document.body.dataset.camera === 'none'`, 10*time.Second, `document.body.dataset.camera`)
+	if msg := webtest.Eval[string](t, b, `document.getElementById('camera-message').textContent`); !strings.HasPrefix(msg, "No camera found.") {
+		t.Fatalf("camera message %q", msg)
+	}
+	b.Screenshot(t, "no-camera")
+	if s := webtest.Eval[string](t, b, `document.getElementById('bundle-status').textContent`); s != "Trust list updated 1 hour ago." {
+		t.Fatalf("bundle status %q", s)
+	}
+
+	other := newFixture(t) // a key the bundle does not hold
+	now := f.now
+	cases := []struct {
+		name, tok, kind, reason, word, symbol string
+	}{
+		{"yellow", f.token(t, policy.Yellow, now.Add(-time.Hour), now.Add(time.Hour), ""), "yellow", "", "YELLOW", "!"},
+		{"red", f.token(t, policy.Red, now.Add(-time.Hour), now.Add(time.Hour), ""), "red", "", "RED", "✕"},
+		{"expired", f.token(t, policy.Green, now.Add(-3*time.Hour), now.Add(-2*time.Hour), ""), "invalid", verifier.ReasonExpired, "NOT VALID", "✕"},
+		{"not-yet-valid", f.token(t, policy.Green, now.Add(2*time.Hour), now.Add(3*time.Hour), ""), "invalid", verifier.ReasonNotYetValid, "NOT VALID", "✕"},
+		{"unknown-key", other.token(t, policy.Green, now.Add(-time.Hour), now.Add(time.Hour), ""), "invalid", verifier.ReasonUnknownKey, "NOT VALID", "✕"},
+		{"invalid-signature", tamper(t, f.token(t, policy.Red, now.Add(-time.Hour), now.Add(time.Hour), "")), "invalid", verifier.ReasonBadSignature, "NOT VALID", "✕"},
+		{"not-a-code", "hello", "invalid", verifier.ReasonMalformed, "NOT VALID", "✕"},
+		// A hint the policy does not allow is never shown.
+		{"hint-not-allowed", f.token(t, policy.Green, now.Add(-time.Hour), now.Add(time.Hour), "ZZ99"), "invalid", verifier.ReasonMalformed, "NOT VALID", "✕"},
+	}
+	var secrets []string
+	for _, c := range cases {
+		v := paste(t, b, c.tok)
+		b.Screenshot(t, c.name)
+		if v.Kind != c.kind || v.Reason != c.reason || v.Word != c.word || v.Symbol != c.symbol {
+			t.Errorf("%s: verdict %+v, want %s/%s %s %s", c.name, v, c.kind, c.reason, c.symbol, c.word)
+		}
+		if v.Hint != "" {
+			t.Errorf("%s: hint %q shown with hints off", c.name, v.Hint)
+		}
+		clearVerdict(t, b)
+		secrets = append(secrets, c.tok)
+	}
+	secrets = append(secrets, "ZZ99")
+	assertNothingKept(t, b, false, secrets...)
+}
+
+func TestKioskResultClearsItself(t *testing.T) {
+	requireBuilt(t)
+	f := newFixture(t)
+	base := kiosk(t, f.freshBundle(t, false, false), f.pin)
+	b := webtest.Start(t)
+	open(t, b, base)
+	v := paste(t, b, f.token(t, policy.Green, f.now.Add(-time.Hour), f.now.Add(time.Hour), ""))
+	if v.Kind != "green" {
+		t.Fatalf("verdict %+v", v)
+	}
+	// No sleeping: the page's own timer clears it within RESULT_MS (5s).
+	b.WaitFor(t, `document.getElementById('result').hidden && !document.body.dataset.verdict`, 8*time.Second, "")
+	if txt := webtest.Eval[string](t, b, `document.getElementById('result').textContent.trim()`); txt != "" {
+		t.Fatalf("cleared result still holds %q", txt)
+	}
+}
+
+func TestKioskCameraDenied(t *testing.T) {
+	requireBuilt(t)
+	f := newFixture(t)
+	base := kiosk(t, f.freshBundle(t, false, false), f.pin)
+	b := webtest.Start(t, webtest.DenyCamera())
+	open(t, b, base)
+	b.WaitFor(t, `document.body.dataset.camera === 'denied'`, 10*time.Second, `document.body.dataset.camera`)
+	b.Screenshot(t, "camera-denied")
+	msg := webtest.Eval[string](t, b, `document.getElementById('camera-message').textContent`)
+	if !strings.HasPrefix(msg, "Camera permission was denied.") {
+		t.Fatalf("camera message %q", msg)
+	}
+	if hidden := webtest.Eval[bool](t, b, `document.getElementById('fallback').hidden`); hidden {
+		t.Fatal("no image or paste fallback offered after a denial")
+	}
+}
+
+// TestKioskStaleBundleChinese: a browser set to Chinese gets the Chinese
+// page; a stale bundle still gives colours, with a warning; the switch
+// turns the page to English without storing the choice.
+func TestKioskStaleBundleChinese(t *testing.T) {
+	requireBuilt(t)
+	f := newFixture(t)
+	stale := f.bundle(t, bundleTimes{issued: f.now.Add(-3 * 24 * time.Hour), stale: f.now.Add(-time.Hour),
+		expires: f.now.Add(4 * 24 * time.Hour), hint: true})
+	base := kiosk(t, stale, f.pin)
+	b := webtest.Start(t, webtest.Language("zh-CN"))
+	open(t, b, base)
+	if got := webtest.Eval[string](t, b, `document.body.dataset.bundle`); got != "stale" {
+		t.Fatalf("bundle state %q, want stale", got)
+	}
+	if title := webtest.Eval[string](t, b, `document.querySelector('h1').textContent`); title != "健康码核验" {
+		t.Fatalf("title %q, want Chinese", title)
+	}
+	status := webtest.Eval[string](t, b, `document.getElementById('bundle-status').textContent`)
+	if !strings.Contains(status, "信任列表已过旧") || !strings.Contains(status, "3天前") {
+		t.Fatalf("bundle status %q: want its age and the stale warning", status)
+	}
+	b.Screenshot(t, "stale-zh")
+	v := paste(t, b, f.token(t, policy.Green, f.now.Add(-time.Hour), f.now.Add(time.Hour), "CD81"))
+	b.Screenshot(t, "green-stale-zh")
+	if v.Kind != "green" || v.Word != "绿码" || v.Hint != "持有人：CD81" || !strings.Contains(v.Warning, "信任列表已过旧") {
+		t.Fatalf("verdict %+v", v)
+	}
+	clearVerdict(t, b)
+	b.Do(t, chromedp.Click(chromedp.ID("lang")))
+	if title := webtest.Eval[string](t, b, `document.querySelector('h1').textContent`); title != "Health code check" {
+		t.Fatalf("after the switch, title %q", title)
+	}
+	if lang := webtest.Eval[string](t, b, `new URL(location.href).searchParams.get('lang')`); lang != "en" {
+		t.Fatalf("switch did not put the language in the URL: %q", lang)
+	}
+	assertNothingKept(t, b, false, "CD81")
+}
+
+// BenchmarkScanToVerdict measures, in Chromium, the time from grabbing a
+// camera frame to the verdict on screen (decode in wasm, verify in wasm,
+// render), as reported by the page. The camera alternates two tokens, so
+// each iteration is a new code.
+func BenchmarkScanToVerdict(b *testing.B) {
+	requireBuilt(b)
+	f := newFixture(b)
+	base := kiosk(b, f.freshBundle(b, false, false), f.pin)
+	t1 := f.token(b, policy.Green, f.now.Add(-time.Hour), f.now.Add(time.Hour), "")
+	t2 := f.token(b, policy.Yellow, f.now.Add(-time.Hour), f.now.Add(time.Hour), "")
+	cam := twoCodeCamera(b, t1, t2)
+	br := webtest.Start(b, webtest.Camera(cam), webtest.Timeout(10*time.Minute))
+	open(b, br, base)
+	waitVerdict(b, br, 20*time.Second)
+	clearVerdict(b, br)
+	var total, decode float64
+	var frames int
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		before := metrics(b, br)
+		waitVerdict(b, br, 20*time.Second)
+		m := metrics(b, br)
+		total += m.LastScanToVerdictMs
+		decode += m.DecodeMsTotal - before.DecodeMsTotal
+		frames += m.Frames - before.Frames
+		clearVerdict(b, br)
+	}
+	b.StopTimer()
+	b.ReportMetric(total/float64(b.N), "ms/op")
+	if frames > 0 {
+		b.ReportMetric(decode/float64(frames), "decode-ms/frame")
+	}
+}
+
+func twoCodeCamera(t testing.TB, a, b string) string {
+	t.Helper()
+	// One second of each code at 2 fps: a new code is never more than a
+	// second away.
+	return webtest.CameraFileFrames(t, 2, webtest.QRImage(t, a, 400), webtest.QRImage(t, a, 400), webtest.QRImage(t, b, 400), webtest.QRImage(t, b, 400))
+}
