@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -75,6 +76,7 @@ type config struct {
 	start time.Time
 	opts  httpapi.Options
 	dir   string
+	log   *slog.Logger
 }
 
 // Option changes Start.
@@ -89,6 +91,10 @@ func WithTime(t time.Time) Option { return func(c *config) { c.start = t } }
 
 // WithHTTPOptions replaces the HTTP options (rate limits off by default).
 func WithHTTPOptions(o httpapi.Options) Option { return func(c *config) { c.opts = o } }
+
+// WithLogger sends the issuer's, the store's and the HTTP server's logs to
+// log (default: discarded), e.g. to check what reaches a log line.
+func WithLogger(log *slog.Logger) Option { return func(c *config) { c.log = log } }
 
 // WithDir uses dir as the data directory (to restart on the same data).
 func WithDir(dir string) Option { return func(c *config) { c.dir = dir } }
@@ -107,11 +113,14 @@ func Start(t testing.TB, opts ...Option) *Env {
 	}
 	clock := NewClock(c.start)
 	ctx := context.Background()
-	db, err := boltstore.Open(c.dir, boltstore.Options{Clock: clock})
+	if c.log != nil {
+		c.opts.Logger = c.log
+	}
+	db, err := boltstore.Open(c.dir, boltstore.Options{Clock: clock, Logger: c.log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	iss, err := issuer.New(ctx, issuer.Config{Store: db, State: db, Clock: clock, Policy: c.pol})
+	iss, err := issuer.New(ctx, issuer.Config{Store: db, State: db, Clock: clock, Policy: c.pol, Logger: c.log})
 	if err != nil {
 		db.Close()
 		t.Fatal(err)
