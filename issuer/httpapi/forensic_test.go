@@ -1,0 +1,159 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/healthcode/healthcode/attestation"
+	"github.com/healthcode/healthcode/issuer/issuertest"
+)
+
+// allBytes reads every file under dir.
+func allBytes(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		out[path] = b
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func findAny(files map[string][]byte, needles map[string][]byte) []string {
+	var hits []string
+	for path, b := range files {
+		for name, n := range needles {
+			if len(n) > 0 && bytes.Contains(b, n) {
+				hits = append(hits, fmt.Sprintf("%s in %s", name, filepath.Base(path)))
+			}
+		}
+	}
+	return hits
+}
+
+// Invariant 5 end to end, through the real issuer: after every deadline
+// and a sweep, no file in the data directory holds a byte from which a
+// redemption, an audit entry or a retired signing key can be recovered.
+func TestForensicDataDirectoryAfterDeadlines(t *testing.T) {
+	env := issuertest.Start(t, issuertest.WithTime(t0))
+	ctx := context.Background()
+
+	needles := map[string][]byte{}
+	for n := range 5 {
+		id := fmt.Sprintf("FORENSIC-MARKER-%04d", n)
+		att, err := attestation.Sign(env.AttesterKey, attestation.Claims{
+			Attester: env.AttesterID, Kind: attestation.TestNegative, At: t0.Unix(),
+			Expires: t0.Add(48 * time.Hour).Unix(), ID: id, Hint: "ZZ1970",
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		env.Redeem(t, att)
+		attSum := sha256.Sum256([]byte(att))
+		idSum := sha256.Sum256([]byte(id))
+		needles["id "+id] = []byte(id)
+		needles["attestation "+id] = []byte(att)
+		needles["attestation signature "+id] = []byte(att[len(att)-40:])
+		needles["sha256(attestation) "+id] = attSum[:]
+		needles["hex sha256(attestation) "+id] = []byte(hex.EncodeToString(attSum[:]))
+		needles["sha256(id) "+id] = idSum[:]
+		needles["hex sha256(id) "+id] = []byte(hex.EncodeToString(idSum[:]))
+	}
+	needles["hint"] = []byte("ZZ1970")
+
+	// An admin action whose audit entry carries a marker.
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	const labMarker = "AUDIT-MARKER-LAB"
+	if err := env.Issuer.AddAttester(ctx, "forensic-admin", labMarker, pub); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Issuer.RemoveAttester(ctx, "forensic-admin", labMarker); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := env.DB.SigningKeys(ctx)
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("signing keys: %v", err)
+	}
+	for _, k := range keys {
+		needles["signing key seed "+k.ID] = k.Private.Seed()
+		needles["signing key seed b64 "+k.ID] = []byte(base64.StdEncoding.EncodeToString(k.Private.Seed())[:40])
+	}
+	auditNeedle := map[string][]byte{"audit marker": []byte(labMarker)}
+
+	// Control: before the deadlines the audit entry and the keys are there,
+	// so the search below can fail.
+	before := allBytes(t, env.Dir)
+	if hits := findAny(before, auditNeedle); len(hits) == 0 {
+		t.Fatal("control: the audit marker is not in the data directory before its deadline")
+	}
+	for _, k := range keys {
+		if hits := findAny(before, map[string][]byte{"seed": needles["signing key seed b64 "+k.ID]}); len(hits) == 0 {
+			t.Fatalf("control: key %s not found before its deadline", k.ID)
+		}
+	}
+	// Nothing of the attestations is ever written, even before the sweep.
+	if hits := findAny(before, needles); len(hits) > 0 {
+		for _, h := range hits {
+			if !bytes.Contains([]byte(h), []byte("signing key")) {
+				t.Fatalf("before any deadline, the data directory holds: %v", hits)
+			}
+		}
+	}
+
+	// Past every deadline: audit (365d) and the keys (30d + 30d) included.
+	env.Clock.Advance(400 * 24 * time.Hour)
+	if err := env.Issuer.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := env.Issuer.Sweep(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Compacted {
+		t.Fatalf("sweep deleted %v but did not compact", st.Deleted)
+	}
+	for k, v := range auditNeedle {
+		needles[k] = v
+	}
+	after := allBytes(t, env.Dir)
+	if hits := findAny(after, needles); len(hits) > 0 {
+		t.Fatalf("after the deadlines and a sweep, the data directory still holds: %v", hits)
+	}
+	// No epoch key survives for an epoch that has ended.
+	for path := range after {
+		if filepath.Base(filepath.Dir(path)) == "epochs" {
+			t.Fatalf("epoch key %s survives its epoch", filepath.Base(path))
+		}
+	}
+	// And the inventory agrees: no replay records, no counts.
+	cats, _, err := env.Issuer.Inventory(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cats {
+		if (c.Name == "replay_records" || c.Name == "aggregate_counts") && c.Count != 0 {
+			t.Fatalf("inventory after the sweep: %s has %d", c.Name, c.Count)
+		}
+	}
+}
