@@ -1,0 +1,174 @@
+// Command verifier is what venue staff run: it fetches the issuer's trust
+// bundle once (sync, pinned by fingerprint), then checks colour tokens fully
+// offline (check for a string, scan for a QR image). It keeps nothing about
+// a scan.
+//
+// Each subcommand is a method on env in its own file and one case in run's
+// switch.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+)
+
+// Exit statuses.
+const (
+	exitValid   = 0 // token valid; other commands: success
+	exitInvalid = 1 // token refused, or the command failed
+	exitUsage   = 2 // bad command line
+)
+
+const mainUsage = `verifier checks Healthcode colour tokens offline.
+
+Usage:
+  verifier sync URL --pin FINGERPRINT --bundle FILE [--timeout DURATION]
+  verifier check --bundle FILE [--json] [--at TIME] TOKEN|-
+  verifier scan  --bundle FILE [--json] [--at TIME] IMAGE.png
+  verifier help [COMMAND]
+
+Set up once (and again whenever the bundle turns stale), with the
+fingerprint the issuer's administrator gave you out of band:
+  verifier sync https://issuer.example --pin sha256:3f1c... --bundle bundle.json
+
+Then, at the door, with no network:
+  verifier check --bundle bundle.json eyJhbGciOiJFZERTQSIs...
+  verifier scan  --bundle bundle.json photo-of-phone.png
+
+Exit status: 0 valid (or success), 1 invalid (or failure), 2 usage error.
+Run 'verifier help COMMAND' for a command's flags.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// env is what a command may touch besides its arguments. Tests build one
+// with a fixed clock.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	now            func() time.Time
+}
+
+// run is main without the process: tests call it directly.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return env{stdin: stdin, stdout: stdout, stderr: stderr, now: time.Now}.run(args)
+}
+
+func (e env) run(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(e.stderr, mainUsage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "sync":
+		return e.sync(args[1:])
+	case "check":
+		return e.check(args[1:])
+	case "scan":
+		return e.scan(args[1:])
+	case "help", "-h", "-help", "--help":
+		return e.help(args[1:])
+	default:
+		fmt.Fprintf(e.stderr, "verifier: unknown command %q\nrun 'verifier help' for usage\n", truncate(args[0]))
+		return exitUsage
+	}
+}
+
+// usages names every command's help text, for 'verifier help COMMAND'.
+var usages = map[string]string{
+	"sync":  syncUsage,
+	"check": checkUsage,
+	"scan":  scanUsage,
+}
+
+func (e env) help(args []string) int {
+	switch {
+	case len(args) == 0:
+		fmt.Fprint(e.stdout, mainUsage)
+		return exitValid
+	case len(args) > 1:
+		fmt.Fprintf(e.stderr, "verifier help: want at most one command, got %d arguments\n", len(args))
+		return exitUsage
+	}
+	u, ok := usages[args[0]]
+	if !ok {
+		fmt.Fprintf(e.stderr, "verifier help: unknown command %q\n", truncate(args[0]))
+		return exitUsage
+	}
+	fmt.Fprint(e.stdout, u)
+	return exitValid
+}
+
+// cmd carries one command's name and help for uniform messages.
+type cmd struct {
+	env
+	name, usage string
+}
+
+func (c cmd) usageErr(format string, a ...any) int {
+	fmt.Fprintf(c.stderr, "verifier %s: %s\nrun 'verifier %s -h' for usage\n", c.name, fmt.Sprintf(format, a...), c.name)
+	return exitUsage
+}
+
+func (c cmd) fail(format string, a ...any) int {
+	fmt.Fprintf(c.stderr, "verifier %s: %s\n", c.name, fmt.Sprintf(format, a...))
+	return exitInvalid
+}
+
+func (c cmd) warn(format string, a ...any) {
+	fmt.Fprintf(c.stderr, "verifier %s: warning: %s\n", c.name, fmt.Sprintf(format, a...))
+}
+
+// parse parses flags that may come before, between or after the positional
+// arguments ("sync URL --pin X" reads naturally), and returns the
+// positional ones. done is true when the command must stop with code.
+func (c cmd) parse(fs *flag.FlagSet, args []string) (pos []string, code int, done bool) {
+	fs.SetOutput(io.Discard) // we print our own usage and messages
+	for {
+		err := fs.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(c.stdout, c.usage)
+			return nil, exitValid, true
+		}
+		if err != nil {
+			return nil, c.usageErr("%v", err), true
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, 0, false
+		}
+		if consumed := args[:len(args)-len(rest)]; len(consumed) > 0 && consumed[len(consumed)-1] == "--" {
+			return append(pos, rest...), 0, false // after "--" everything is positional
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// at parses an --at value, or returns the clock's time when it is empty.
+func (c cmd) at(s string) (time.Time, error) {
+	if s == "" {
+		return c.now(), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--at %q is not an RFC 3339 time (like 2026-11-20T12:00:00Z)", truncate(s))
+	}
+	return t, nil
+}
+
+// truncate bounds user text quoted back in a message, so a token pasted in
+// the wrong place is not repeated whole.
+func truncate(s string) string {
+	if len(s) > 24 {
+		s = s[:24] + "…"
+	}
+	return strings.ToValidUTF8(s, "?")
+}

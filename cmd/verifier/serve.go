@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/healthcode/healthcode/web"
+)
+
+const serveUsage = `Usage: verifier serve --bundle FILE [--addr 127.0.0.1:8088]
+
+Runs the verifier web app as a kiosk on this machine: open the address it
+prints in a browser on the same machine and point the camera at the codes.
+The page checks codes in the browser, offline, with the same rules as
+'verifier check'; it keeps nothing about a scan. The bundle in FILE (written
+by 'verifier sync') is read again on every page load, so a later sync is
+picked up without a restart.
+
+Flags:
+  --bundle FILE   the bundle file written by 'verifier sync' (required)
+  --addr ADDR     where to listen (default 127.0.0.1:8088); must be a
+                  loopback address, because browsers only give the camera
+                  to plain-http pages on localhost
+
+Example:
+  verifier serve --bundle bundle.json --addr 127.0.0.1:8088
+`
+
+func (e env) serve(args []string) int {
+	c := cmd{env: e, name: "serve", usage: serveUsage}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	file := fs.String("bundle", "", "")
+	addr := fs.String("addr", "127.0.0.1:8088", "")
+	pos, code, done := c.parse(fs, args)
+	if done {
+		return code
+	}
+	switch {
+	case len(pos) != 0:
+		return c.usageErr("want no arguments, got %d", len(pos))
+	case *file == "":
+		return c.usageErr("--bundle is required (the file 'verifier sync' wrote)")
+	}
+	if err := checkLoopback(*addr); err != nil {
+		return c.usageErr("--addr: %v", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return c.fail("%v", err)
+	}
+	if err := c.serveKiosk(ctx, ln, *file); err != nil {
+		return c.fail("%v", err)
+	}
+	return exitValid
+}
+
+// checkLoopback accepts host:port whose host is a loopback IP or
+// "localhost".
+func checkLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", truncate(addr))
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%q is not a loopback address (use 127.0.0.1 or [::1]): browsers only give the camera to http pages on localhost", truncate(host))
+	}
+	return nil
+}
+
+// serveKiosk serves the app on ln until ctx ends. It checks the bundle file
+// once up front, so a wrong path fails at start rather than in the browser.
+func (c cmd) serveKiosk(ctx context.Context, ln net.Listener, file string) error {
+	if err := web.VerifyBuilt(); err != nil {
+		ln.Close()
+		return err
+	}
+	b, _, err := loadBundle(file)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	switch now := c.now(); {
+	case b.Expired(now):
+		c.warn("the bundle in %s has expired: the page will refuse every code until 'verifier sync' fetches a new one", file)
+	case b.Stale(now):
+		c.warn("the bundle in %s is stale: run 'verifier sync' soon", file)
+	}
+	src := func() (string, string, error) {
+		_, bf, err := loadBundle(file)
+		if err != nil {
+			// Detail for the operator; the page only learns there is none.
+			c.warn("%v", err)
+			return "", "", err
+		}
+		return bf.Bundle, bf.Pin, nil
+	}
+	srv := &http.Server{
+		Handler:           web.Kiosk(src),
+		ReadHeaderTimeout: 10 * time.Second,
+		// No access log: it would record when codes were checked.
+		ErrorLog: nil,
+	}
+	fmt.Fprintf(c.stdout, "verifier: serving the kiosk at http://%s/verify/ (Ctrl-C to stop)\n", ln.Addr())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return err
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// io is used by the test's env; keep the import honest.
+var _ io.Writer = (*os.File)(nil)
