@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -53,13 +54,17 @@ func (e env) serve(args []string) int {
 	if err := checkLoopback(*addr); err != nil {
 		return c.usageErr("--addr: %v", err)
 	}
+	srv, err := c.kiosk(*file)
+	if err != nil {
+		return c.fail("%v", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return c.fail("%v", err)
 	}
-	if err := c.serveKiosk(ctx, ln, *file); err != nil {
+	if err := c.serveKiosk(ctx, ln, srv); err != nil {
 		return c.fail("%v", err)
 	}
 	return exitValid
@@ -82,17 +87,16 @@ func checkLoopback(addr string) error {
 	return nil
 }
 
-// serveKiosk serves the app on ln until ctx ends. It checks the bundle file
-// once up front, so a wrong path fails at start rather than in the browser.
-func (c cmd) serveKiosk(ctx context.Context, ln net.Listener, file string) error {
+// kiosk checks the bundle file once up front, so a wrong path fails at
+// start rather than in the browser, warns about its age, and returns the
+// server.
+func (c cmd) kiosk(file string) (*http.Server, error) {
 	if err := web.VerifyBuilt(); err != nil {
-		ln.Close()
-		return err
+		return nil, err
 	}
 	b, _, err := loadBundle(file)
 	if err != nil {
-		ln.Close()
-		return err
+		return nil, err
 	}
 	switch now := c.now(); {
 	case b.Expired(now):
@@ -109,12 +113,17 @@ func (c cmd) serveKiosk(ctx context.Context, ln net.Listener, file string) error
 		}
 		return bf.Bundle, bf.Pin, nil
 	}
-	srv := &http.Server{
+	return &http.Server{
 		Handler:           web.Kiosk(src),
 		ReadHeaderTimeout: 10 * time.Second,
-		// No access log: it would record when codes were checked.
-		ErrorLog: nil,
-	}
+		// net/http's error log names client addresses (invariant 7); the
+		// kiosk has no access log either.
+		ErrorLog: log.New(io.Discard, "", 0),
+	}, nil
+}
+
+// serveKiosk serves srv on ln until ctx ends, then shuts it down.
+func (c cmd) serveKiosk(ctx context.Context, ln net.Listener, srv *http.Server) error {
 	fmt.Fprintf(c.stdout, "verifier: serving the kiosk at http://%s/verify/ (Ctrl-C to stop)\n", ln.Addr())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -133,6 +142,3 @@ func (c cmd) serveKiosk(ctx context.Context, ln net.Listener, file string) error
 	}
 	return nil
 }
-
-// io is used by the test's env; keep the import honest.
-var _ io.Writer = (*os.File)(nil)
