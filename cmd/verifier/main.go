@@ -30,6 +30,7 @@ Usage:
   verifier sync URL --pin FINGERPRINT --bundle FILE [--timeout DURATION]
   verifier check --bundle FILE [--json] [--at TIME] TOKEN|-
   verifier scan  --bundle FILE [--json] [--at TIME] IMAGE.png
+  verifier serve --bundle FILE [--addr 127.0.0.1:8088]
   verifier help [COMMAND]
 
 Set up once (and again whenever the bundle turns stale), with the
@@ -73,6 +74,8 @@ func (e env) run(args []string) int {
 		return e.check(args[1:])
 	case "scan":
 		return e.scan(args[1:])
+	case "serve":
+		return e.serve(args[1:])
 	case "help", "-h", "-help", "--help":
 		return e.help(args[1:])
 	default:
@@ -86,6 +89,7 @@ var usages = map[string]string{
 	"sync":  syncUsage,
 	"check": checkUsage,
 	"scan":  scanUsage,
+	"serve": serveUsage,
 }
 
 func (e env) help(args []string) int {
