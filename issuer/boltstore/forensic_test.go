@@ -1,0 +1,230 @@
+package boltstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/healthcode/healthcode/issuer"
+	"github.com/healthcode/healthcode/policy"
+)
+
+// pattern is a byte string a disk thief must not find after the deadline.
+type pattern struct {
+	what  string
+	bytes []byte
+}
+
+// dirContents reads every byte of every file under dir.
+func dirContents(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		out[path] = b
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// hits lists which patterns occur anywhere under dir.
+func hits(t *testing.T, dir string, ps []pattern) []string {
+	t.Helper()
+	var found []string
+	files := dirContents(t, dir)
+	for _, p := range ps {
+		for path, b := range files {
+			if bytes.Contains(b, p.bytes) {
+				found = append(found, fmt.Sprintf("%s in %s", p.what, filepath.Base(path)))
+			}
+		}
+	}
+	return found
+}
+
+// recomputeReplayKey derives a record key the way a thief holding the
+// epoch key file would, independently of the store's code.
+func recomputeReplayKey(t *testing.T, dir string, epochSeconds int64, attester, id string, deadline time.Time) []byte {
+	t.Helper()
+	sec := deadline.Unix()
+	epoch := (sec + epochSeconds - 1) / epochSeconds * epochSeconds
+	key, err := os.ReadFile(filepath.Join(dir, "epochs", strconv.FormatInt(epoch, 10)+".key"))
+	if err != nil {
+		t.Fatalf("epoch key for %d: %v", epoch, err)
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(attester + "\x00" + id))
+	out := binary.BigEndian.AppendUint64(nil, uint64(sec))
+	return append(out, m.Sum(nil)[:16]...)
+}
+
+// TestForensicNothingRecoverableAfterSweep is invariant 5 from a disk
+// thief's side: once past the deadline and swept, no file in the data
+// directory holds any trace of the expired records.
+func TestForensicNothingRecoverableAfterSweep(t *testing.T) {
+	dir := t.TempDir()
+	clock := &fakeClock{t: t0}
+	s := openTest(t, dir, clock)
+	ctx := context.Background()
+	const attester = "lab-forensic"
+	due := t0.Add(72 * time.Hour)
+	live := t0.Add(30 * 24 * time.Hour)
+
+	var secret, kept []pattern
+	var ids []string
+	for i := 1; i <= 50; i++ {
+		id := fmt.Sprintf("FORENSIC-MARKER-%04d", i)
+		ids = append(ids, id)
+		sum := sha256.Sum256([]byte(id))
+		secret = append(secret,
+			pattern{"id " + id, []byte(id)},
+			pattern{"sha256 of " + id, sum[:]},
+		)
+	}
+	// Several redemptions of several attestations each, with colours.
+	for i := 0; i < len(ids); i += 5 {
+		r := redemption(attester, due, ids[i:i+5]...)
+		r.Colour = policy.Colours[i%3]
+		r.CountDeadline = due
+		if err := s.Redeem(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i <= 20; i++ {
+		if err := s.Redeem(ctx, redemption(attester, live, fmt.Sprintf("LIVE-%04d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const detail = "FORENSIC-AUDIT-DETAIL: attester 9c1e added"
+	if err := s.AppendAudit(ctx, issuer.AuditEntry{Time: t0, Admin: "ops", Action: "attester.add", Detail: detail}, due); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendAudit(ctx, issuer.AuditEntry{Time: t0, Admin: "ops", Action: "policy.set", Detail: "LIVE-AUDIT-DETAIL"}, live); err != nil {
+		t.Fatal(err)
+	}
+	priv := putKey(t, s, "k-retired", due)
+	seed := priv.Seed()
+	const oldPolicy = `{"version":1,"note":"FORENSIC-POLICY-OLD"}`
+	if err := s.PutPolicy(ctx, issuer.PolicyRecord{Version: 1, Raw: []byte(oldPolicy), Set: t0}, due); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutPolicy(ctx, issuer.PolicyRecord{Version: 2, Raw: []byte(`{"version":2}`), Set: t0}, due); err != nil {
+		t.Fatal(err)
+	}
+	// Churn: redemptions and sweeps of other records before the deadline,
+	// so the expired records are copied through freed pages many times.
+	for round := range 5 {
+		clock.Set(t0.Add(time.Duration(round) * time.Hour))
+		if err := s.Redeem(ctx, redemption("churn", t0.Add(time.Duration(round)*time.Hour+time.Minute), fmt.Sprint("churn-", round))); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Sweep(ctx, t0.Add(time.Duration(round+1)*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	epochDue := s.epochOf(due.Unix())
+	epochKey, err := os.ReadFile(s.epochPath(epochDue))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recordKeys []pattern
+	for _, id := range ids {
+		recordKeys = append(recordKeys, pattern{"record key of " + id, recomputeReplayKey(t, dir, s.epoch, attester, id, due)})
+	}
+	var liveKeys []pattern
+	for i := 1; i <= 20; i++ {
+		id := fmt.Sprintf("LIVE-%04d", i)
+		liveKeys = append(liveKeys, pattern{"record key of " + id, recomputeReplayKey(t, dir, s.epoch, attester, id, live)})
+	}
+	content := []pattern{
+		{"audit detail", []byte(detail)},
+		{"signing key (JSON base64)", []byte(base64.StdEncoding.EncodeToString(priv[:30]))},
+		{"old policy", []byte("FORENSIC-POLICY-OLD")},
+		{"epoch key", epochKey},
+	}
+	kept = append(liveKeys, pattern{"live audit detail", []byte("LIVE-AUDIT-DETAIL")})
+
+	// Never stored, not even before the deadline: ids, their hashes, the attester.
+	never := append(append([]pattern(nil), secret...), pattern{"attester", []byte(attester)})
+	if h := hits(t, dir, never); len(h) != 0 {
+		t.Fatalf("stored although it never should be: %v", h)
+	}
+	// Control: before the deadline the records are there and the scanner
+	// finds them, so the final assertion can fail.
+	for _, p := range append(append(append([]pattern(nil), recordKeys...), content...), kept...) {
+		if len(hits(t, dir, []pattern{p})) == 0 {
+			t.Fatalf("control: %s not found before the sweep", p.what)
+		}
+	}
+
+	// Freed pages: right after the deletions commit, before compaction,
+	// the bytes are still in the file. This is why the sweep compacts.
+	var beforeCompaction []string
+	testHook = func(stage string) {
+		if stage == "keys-destroyed" {
+			beforeCompaction = hits(t, dir, append(append([]pattern(nil), recordKeys...), content[:4]...))
+		}
+	}
+	t.Cleanup(func() { testHook = nil })
+
+	clock.Set(due.Add(time.Hour))
+	st, err := s.Sweep(ctx, time.Unix(epochDue, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testHook = nil
+	want := map[string]int{
+		issuer.CategoryReplay: len(ids), issuer.CategoryCounts: 3, issuer.CategoryAudit: 1,
+		issuer.CategorySigningKeys: 1, issuer.CategoryPolicyHistory: 1,
+	}
+	if fmt.Sprint(st.Deleted) != fmt.Sprint(want) || !st.Compacted {
+		t.Fatalf("sweep = %+v, want %v and compacted", st, want)
+	}
+	t.Logf("before compaction, %d of %d expired patterns were still in freed pages: %v", len(beforeCompaction), len(recordKeys)+4, beforeCompaction)
+	if len(beforeCompaction) == 0 {
+		t.Error("control: deleted records were not found in freed pages before compaction; the scan may be blind")
+	}
+
+	// The raw seed is checked too, whatever encoding the file uses.
+	all := append(append(append([]pattern(nil), never...), recordKeys...), content...)
+	all = append(all, pattern{"signing key seed (raw)", seed}, pattern{"signing key (raw)", priv})
+	if h := hits(t, dir, all); len(h) != 0 {
+		t.Fatalf("recoverable after the sweep: %v", h)
+	}
+	// What is still within its deadline is still there and still works.
+	for _, p := range kept {
+		if len(hits(t, dir, []pattern{p})) == 0 {
+			t.Fatalf("%s lost by the sweep", p.what)
+		}
+	}
+	wantRedeemed(t, s.Redeem(ctx, redemption(attester, live, "LIVE-0001")), 0)
+
+	// And after closing: the file at rest is the same story.
+	s.Close()
+	if h := hits(t, dir, all); len(h) != 0 {
+		t.Fatalf("recoverable after close: %v", h)
+	}
+}
