@@ -759,6 +759,8 @@
   }
 
   function start() {
+    // Open at the top, where the status and the door button are.
+    if ('scrollRestoration' in history) history.scrollRestoration = 'manual';
     applyText();
     renderStatus();
     renderPending();
