@@ -1,0 +1,262 @@
+package issuer_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/healthcode/healthcode/attestation"
+	"github.com/healthcode/healthcode/issuer"
+	"github.com/healthcode/healthcode/issuer/boltstore"
+	"github.com/healthcode/healthcode/policy"
+	"github.com/healthcode/healthcode/qr"
+	"github.com/healthcode/healthcode/verifier"
+)
+
+// The budgets these measure (BENCHMARKS.md, `make bench`):
+//   - one redemption (check, durable replay record, sign the batch) at most
+//     1.3× the bare ed25519.Sign calls of its batch;
+//   - QR PNG → verdict, for comparison with verification alone;
+//   - token size: QR version 10 at level M without the holder hint, 11 with.
+
+// benchIssuer is the real core on a real bbolt file in a temp dir, with the
+// system clock, the default policy (or p) and one registered attester.
+type benchIssuer struct {
+	iss *issuer.Issuer
+	key ed25519.PrivateKey
+}
+
+const benchAttester = "bench-lab"
+
+func newBenchIssuer(b *testing.B, p *policy.Policy) *benchIssuer {
+	b.Helper()
+	ctx := context.Background()
+	db, err := boltstore.Open(b.TempDir(), boltstore.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	iss, err := issuer.New(ctx, issuer.Config{Store: db, State: db, Policy: p})
+	if err != nil {
+		b.Fatal(err)
+	}
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := iss.AddAttester(ctx, "bench", benchAttester, pub); err != nil {
+		b.Fatal(err)
+	}
+	return &benchIssuer{iss: iss, key: key}
+}
+
+// attestations signs n fresh negative tests sampled an hour ago.
+func (e *benchIssuer) attestations(b *testing.B, n int, hint string) []string {
+	b.Helper()
+	now := e.iss.Now()
+	out := make([]string, n)
+	for i := range out {
+		var id [12]byte
+		if _, err := rand.Read(id[:]); err != nil {
+			b.Fatal(err)
+		}
+		s, err := attestation.Sign(e.key, attestation.Claims{
+			Attester: benchAttester, Kind: attestation.TestNegative, At: now.Add(-time.Hour).Unix(),
+			Expires: now.Add(24 * time.Hour).Unix(), ID: base64.RawURLEncoding.EncodeToString(id[:]), Hint: hint,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		out[i] = s
+	}
+	return out
+}
+
+func (e *benchIssuer) redeem(b *testing.B, att string) *issuer.Batch {
+	batch, err := e.iss.Redeem(context.Background(), []string{att})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return batch
+}
+
+// signingInput is what a token's signature covers, and a key of the same
+// kind, for the bare ed25519.Sign baseline.
+func signingInput(b *testing.B, tok string) ([]byte, ed25519.PrivateKey) {
+	b.Helper()
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return []byte(tok[:strings.LastIndexByte(tok, '.')]), key
+}
+
+// BenchmarkRedeem is one redemption at a time: each waits for its own
+// durable commit (bbolt fsync after the batch delay).
+func BenchmarkRedeem(b *testing.B) {
+	e := newBenchIssuer(b, nil)
+	atts := e.attestations(b, b.N+1, "")
+	sigs := len(e.redeem(b, atts[b.N]).Tokens)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		e.redeem(b, atts[i])
+	}
+	b.ReportMetric(float64(sigs), "sigs/op")
+}
+
+// BenchmarkRedeemParallel runs 64 redemptions at once (32 per core on two
+// cores), as an HTTP server under load does, so commits are shared.
+func BenchmarkRedeemParallel(b *testing.B) {
+	e := newBenchIssuer(b, nil)
+	atts := e.attestations(b, b.N+1, "")
+	sigs := len(e.redeem(b, atts[b.N]).Tokens)
+	var next atomic.Int64
+	b.SetParallelism(32)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			e.redeem(b, atts[next.Add(1)-1])
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "redemptions/s")
+	b.ReportMetric(float64(sigs), "sigs/op")
+}
+
+// bareBatch is the signing a redemption cannot avoid: as many ed25519.Sign
+// calls over a token's signing input as its batch has tokens.
+func bareBatch(b *testing.B) (msg []byte, key ed25519.PrivateKey, sigs int) {
+	e := newBenchIssuer(b, nil)
+	batch := e.redeem(b, e.attestations(b, 1, "")[0])
+	msg, key = signingInput(b, batch.Tokens[0].Token)
+	return msg, key, len(batch.Tokens)
+}
+
+func BenchmarkBareSignBatch(b *testing.B) {
+	msg, key, sigs := bareBatch(b)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for range sigs {
+			ed25519.Sign(key, msg)
+		}
+	}
+	b.ReportMetric(float64(sigs), "sigs/op")
+}
+
+func BenchmarkBareSignBatchParallel(b *testing.B) {
+	msg, key, sigs := bareBatch(b)
+	b.SetParallelism(32)
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			for range sigs {
+				ed25519.Sign(key, msg)
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "batches/s")
+	b.ReportMetric(float64(sigs), "sigs/op")
+}
+
+// BenchmarkRedeemRatio alternates one redemption and its batch's bare
+// signatures, call by call, and compares the medians, so that other load on
+// a shared machine hits both alike (as verifier.BenchmarkVerifyRatio does).
+func BenchmarkRedeemRatio(b *testing.B) {
+	e := newBenchIssuer(b, nil)
+	atts := e.attestations(b, b.N+1, "")
+	msg, key := signingInput(b, e.redeem(b, atts[b.N]).Tokens[0].Token)
+	full := make([]time.Duration, 0, b.N)
+	bare := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t1 := time.Now()
+		batch := e.redeem(b, atts[i])
+		t2 := time.Now()
+		for range batch.Tokens {
+			ed25519.Sign(key, msg)
+		}
+		t3 := time.Now()
+		full = append(full, t2.Sub(t1))
+		bare = append(bare, t3.Sub(t2))
+	}
+	mf, mb := median(full), median(bare)
+	b.ReportMetric(float64(mf)/float64(mb), "redeem/bare")
+	b.ReportMetric(float64(mf-mb)/1e3, "overhead-µs")
+}
+
+func median(d []time.Duration) time.Duration {
+	slices.Sort(d)
+	return d[len(d)/2]
+}
+
+// BenchmarkQRDecodeVerify is the venue's whole offline path from a 512 px
+// QR PNG (the size the attester CLI writes) to a verdict.
+func BenchmarkQRDecodeVerify(b *testing.B) {
+	e := newBenchIssuer(b, nil)
+	tok := e.redeem(b, e.attestations(b, 1, "")[0]).Tokens[0]
+	png, err := qr.PNG(tok.Token, 512)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, bun := e.iss.Bundle()
+	at := tok.NotBefore
+	if now := e.iss.Now(); now.After(at) {
+		at = now
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s, err := qr.Decode(bytes.NewReader(png))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := verifier.Verify(s, bun, at); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkTokenSize reports the length of an issued token and the QR
+// version go-qrcode needs for it at level M, with the holder hint off and
+// on (a six-character hint, the longest the wallet shows comfortably).
+func BenchmarkTokenSize(b *testing.B) {
+	for _, mode := range []struct {
+		name string
+		hint policy.HintMode
+		text string
+	}{{"hint=off", policy.HintNone, ""}, {"hint=on", policy.HintOn, "AB1990"}} {
+		b.Run(mode.name, func(b *testing.B) {
+			p := policy.Default()
+			p.HolderHint = mode.hint
+			e := newBenchIssuer(b, p)
+			batch := e.redeem(b, e.attestations(b, 1, mode.text)[0])
+			longest, version := 0, 0
+			for _, t := range batch.Tokens {
+				v, err := qr.Version(t.Token)
+				if err != nil {
+					b.Fatal(err)
+				}
+				longest, version = max(longest, len(t.Token)), max(version, v)
+			}
+			tok := batch.Tokens[0].Token
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := qr.Version(tok); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(longest), "token-bytes")
+			b.ReportMetric(float64(version), "qr-version")
+		})
+	}
+}
