@@ -33,3 +33,28 @@ test-short: wasm
 
 clean:
 	rm -rf $(BIN) $(WASM_OUT) $(WASM_EXEC_JS)
+
+# Load and benchmarks (BENCHMARKS.md). The load generator only targets
+# 127.0.0.1: it starts its own issuer on a fresh temp dir and a free port.
+LOAD_SECONDS       ?= 60
+LOAD_CONCURRENCY   ?= 64
+BENCH_LOAD_SECONDS ?= 20
+NAME               ?= new
+
+.PHONY: bench-save load-bins
+
+load-bins:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/issuer ./cmd/loadgen
+
+load: load-bins
+	$(BIN)/loadgen --issuer $(BIN)/issuer --duration $(LOAD_SECONDS)s --concurrency $(LOAD_CONCURRENCY)
+
+# Go benchmarks + a $(BENCH_LOAD_SECONDS)s load run, one summary table.
+bench: wasm load-bins
+	GO=$(GO) BENCH_LOAD_SECONDS=$(BENCH_LOAD_SECONDS) LOAD_CONCURRENCY=$(LOAD_CONCURRENCY) scripts/bench.sh report
+
+# Raw Go benchmark output (BENCH_COUNT runs, default 6) to bin/bench/$(NAME).txt
+# for benchstat: make bench-save NAME=old; ...; make bench-save NAME=new.
+bench-save: wasm
+	GO=$(GO) scripts/bench.sh save $(NAME)
