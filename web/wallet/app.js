@@ -659,6 +659,7 @@
     clearInterval(doorTimer);
     doorTimer = setInterval(updateDoor, 1000);
     requestWakeLock();
+    enterFullscreen();
     $('door-close').focus();
     renderStatus();
   }
@@ -713,8 +714,17 @@
     $('door').hidden = true;
     $('app').inert = false;
     if (wakeLock) { wakeLock.release().catch(() => {}); wakeLock = null; }
+    if (document.fullscreenElement && document.exitFullscreen) document.exitFullscreen().catch(() => {});
     renderStatus();
     $('show').focus();
+  }
+
+  // Hide the browser's own bars too, where the browser allows it (an
+  // installed app already has none).
+  function enterFullscreen() {
+    const el = document.documentElement;
+    if (document.fullscreenElement || !el.requestFullscreen) return;
+    el.requestFullscreen({ navigationUI: 'hide' }).catch(() => {});
   }
 
   function requestWakeLock() {
