@@ -289,7 +289,13 @@ func jsonError(err error) error {
 	case errors.As(err, &te):
 		return apiError(fiber.StatusBadRequest, "malformed_request", "field "+te.Field+" has the wrong type")
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return apiError(fiber.StatusBadRequest, "malformed_request", "unknown field "+strings.TrimPrefix(err.Error(), "json: unknown field "))
+		// The name is the client's own text: cut it short, as the
+		// attestation package does with the claims it names.
+		name := strings.TrimPrefix(err.Error(), "json: unknown field ")
+		if len(name) > 34 {
+			name = name[:33] + "…\""
+		}
+		return apiError(fiber.StatusBadRequest, "malformed_request", "unknown field "+strings.ToValidUTF8(name, "?"))
 	case errors.Is(err, context.Canceled):
 		return err
 	}
