@@ -32,9 +32,6 @@ const (
 	defaultEpoch         = 24 * time.Hour
 	openTimeout          = 2 * time.Second
 
-	// deleteChunk bounds each sweep transaction so redemptions wait at most
-	// one chunk's commit.
-	deleteChunk = 10_000
 	// compactTxMaxSize bounds the memory of one compaction transaction.
 	compactTxMaxSize = 64 << 20
 )
@@ -108,6 +105,10 @@ var (
 	_ issuer.Store      = (*DB)(nil)
 	_ issuer.StateStore = (*DB)(nil)
 )
+
+// deleteChunk bounds each sweep transaction so redemptions wait at most
+// one chunk's commit. A variable so tests can exercise many chunks cheaply.
+var deleteChunk = 10_000
 
 // testHook lets the crash tests stop a helper process at a chosen stage.
 var testHook func(stage string)

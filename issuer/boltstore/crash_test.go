@@ -26,6 +26,7 @@ const (
 	helperEnv     = "BOLTSTORE_CRASH_HELPER" // "redeem" or "sweep"
 	helperDirEnv  = "BOLTSTORE_CRASH_DIR"
 	helperStopEnv = "BOLTSTORE_CRASH_STOP_AT" // sweep stage to stop at, or "" to run freely
+	testChunk     = 1000                      // deleteChunk in crash tests, helper included
 )
 
 var (
@@ -40,6 +41,7 @@ func TestMain(m *testing.M) {
 	case "redeem":
 		crashHelperRedeem(os.Getenv(helperDirEnv))
 	case "sweep":
+		deleteChunk = testChunk
 		crashHelperSweep(os.Getenv(helperDirEnv), os.Getenv(helperStopEnv))
 	}
 	os.Exit(3)
@@ -229,6 +231,7 @@ func TestCrashDuringSweep(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
+			withDeleteChunk(t, testChunk)
 			markers, live := crashSweepSetup(t, dir)
 			sweeping, n := false, 0
 			lines := runUntilKilled(t, []string{helperEnv + "=sweep", helperDirEnv + "=" + dir, helperStopEnv + "=" + stop},
@@ -301,4 +304,11 @@ func checkConsistent(t *testing.T, s *DB) {
 	if len(errs) > 0 {
 		t.Fatalf("consistency check after the crash: %v", errs)
 	}
+}
+
+// withDeleteChunk lowers the sweep's transaction bound for one test.
+func withDeleteChunk(t *testing.T, n int) {
+	old := deleteChunk
+	deleteChunk = n
+	t.Cleanup(func() { deleteChunk = old })
 }

@@ -423,9 +423,10 @@ func putPolicy(t testing.TB, s *DB, version int, historyDeadline time.Time) {
 }
 
 func TestSweepInBoundedTransactions(t *testing.T) {
+	withDeleteChunk(t, testChunk)
 	s := openTest(t, t.TempDir(), nil)
 	ctx := context.Background()
-	const n = 2*deleteChunk + 123
+	n := 2*deleteChunk + 123
 	bulkReplay(t, s, n, t0.Add(time.Hour))
 	bulkReplay(t, s, 7, t0.Add(48*time.Hour))
 	chunks := 0
