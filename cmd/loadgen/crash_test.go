@@ -175,7 +175,7 @@ func TestCrashUnderLoadLosesNoAnsweredRedemption(t *testing.T) {
 	}
 
 	// The restarted issuer still redeems new attestations.
-	fresh, _, err := presign(key, demoAttesterID, 1, time.Now())
+	fresh, err := presign(key, demoAttesterID, 1, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,7 +45,7 @@ const (
 	// autoRate sizes the pre-signed pool when --requests is not given: more
 	// redemptions per second than two cores sustain, so the clock, not the
 	// pool, ends the run.
-	autoRate = 6000
+	autoRate = 4000
 )
 
 type usageError struct{ msg string }

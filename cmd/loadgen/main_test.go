@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/healthcode/healthcode/issuer/httpapi"
 	"github.com/healthcode/healthcode/issuer/issuertest"
 )
 
@@ -162,4 +164,23 @@ func TestRunCountsAnswersAndErrors(t *testing.T) {
 
 func keyOf(seed byte) ed25519.PrivateKey {
 	return ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, ed25519.SeedSize))
+}
+
+func TestBodyIsTheAPIRequest(t *testing.T) {
+	atts, err := presign(keyOf(3), "demo-lab", 3, time.Unix(1_800_000_000, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range atts {
+		want, err := json.Marshal(httpapi.TokensRequest{Attestations: []string{a}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body(a) != string(want) {
+			t.Fatalf("body %s, want %s", body(a), want)
+		}
+	}
+	if atts[0] == atts[1] {
+		t.Fatal("two attestations alike")
+	}
 }
