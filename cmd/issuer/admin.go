@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/healthcode/healthcode/bundle"
 	"github.com/healthcode/healthcode/internal/keyfile"
+	"github.com/healthcode/healthcode/issuer"
 	"github.com/healthcode/healthcode/issuer/boltstore"
 	"github.com/healthcode/healthcode/issuer/httpapi"
 	"github.com/healthcode/healthcode/policy"
@@ -132,8 +134,12 @@ func cmdAdmin(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	a := &adminClient{http: &http.Client{Timeout: 15 * time.Second}, stdout: stdout}
 	global := newFlags("admin", "issuer admin [--url URL] [--token-file FILE] [--json] COMMAND ...", stderr)
 	a.flags(global)
-	if err := parseFlags(global, args); err != nil {
-		return err
+	// Stops at the command: its own flags come after it.
+	if err := global.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
 	}
 	if args = global.Args(); len(args) == 0 {
 		return usagef("admin needs a command (see 'issuer admin help')")
@@ -240,17 +246,11 @@ func cmdAdmin(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			}
 		})
 	case "keys list":
-		var out struct {
-			Keys []struct {
-				Kid                           string
-				Status                        string
-				ActiveAt, NotAfter, DestroyAt time.Time `json:",omitzero"`
-			}
-		}
+		var out struct{ Keys []issuer.KeyInfo }
 		return a.print(ctx, "GET", "/v1/admin/keys", nil, &out, func(w io.Writer) {
 			fmt.Fprintln(w, "KID\tSTATUS\tSIGNS FROM\tTOKENS VALID UNTIL\tDESTROYED AT")
 			for _, k := range out.Keys {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", k.Kid, k.Status, k.ActiveAt.UTC().Format(time.RFC3339), k.NotAfter.UTC().Format(time.RFC3339), k.DestroyAt.UTC().Format(time.RFC3339))
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Status, k.ActiveAt.UTC().Format(time.RFC3339), k.NotAfter.UTC().Format(time.RFC3339), k.DestroyAt.UTC().Format(time.RFC3339))
 			}
 		})
 	case "keys rotate":

@@ -178,7 +178,7 @@ func printWelcome(w io.Writer, base, fp, tokenPath, demoKey string) {
 		fmt.Fprintf(w, "  bin/attester sign --key %s --id %s --kind test-negative > att.jws\n", demoKey, demoAttesterID)
 		fmt.Fprintf(w, "  curl -s %s/v1/tokens -H 'Content-Type: application/json' -d \"{\\\"attestations\\\":[\\\"$(cat att.jws)\\\"]}\" > batch.json\n", base)
 		fmt.Fprintf(w, "  bin/verifier sync %s --pin %s --bundle bundle.json\n", base, fp)
-		fmt.Fprintf(w, "  bin/verifier check --bundle bundle.json \"$(sed 's/.*\"token\":\"\\([^\"]*\\)\".*/\\1/' batch.json)\"\n")
+		fmt.Fprintf(w, "  bin/verifier check --bundle bundle.json \"$(grep -o '\"token\":\"[^\"]*\"' batch.json | head -1 | cut -d'\"' -f4)\"\n")
 	}
 }
 
