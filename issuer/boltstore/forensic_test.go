@@ -3,7 +3,9 @@ package boltstore
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
@@ -226,5 +228,59 @@ func TestForensicNothingRecoverableAfterSweep(t *testing.T) {
 	s.Close()
 	if h := hits(t, dir, all); len(h) != 0 {
 		t.Fatalf("recoverable after close: %v", h)
+	}
+}
+
+// TestForensicAdminDeletionsAreCompacted: records an administrator deletes
+// or replaces (an admin token hash, an attester, the bundle key) also leave
+// the file at the next sweep, even when nothing else falls due.
+func TestForensicAdminDeletionsAreCompacted(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, nil)
+	ctx := context.Background()
+	hash := sha256.Sum256([]byte("FORENSIC-ADMIN-TOKEN"))
+	if err := s.PutAdminToken(ctx, issuer.AdminToken{Name: "FORENSIC-ADMIN-NAME", Hash: hash, Created: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutAttester(ctx, issuer.Attester{ID: "FORENSIC-ATTESTER-ID", Public: make([]byte, 32), Added: t0}); err != nil {
+		t.Fatal(err)
+	}
+	_, oldKey, _ := ed25519.GenerateKey(rand.Reader)
+	_, newKey, _ := ed25519.GenerateKey(rand.Reader)
+	if err := s.PutBundleKey(ctx, oldKey); err != nil {
+		t.Fatal(err)
+	}
+	gone := []pattern{
+		{"admin token hash (JSON base64)", []byte(base64.StdEncoding.EncodeToString(hash[:]))},
+		{"admin token name", []byte("FORENSIC-ADMIN-NAME")},
+		{"attester id", []byte("FORENSIC-ATTESTER-ID")},
+		{"old bundle key", oldKey},
+	}
+	for _, p := range gone {
+		if len(hits(t, dir, []pattern{p})) == 0 {
+			t.Fatalf("control: %s not found before deletion", p.what)
+		}
+	}
+	if err := s.DeleteAdminToken(ctx, "FORENSIC-ADMIN-NAME"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteAttester(ctx, "FORENSIC-ATTESTER-ID"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutBundleKey(ctx, newKey); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Sweep(ctx, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum(st.Deleted) != 0 || !st.Compacted {
+		t.Fatalf("sweep = %+v, want nothing due but a compaction", st)
+	}
+	if h := hits(t, dir, append(gone, pattern{"raw hash", hash[:]})); len(h) != 0 {
+		t.Fatalf("recoverable after deletion and sweep: %v", h)
+	}
+	if k, err := s.BundleKey(ctx); err != nil || !k.Equal(newKey) {
+		t.Fatalf("bundle key after compaction: %v", err)
 	}
 }

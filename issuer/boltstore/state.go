@@ -127,7 +127,14 @@ func (s *DB) PutBundleKey(ctx context.Context, k ed25519.PrivateKey) error {
 		return fmt.Errorf("boltstore: bundle key is %d bytes, want %d", len(k), ed25519.PrivateKeySize)
 	}
 	return s.update(ctx, func(tx *bolt.Tx) error {
-		return bucket(tx, issuer.CategoryConfiguration).Put(cfgBundleKey, s.value(k))
+		b := bucket(tx, issuer.CategoryConfiguration)
+		if b.Get(cfgBundleKey) != nil {
+			// The old private key sits in a freed page until compacted.
+			if err := s.markCompaction(tx); err != nil {
+				return err
+			}
+		}
+		return b.Put(cfgBundleKey, s.value(k))
 	})
 }
 
@@ -249,8 +256,17 @@ func (s *DB) deleteConfig(ctx context.Context, key string) error {
 		if b.Get([]byte(key)) == nil {
 			return issuer.ErrNotFound
 		}
-		return b.Delete([]byte(key))
+		if err := b.Delete([]byte(key)); err != nil {
+			return err
+		}
+		return s.markCompaction(tx)
 	})
+}
+
+// markCompaction asks the next sweep to compact even if nothing falls due:
+// a deleted or replaced record stays in a freed page until then.
+func (s *DB) markCompaction(tx *bolt.Tx) error {
+	return bucket(tx, issuer.CategoryConfiguration).Put(cfgCompactionPending, s.value(nil))
 }
 
 func forEachPrefix(b *bolt.Bucket, prefix string, fn func(payload []byte) error) error {

@@ -100,7 +100,7 @@ func (s *DB) deleteExpired(ctx context.Context, name string, cutoff int64) (int,
 		n = len(expired)
 		// Committed with the deletions: if we crash before compacting, the
 		// next sweep still compacts.
-		return bucket(tx, issuer.CategoryConfiguration).Put(cfgCompactionPending, s.value(nil))
+		return s.markCompaction(tx)
 	})
 	if err == nil && n > 0 {
 		hook("deleted-chunk")
