@@ -115,7 +115,7 @@ func open(t testing.TB, b *webtest.Browser, base string) {
 		30*time.Second, `document.body.dataset.engine + ' ' + document.body.dataset.bundle + ' ' + document.body.innerText`)
 }
 
-// waitOffline loads the app, waits for its service worker to control the
+// openThenOffline loads the app, waits for its service worker to control the
 // page, cuts the network and reloads: from then on everything must come
 // from the service worker's cache.
 func openThenOffline(t testing.TB, b *webtest.Browser, base string) {
@@ -129,6 +129,12 @@ func openThenOffline(t testing.TB, b *webtest.Browser, base string) {
 	if on := webtest.Eval[bool](t, b, `navigator.onLine`); on {
 		t.Fatal("navigator.onLine is still true after cutting the network")
 	}
+	// The network really is cut: a request the service worker does not
+	// answer fails.
+	if got := webtest.Eval[string](t, b, `fetch('/healthz', {cache: 'no-store'}).then(() => 'reached', () => 'failed')`); got != "failed" {
+		t.Fatalf("fetch /healthz offline: %s", got)
+	}
+	b.WaitFor(t, `document.readyState === 'complete'`, 10*time.Second, `document.readyState`)
 }
 
 type verdict struct {
@@ -171,6 +177,9 @@ type scanMetrics struct {
 	DecodeMsTotal       float64 `json:"decodeMsTotal"`
 	DecodeMsMax         float64 `json:"decodeMsMax"`
 	LastScanToVerdictMs float64 `json:"lastScanToVerdictMs"`
+	LastGrabMs          float64 `json:"lastGrabMs"`
+	LastDecodeMs        float64 `json:"lastDecodeMs"`
+	LastVerifyMs        float64 `json:"lastVerifyMs"`
 	Verdicts            int     `json:"verdicts"`
 }
 
@@ -539,6 +548,7 @@ func BenchmarkScanToVerdict(b *testing.B) {
 		waitVerdict(b, br, 20*time.Second)
 		m := metrics(b, br)
 		total += m.LastScanToVerdictMs
+		b.Logf("scan to verdict %.1f ms: grab %.1f, decode %.1f, verify %.1f", m.LastScanToVerdictMs, m.LastGrabMs, m.LastDecodeMs, m.LastVerifyMs)
 		decode += m.DecodeMsTotal - before.DecodeMsTotal
 		frames += m.Frames - before.Frames
 		clearVerdict(b, br)

@@ -36,7 +36,7 @@ const state = {
 
 // Scan metrics, in memory only, for the browser test and for operators
 // looking at the console: how long decoding a frame and a whole scan take.
-const metrics = { frames: 0, decodeMsTotal: 0, decodeMsMax: 0, lastDecodeMs: 0, verdicts: 0, lastScanToVerdictMs: 0 };
+const metrics = { frames: 0, decodeMsTotal: 0, decodeMsMax: 0, lastDecodeMs: 0, lastGrabMs: 0, lastVerifyMs: 0, verdicts: 0, lastScanToVerdictMs: 0 };
 window.healthcodeMetrics = metrics;
 
 // ---- language -------------------------------------------------------------
@@ -200,7 +200,9 @@ function formatTime(ms) {
 // check verifies text and shows the verdict. started is the performance.now()
 // at which the frame holding it was grabbed (or the user acted).
 function check(text, started) {
+  const t0 = performance.now();
   const v = healthcode.verify(text, state.jws, state.pin, Date.now());
+  metrics.lastVerifyMs = performance.now() - t0;
   let kind;
   if (v.valid) kind = v.colour;
   else if (v.reason === 'bundle_expired' || v.reason === 'no_bundle' || v.reason === 'bundle_invalid') kind = 'refused';
@@ -322,7 +324,9 @@ function scanOnce() {
   const video = $('video');
   if (!state.showing && !document.hidden && video.readyState >= 2 && video.videoWidth > 0) {
     const started = performance.now();
-    const text = decodeFrame(grab(video, video.videoWidth, video.videoHeight));
+    const img = grab(video, video.videoWidth, video.videoHeight);
+    metrics.lastGrabMs = performance.now() - started;
+    const text = decodeFrame(img);
     const again = text && text === state.lastText && started - state.lastClearedAt < SAME_CODE_MS;
     if (text && !again) {
       state.lastText = text;

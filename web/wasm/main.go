@@ -31,6 +31,7 @@ import (
 )
 
 func main() {
+	warmUp()
 	hc := js.Global().Get("Object").New()
 	hc.Set("decode", js.FuncOf(decode))
 	hc.Set("openBundle", js.FuncOf(openBundleJS))
