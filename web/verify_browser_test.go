@@ -7,7 +7,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +20,7 @@ import (
 	"github.com/healthcode/healthcode/bundle"
 	"github.com/healthcode/healthcode/issuer/issuertest"
 	"github.com/healthcode/healthcode/policy"
+	"github.com/healthcode/healthcode/qr"
 	"github.com/healthcode/healthcode/token"
 	"github.com/healthcode/healthcode/verifier"
 	"github.com/healthcode/healthcode/web"
@@ -377,6 +381,26 @@ func TestIssuerTamperedTokenShowsInvalid(t *testing.T) {
 	assertNothingKept(t, b, false, forged)
 }
 
+// TestIssuerExpiredBundleRefuses: an issuer whose clock stood eight days
+// back serves a bundle that expired yesterday (bundles live a week); the
+// page holds it, says so, and refuses to show a colour for the issuer's
+// token.
+func TestIssuerExpiredBundleRefuses(t *testing.T) {
+	requireBuilt(t)
+	env := issuertest.Start(t, issuertest.WithTime(time.Now().Add(-8*24*time.Hour)))
+	_, toks := env.Redeem(t, env.Attest(t, attestation.TestNegative, time.Time{}, ""))
+	b := webtest.Start(t, webtest.Camera(webtest.CameraFile(t, toks[0])))
+	open(t, b, env.URL)
+	if got := webtest.Eval[string](t, b, `document.body.dataset.bundle`); got != "expired" {
+		t.Fatalf("bundle state %q, want expired", got)
+	}
+	v := waitVerdict(t, b, 20*time.Second)
+	b.Screenshot(t, "expired-bundle")
+	if v.Kind != "refused" || v.Reason != verifier.ReasonBundleExpired || v.Symbol != "⚠" {
+		t.Fatalf("verdict %+v, want refused for an expired bundle", v)
+	}
+}
+
 // ---- kiosk tests (self-signed bundle, no issuer) ------------------------------
 
 func TestKioskExpiredBundleRefusesGreen(t *testing.T) {
@@ -450,7 +474,76 @@ func TestKioskStates(t *testing.T) {
 		secrets = append(secrets, c.tok)
 	}
 	secrets = append(secrets, "ZZ99")
+
+	// The other fallback: a photo of the code.
+	photo := filepath.Join(t.TempDir(), "photo.png")
+	tok := f.token(t, policy.Green, now.Add(-time.Hour), now.Add(time.Hour), "")
+	if p, err := qr.PNG(tok, 500); err != nil {
+		t.Fatal(err)
+	} else if err := os.WriteFile(photo, p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b.Do(t, chromedp.SetUploadFiles(chromedp.ID("file"), []string{photo}))
+	if v := waitVerdict(t, b, 10*time.Second); v.Kind != "green" {
+		t.Fatalf("photo: verdict %+v, want green", v)
+	}
+	b.Screenshot(t, "photo-green")
+	secrets = append(secrets, tok)
 	assertNothingKept(t, b, false, secrets...)
+}
+
+// TestKioskBundleTrustOnFirstUse: the page pins the first origin's key and
+// then refuses an older bundle, and one signed by another key, keeping the
+// one it holds.
+func TestKioskBundleTrustOnFirstUse(t *testing.T) {
+	requireBuilt(t)
+	f := newFixture(t)
+	mk := func(key ed25519.PrivateKey, seq uint64) string {
+		bd := &bundle.Bundle{Sequence: seq, IssuedAt: f.now.Add(-time.Hour).Unix(), StaleAfter: f.now.Add(time.Hour).Unix(),
+			Expires: f.now.Add(2 * time.Hour).Unix(), Keys: []bundle.Key{{ID: f.signer.KeyID(), Public: f.tokenPub,
+				NotBefore: f.now.Add(-time.Hour).Unix(), NotAfter: f.now.Add(time.Hour).Unix(), Status: bundle.StatusCurrent}}}
+		s, err := bundle.Sign(bd, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
+	otherPin := bundle.Fingerprint(otherKey.Public().(ed25519.PublicKey))
+	var mu sync.Mutex
+	jws, pin := mk(f.bundleKey, 5), f.pin
+	srv := httptest.NewServer(web.Kiosk(func() (string, string, error) { mu.Lock(); defer mu.Unlock(); return jws, pin, nil }))
+	defer srv.Close()
+	serve := func(j, p string) { mu.Lock(); jws, pin = j, p; mu.Unlock() }
+	held := mk(f.bundleKey, 5)
+	serve(held, f.pin)
+
+	b := webtest.Start(t)
+	open(t, b, srv.URL)
+	heldNow := func() string { return webtest.Eval[string](t, b, `localStorage.getItem('healthcode.bundle')`) }
+	if heldNow() != held {
+		t.Fatal("first bundle not kept")
+	}
+	for _, c := range []struct{ name, jws, pin string }{
+		{"rollback", mk(f.bundleKey, 4), f.pin},
+		{"other key, other pin", mk(otherKey, 6), otherPin},
+		{"other key, old pin", mk(otherKey, 7), f.pin},
+	} {
+		serve(c.jws, c.pin)
+		open(t, b, srv.URL)
+		if heldNow() != held || webtest.Eval[string](t, b, `localStorage.getItem('healthcode.pin')`) != f.pin {
+			t.Fatalf("%s: page replaced its bundle or pin", c.name)
+		}
+		if st := webtest.Eval[string](t, b, `document.body.dataset.bundle`); st != "ok" {
+			t.Fatalf("%s: bundle state %q, want ok with the held bundle", c.name, st)
+		}
+	}
+	newer := mk(f.bundleKey, 8)
+	serve(newer, f.pin)
+	open(t, b, srv.URL)
+	if heldNow() != newer {
+		t.Fatal("newer bundle under the pin not taken")
+	}
 }
 
 func TestKioskResultClearsItself(t *testing.T) {
