@@ -58,3 +58,18 @@ bench: wasm load-bins
 # for benchstat: make bench-save NAME=old; ...; make bench-save NAME=new.
 bench-save: wasm
 	GO=$(GO) scripts/bench.sh save $(NAME)
+
+# Every fuzz target, "package:Target". scripts/fuzz.sh runs one go test
+# invocation each (go test fuzzes one target at a time). New corpus entries go
+# to the Go cache; a failure writes its input to the package's
+# testdata/fuzz, where it stays as a regression case.
+FUZZ_TARGETS := ./attestation:FuzzVerify ./bundle:FuzzOpen ./policy:FuzzParse ./policy:FuzzValidate \
+	./verifier:FuzzVerify ./issuer/httpapi:FuzzRedeemBody
+
+# Each target for $(FUZZTIME) (default 30s), one after another.
+fuzz:
+	GO=$(GO) scripts/fuzz.sh $(FUZZTIME) $(FUZZ_TARGETS)
+
+# The same, 5s each: a smoke run for CI.
+fuzz-ci:
+	GO=$(GO) scripts/fuzz.sh 5s $(FUZZ_TARGETS)
