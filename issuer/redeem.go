@@ -129,7 +129,22 @@ func (i *Issuer) Redeem(ctx context.Context, raws []string) (*Batch, error) {
 	for len(windows) > 0 && windows[len(windows)-1].Expires.After(key.NotAfter) {
 		windows = windows[:len(windows)-1]
 	}
-	if len(windows) == 0 || windows[0].NotBefore.Before(key.NotBefore) {
+	// A key made under an earlier, shorter lifetime may begin inside the
+	// first window of a longer one: start that window at the key's nbf
+	// (on the grid, and before now) rather than refuse.
+	if len(windows) > 0 && windows[0].NotBefore.Before(key.NotBefore) {
+		gs := int64(p.Tokens.Granularity.D() / time.Second)
+		nb := key.NotBefore.Unix()
+		if r := (nb%gs + gs) % gs; r != 0 {
+			nb += gs - r
+		}
+		if start := time.Unix(nb, 0).UTC(); start.Before(windows[0].Expires) {
+			windows[0].NotBefore = start
+		} else {
+			windows = windows[1:]
+		}
+	}
+	if len(windows) == 0 {
 		return nil, errNoKey
 	}
 
