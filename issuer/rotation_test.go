@@ -408,3 +408,29 @@ func later(a, b time.Time) time.Time {
 	}
 	return b
 }
+
+// A policy change that lengthens a colour's lifetime moves the window grid:
+// the first window may then start before the current key's nbf, which was
+// set under the old policy. Redemption must still work, with every token
+// inside its key's window.
+func TestRedeemAfterLifetimeGrows(t *testing.T) {
+	ctx := context.Background()
+	env := issuertest.Start(t, issuertest.WithTime(t0))
+	k1 := env.Issuer.Keys()[0]
+	for n, life := range []string{"2d", "3d"} {
+		p := policy.Default()
+		p.Version = 2 + n
+		d, err := policy.ParseDuration(life)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Tokens.Lifetime.Green = d
+		if err := env.Issuer.SetPolicy(ctx, "test", p); err != nil {
+			t.Fatal(err)
+		}
+		now := env.Clock.Now()
+		_, toks := env.Redeem(t, env.Attest(t, attestation.TestNegative, now, ""))
+		checkBatch(t, toks, env.Bundle(t), k1.ID, now)
+		env.Clock.Advance(time.Hour)
+	}
+}
