@@ -117,12 +117,14 @@ func (w *walletPage) paste(t *testing.T, att string) {
 	)
 }
 
-// redeem presses "Get my codes" and returns the message the page then
-// shows in its live region.
+// redeem presses "Get my codes" and returns the message the page shows
+// when the answer is in: the second message after the click, "Sending…"
+// being the first.
 func (w *walletPage) redeem(t *testing.T) string {
 	t.Helper()
+	seq := webtest.Eval[int](t, w.Browser, `Number(document.getElementById('live').dataset.seq || 0)`)
 	w.Do(t, chromedp.Click(chromedp.CSS("#redeem")))
-	w.WaitFor(t, `!document.getElementById('redeem').disabled && document.getElementById('live').textContent !== '' && !/…$/.test(document.getElementById('live').textContent)`,
+	w.WaitFor(t, fmt.Sprintf(`Number(document.getElementById('live').dataset.seq || 0) >= %d && !document.getElementById('redeem').disabled`, seq+2),
 		15*time.Second, `document.getElementById('live').textContent`)
 	return w.text(t, "#live")
 }

@@ -322,15 +322,15 @@
     b.setAttribute('aria-label', t('lang.otherLabel'));
   }
 
+  // Messages go to one live region. A repeated message gets a zero-width
+  // space toggled on so that screen readers announce it again; data-seq
+  // counts messages, so a test can wait for the next one.
   function say(text, isError) {
     const live = $('live');
     live.classList.toggle('error', !!isError);
-    // Clear first so that the same message twice is announced twice.
-    live.textContent = '';
-    requestAnimationFrame(() => {
-      live.textContent = text;
-      live.scrollIntoView({ block: 'nearest' });
-    });
+    live.textContent = live.textContent === text ? text + '\u200b' : text;
+    live.dataset.seq = String(Number(live.dataset.seq || 0) + 1);
+    live.scrollIntoView({ block: 'nearest' });
   }
 
   function renderStatus() {
