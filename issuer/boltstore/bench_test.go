@@ -117,14 +117,21 @@ func BenchmarkRedeemParallel(b *testing.B) {
 // BenchmarkRedeemDuringSweep measures redemption latency from 16 writers,
 // first with no sweep, then while 300,000 expired records are swept and
 // the file compacted (with 100,000 live records to copy).
+// (Sub-benchmarks compare sweep transaction sizes.)
 func BenchmarkRedeemDuringSweep(b *testing.B) {
+	for _, chunk := range []int{defaultSweepChunk, 2000} {
+		b.Run("chunk="+strconv.Itoa(chunk), func(b *testing.B) { redeemDuringSweep(b, chunk) })
+	}
+}
+
+func redeemDuringSweep(b *testing.B, chunk int) {
 	const expired, live, writers = 300_000, 100_000, 16
 	ctx := context.Background()
 	var idle, during []time.Duration
 	var sweepTime time.Duration
 	for round := range b.N {
 		b.StopTimer()
-		s, err := Open(b.TempDir(), Options{Clock: &fakeClock{t: t0}, MaxBatchDelay: defaultMaxBatchDelay})
+		s, err := Open(b.TempDir(), Options{Clock: &fakeClock{t: t0}, SweepChunk: chunk})
 		if err != nil {
 			b.Fatal(err)
 		}

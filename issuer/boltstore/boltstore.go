@@ -30,6 +30,7 @@ const (
 	defaultMaxBatchSize  = 1000
 	defaultMaxBatchDelay = 2 * time.Millisecond
 	defaultEpoch         = 24 * time.Hour
+	defaultSweepChunk    = 10_000
 	openTimeout          = 2 * time.Second
 
 	// compactTxMaxSize bounds the memory of one compaction transaction.
@@ -74,6 +75,10 @@ type Options struct {
 	// Open records it; a later Open with a different non-zero value fails,
 	// since replay records already written could no longer be found.
 	Epoch time.Duration
+	// SweepChunk bounds how many records one sweep transaction deletes
+	// (default 10,000): redemptions wait at most one chunk's commit. Smaller
+	// chunks cut redemption latency during a sweep and slow the sweep.
+	SweepChunk int
 	// Clock stamps each record's write hour (default issuer.SystemClock).
 	Clock issuer.Clock
 	// Logger receives sweep and compaction summaries (never record content).
@@ -106,10 +111,6 @@ var (
 	_ issuer.StateStore = (*DB)(nil)
 )
 
-// deleteChunk bounds each sweep transaction so redemptions wait at most
-// one chunk's commit. A variable so tests can exercise many chunks cheaply.
-var deleteChunk = 10_000
-
 // testHook lets the crash tests stop a helper process at a chosen stage.
 var testHook func(stage string)
 
@@ -130,6 +131,9 @@ func Open(dir string, opts Options) (*DB, error) {
 	if opts.MaxBatchDelay < 0 {
 		return nil, fmt.Errorf("boltstore: MaxBatchDelay must not be negative, got %s", opts.MaxBatchDelay)
 	}
+	if opts.SweepChunk < 0 {
+		return nil, fmt.Errorf("boltstore: SweepChunk must not be negative, got %d", opts.SweepChunk)
+	}
 	if opts.Epoch < 0 || opts.Epoch%time.Second != 0 {
 		return nil, fmt.Errorf("boltstore: Epoch must be a positive whole number of seconds, got %s", opts.Epoch)
 	}
@@ -138,6 +142,9 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	if opts.MaxBatchDelay == 0 {
 		opts.MaxBatchDelay = defaultMaxBatchDelay
+	}
+	if opts.SweepChunk == 0 {
+		opts.SweepChunk = defaultSweepChunk
 	}
 	s := &DB{
 		dir:      dir,

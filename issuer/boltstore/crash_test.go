@@ -26,7 +26,6 @@ const (
 	helperEnv     = "BOLTSTORE_CRASH_HELPER" // "redeem" or "sweep"
 	helperDirEnv  = "BOLTSTORE_CRASH_DIR"
 	helperStopEnv = "BOLTSTORE_CRASH_STOP_AT" // sweep stage to stop at, or "" to run freely
-	testChunk     = 1000                      // deleteChunk in crash tests, helper included
 )
 
 var (
@@ -41,7 +40,6 @@ func TestMain(m *testing.M) {
 	case "redeem":
 		crashHelperRedeem(os.Getenv(helperDirEnv))
 	case "sweep":
-		deleteChunk = testChunk
 		crashHelperSweep(os.Getenv(helperDirEnv), os.Getenv(helperStopEnv))
 	}
 	os.Exit(3)
@@ -57,7 +55,7 @@ func (w *ackWriter) line(format string, args ...any) {
 }
 
 func helperOpen(dir string) *DB {
-	s, err := Open(dir, Options{Clock: &fakeClock{t: t0}, MaxBatchDelay: time.Millisecond})
+	s, err := Open(dir, Options{Clock: &fakeClock{t: t0}, MaxBatchDelay: time.Millisecond, SweepChunk: testChunk})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper open:", err)
 		os.Exit(4)
@@ -199,7 +197,7 @@ func crashSweepSetup(t *testing.T, dir string) (markerKeys []pattern, liveIDs []
 	t.Helper()
 	s := openTest(t, dir, nil)
 	ctx := context.Background()
-	bulkReplay(t, s, 2*deleteChunk+500, crashDue)
+	bulkReplay(t, s, 2*s.opts.SweepChunk+500, crashDue)
 	for i := range 30 {
 		id := fmt.Sprintf("CRASH-MARKER-%04d", i)
 		if err := s.Redeem(ctx, redemption("lab", crashDue, id)); err != nil {
@@ -231,7 +229,6 @@ func TestCrashDuringSweep(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
-			withDeleteChunk(t, testChunk)
 			markers, live := crashSweepSetup(t, dir)
 			sweeping, n := false, 0
 			lines := runUntilKilled(t, []string{helperEnv + "=sweep", helperDirEnv + "=" + dir, helperStopEnv + "=" + stop},
@@ -304,11 +301,4 @@ func checkConsistent(t *testing.T, s *DB) {
 	if len(errs) > 0 {
 		t.Fatalf("consistency check after the crash: %v", errs)
 	}
-}
-
-// withDeleteChunk lowers the sweep's transaction bound for one test.
-func withDeleteChunk(t *testing.T, n int) {
-	old := deleteChunk
-	deleteChunk = n
-	t.Cleanup(func() { deleteChunk = old })
 }

@@ -44,13 +44,16 @@ func openTest(t testing.TB, dir string, clock issuer.Clock) *DB {
 	if clock == nil {
 		clock = &fakeClock{t: t0}
 	}
-	s, err := Open(dir, Options{Clock: clock, MaxBatchDelay: time.Millisecond})
+	s, err := Open(dir, Options{Clock: clock, MaxBatchDelay: time.Millisecond, SweepChunk: testChunk})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
 }
+
+// testChunk keeps multi-chunk sweeps small in tests (crash helper included).
+const testChunk = 1000
 
 func day(t time.Time) time.Time { return t.UTC().Truncate(24 * time.Hour) }
 
@@ -117,6 +120,7 @@ func TestOpenRejectsBadOptions(t *testing.T) {
 	}{
 		{Options{MaxBatchSize: -1}, "boltstore: MaxBatchSize must not be negative, got -1"},
 		{Options{MaxBatchDelay: -time.Millisecond}, "boltstore: MaxBatchDelay must not be negative, got -1ms"},
+		{Options{SweepChunk: -2}, "boltstore: SweepChunk must not be negative, got -2"},
 		{Options{Epoch: 1500 * time.Millisecond}, "boltstore: Epoch must be a positive whole number of seconds, got 1.5s"},
 		{Options{Epoch: -time.Hour}, "boltstore: Epoch must be a positive whole number of seconds, got -1h0m0s"},
 	} {
@@ -423,10 +427,9 @@ func putPolicy(t testing.TB, s *DB, version int, historyDeadline time.Time) {
 }
 
 func TestSweepInBoundedTransactions(t *testing.T) {
-	withDeleteChunk(t, testChunk)
 	s := openTest(t, t.TempDir(), nil)
 	ctx := context.Background()
-	n := 2*deleteChunk + 123
+	n := 2*s.opts.SweepChunk + 123
 	bulkReplay(t, s, n, t0.Add(time.Hour))
 	bulkReplay(t, s, 7, t0.Add(48*time.Hour))
 	chunks := 0
@@ -444,7 +447,7 @@ func TestSweepInBoundedTransactions(t *testing.T) {
 		t.Fatalf("deleted %d, compacted %v; want %d, true", got, st.Compacted, n)
 	}
 	if chunks != 3 {
-		t.Fatalf("deleted in %d transactions, want 3 of at most %d", chunks, deleteChunk)
+		t.Fatalf("deleted in %d transactions, want 3 of at most %d", chunks, s.opts.SweepChunk)
 	}
 	if got := bucketLen(t, s, issuer.CategoryReplay); got != 7 {
 		t.Fatalf("%d replay records left, want 7", got)

@@ -17,7 +17,7 @@ import (
 // Sweep deletes every record whose deadline is at or before now, destroys
 // the epoch keys whose epoch has ended, and then compacts the file into a
 // fresh one so no freed page keeps a deleted record. Deletion runs in
-// transactions of at most 10,000 keys so redemptions keep flowing; only the
+// transactions of at most Options.SweepChunk keys so redemptions keep flowing; only the
 // compaction holds them off. A sweep cut short by a crash is finished by
 // the next one: the need to compact is recorded with the deletions.
 func (s *DB) Sweep(ctx context.Context, now time.Time) (issuer.SweepStats, error) {
@@ -39,7 +39,7 @@ func (s *DB) Sweep(ctx context.Context, now time.Time) (issuer.SweepStats, error
 			if err != nil {
 				return stats, fmt.Errorf("boltstore: sweep %s: %w", name, err)
 			}
-			if n < deleteChunk {
+			if n < s.opts.SweepChunk {
 				break
 			}
 		}
@@ -74,7 +74,7 @@ func (s *DB) Sweep(ctx context.Context, now time.Time) (issuer.SweepStats, error
 	return stats, nil
 }
 
-// deleteExpired deletes up to deleteChunk keys with deadline <= cutoff in
+// deleteExpired deletes up to SweepChunk keys with deadline <= cutoff in
 // one transaction: the keys are collected with a cursor first, then deleted.
 func (s *DB) deleteExpired(ctx context.Context, name string, cutoff int64) (int, error) {
 	n := 0
@@ -83,7 +83,7 @@ func (s *DB) deleteExpired(ctx context.Context, name string, cutoff int64) (int,
 		b := bucket(tx, name)
 		var expired [][]byte
 		c := b.Cursor()
-		for k, _ := c.First(); k != nil && len(expired) < deleteChunk; k, _ = c.Next() {
+		for k, _ := c.First(); k != nil && len(expired) < s.opts.SweepChunk; k, _ = c.Next() {
 			if keyDeadline(k) > cutoff {
 				break
 			}
