@@ -25,10 +25,16 @@ type fix struct {
 	signer   *token.Signer
 }
 
-func newFix(t *testing.T, counting bool) fix {
+func newFix(t testing.TB, counting bool) fix {
 	t.Helper()
-	_, bk, _ := ed25519.GenerateKey(rand.Reader)
-	tpub, tk, _ := ed25519.GenerateKey(rand.Reader)
+	_, bk, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpub, tk, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s, err := token.NewSigner(token.KeyID(tpub), tk)
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +49,7 @@ func newFix(t *testing.T, counting bool) fix {
 	return fix{jws: jws, pin: bundle.Fingerprint(bk.Public().(ed25519.PublicKey)), signer: s}
 }
 
-func (f fix) token(t *testing.T, c policy.Colour, hint string) string {
+func (f fix) token(t testing.TB, c policy.Colour, hint string) string {
 	t.Helper()
 	s, err := f.signer.Sign(token.Claims{Colour: c.Code(), NotBefore: t0.Add(-time.Hour).Unix(), Expires: t0.Add(90 * time.Minute).Unix(), Version: 4, Hint: hint})
 	if err != nil {
@@ -154,8 +160,8 @@ func TestDecode(t *testing.T) {
 // BenchmarkDecode is the host-side cost of one 640×480 frame; the browser
 // test reports the WebAssembly cost.
 func BenchmarkDecode(b *testing.B) {
-	f := newFix(&testing.T{}, false)
-	pix := rgba(b, f.token(&testing.T{}, policy.Green, ""), 640, 480)
+	f := newFix(b, false)
+	pix := rgba(b, f.token(b, policy.Green, ""), 640, 480)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if s, _ := Decode(pix, 640, 480); s == "" {
