@@ -69,6 +69,7 @@ type Env struct {
 	AttesterID  string
 	AttesterKey ed25519.PrivateKey
 	AdminToken  string
+	AdminName   string // the admin token's name, as the audit log shows it
 }
 
 type config struct {
@@ -132,7 +133,8 @@ func Start(t testing.TB, opts ...Option) *Env {
 	if err := iss.AddAttester(ctx, "test", "test-lab", pub); err != nil {
 		t.Fatal(err)
 	}
-	admin, err := iss.CreateAdminToken(ctx, "test", "test-admin-"+randID())
+	adminName := "test-admin-" + randID()
+	admin, err := iss.CreateAdminToken(ctx, "test", adminName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +157,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 	})
 	return &Env{
 		URL: "http://" + ln.Addr().String(), Dir: c.dir, Issuer: iss, Server: srv, DB: db, Clock: clock,
-		Pin: iss.Fingerprint(), AttesterID: "test-lab", AttesterKey: priv, AdminToken: admin,
+		Pin: iss.Fingerprint(), AttesterID: "test-lab", AttesterKey: priv, AdminToken: admin, AdminName: adminName,
 	}
 }
 
