@@ -90,11 +90,15 @@ func (i *Issuer) Redeem(ctx context.Context, raws []string) (*Batch, error) {
 		// The record lives until the attestation can no longer be
 		// redeemed, rounded up so its deadline says little of when the
 		// attestation was signed.
-		// Never past retention.replay, which Validate makes at least
-		// max_lifetime + 2*skew, so the cap never cuts protection short.
+		// The deadline must be a function of the attestation alone: the
+		// store finds the record by it, so a replay must compute the same
+		// one. An attestation whose record would outlive retention.replay
+		// (possible only when retention is set at its bare minimum) is
+		// refused rather than kept longer than the policy says.
 		deadline := ceil(ev.Expires.Add(opts.Skew), time.Hour)
-		if limit := now.Add(p.Retention.Replay.D()); deadline.After(limit) {
-			deadline = limit
+		if deadline.After(now.Add(p.Retention.Replay.D())) {
+			return nil, &RedeemError{Index: n, Code: attestation.CodeTooLong, Status: 422,
+				Message: "attestation expires too far ahead: its replay record would outlive retention.replay"}
 		}
 		replay[n] = ReplayKey{Attester: ev.Attester, ID: ev.ID, Deadline: deadline}
 	}
