@@ -133,13 +133,63 @@ func Verify(tok, jws, pin string, now time.Time) Verdict {
 }
 
 // warmUp pays, at load, the one-time costs the first scan would otherwise
-// add to its verdict: Ed25519's lazily built tables and the growth of the
-// module's memory to a frame's working set.
+// add to its verdict: Ed25519's lazily built tables, the browser's lazy
+// compilation of the decoder's functions, and the growth of the module's
+// memory to a frame's working set.
 func warmUp() {
 	priv := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
 	msg := []byte("warm up")
 	ed25519.Verify(priv.Public().(ed25519.PublicKey), msg, ed25519.Sign(priv, msg))
-	Decode(make([]byte, 4*640*480), 640, 480)
+	Decode(warmFrame(), 640, 480)
+}
+
+// warmQR is "healthcode" as a version 1 QR code (go-qrcode, level M).
+var warmQR = [...]string{
+	"#######....#..#######",
+	"#.....#..#.#..#.....#",
+	"#.###.#..#....#.###.#",
+	"#.###.#..##.#.#.###.#",
+	"#.###.#..#.##.#.###.#",
+	"#.....#.#.#...#.....#",
+	"#######.#.#.#.#######",
+	".........#...........",
+	"#..#.##.#..###.#.....",
+	".#..#..#..##..###..##",
+	"###.#.#.#..#...#.##.#",
+	"..####.###..#.#.##.##",
+	".####.#..###....#....",
+	"........#.#..#.#.#..#",
+	"#######...###..##.##.",
+	"#.....#.#.#....#...##",
+	"#.###.#..##.##..#..#.",
+	"#.###.#.###...#######",
+	"#.###.#...##.####.#.#",
+	"#.....#..#.##..##....",
+	"#######.###....##..#.",
+}
+
+// warmFrame draws warmQR at 12 pixels a module in a white 640×480 RGBA frame.
+func warmFrame() []byte {
+	const w, h, scale = 640, 480, 12
+	pix := make([]byte, 4*w*h)
+	for i := range pix {
+		pix[i] = 0xff
+	}
+	x0, y0 := (w-len(warmQR)*scale)/2, (h-len(warmQR)*scale)/2
+	for r, row := range warmQR {
+		for c, m := range row {
+			if m != '#' {
+				continue
+			}
+			for y := y0 + r*scale; y < y0+(r+1)*scale; y++ {
+				for x := x0 + c*scale; x < x0+(c+1)*scale; x++ {
+					i := 4 * (y*w + x)
+					pix[i], pix[i+1], pix[i+2] = 0, 0, 0
+				}
+			}
+		}
+	}
+	return pix
 }
 
 // MaxFrame bounds a frame handed to Decode; the page scales frames down to

@@ -169,3 +169,11 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+// The warm-up frame must hold a readable code, or the decoder's slow first
+// run is left for the first real scan.
+func TestWarmFrameDecodes(t *testing.T) {
+	if got, err := Decode(warmFrame(), 640, 480); got != "healthcode" || err != nil {
+		t.Fatalf("warm frame decodes to %q, %v", got, err)
+	}
+}
