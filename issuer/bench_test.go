@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -192,6 +193,51 @@ func BenchmarkRedeemRatio(b *testing.B) {
 	mf, mb := median(full), median(bare)
 	b.ReportMetric(float64(mf)/float64(mb), "redeem/bare")
 	b.ReportMetric(float64(mf-mb)/1e3, "overhead-µs")
+}
+
+// BenchmarkRedeemParallelRatio is the paired form of RedeemParallel vs
+// BareSignBatchParallel: each round redeems 256 attestations from 64
+// goroutines, then makes 256 batches' worth of bare signatures from 64
+// goroutines, and the medians of the round times are compared.
+func BenchmarkRedeemParallelRatio(b *testing.B) {
+	const workers, perRound = 64, 256
+	e := newBenchIssuer(b, nil)
+	atts := e.attestations(b, b.N*perRound+1, "")
+	msg, key := signingInput(b, e.redeem(b, atts[len(atts)-1]).Tokens[0].Token)
+	sigs := 0
+	full := make([]time.Duration, 0, b.N)
+	bare := make([]time.Duration, 0, b.N)
+	round := func(do func(n int)) time.Duration {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		t := time.Now()
+		for range workers {
+			wg.Go(func() {
+				for n := next.Add(1) - 1; n < perRound; n = next.Add(1) - 1 {
+					do(int(n))
+				}
+			})
+		}
+		wg.Wait()
+		return time.Since(t)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		base := i * perRound
+		full = append(full, round(func(n int) {
+			if batch := e.redeem(b, atts[base+n]); n == 0 {
+				sigs = len(batch.Tokens)
+			}
+		}))
+		bare = append(bare, round(func(int) {
+			for range sigs {
+				ed25519.Sign(key, msg)
+			}
+		}))
+	}
+	mf, mb := median(full), median(bare)
+	b.ReportMetric(float64(mf)/float64(mb), "redeem/bare")
+	b.ReportMetric(perRound/mf.Seconds(), "redemptions/s")
 }
 
 func median(d []time.Duration) time.Duration {
