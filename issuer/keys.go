@@ -27,7 +27,7 @@ func (i *Issuer) reloadKeys(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("issuer: load signing keys: %w", err)
 	}
-	sort.Slice(keys, func(a, b int) bool { return keys[a].ActiveAt.Before(keys[b].ActiveAt) })
+	sort.Slice(keys, func(a, b int) bool { return keyBefore(keys[a], keys[b]) })
 	signers := make(map[string]*token.Signer, len(keys))
 	for _, k := range keys {
 		s, err := token.NewSigner(k.ID, k.Private)
@@ -42,13 +42,24 @@ func (i *Issuer) reloadKeys(ctx context.Context) error {
 	return nil
 }
 
+// keyBefore orders keys by activation, then by creation: an immediate
+// rotation activates its key at the same instant as the key it replaces
+// when the clock has not moved (a coarse or injected clock), and the newer
+// key must win.
+func keyBefore(a, b SigningKey) bool {
+	if !a.ActiveAt.Equal(b.ActiveAt) {
+		return a.ActiveAt.Before(b.ActiveAt)
+	}
+	return a.Created.Before(b.Created)
+}
+
 // current returns the key that signs at now: the latest activated key that
 // has not ended. Callers hold i.mu.
 func (i *Issuer) current(now time.Time) (SigningKey, bool) {
 	var cur SigningKey
 	ok := false
 	for _, k := range i.keys {
-		if !k.ActiveAt.After(now) && now.Before(k.NotAfter) {
+		if !k.ActiveAt.After(now) && now.Before(k.NotAfter) && (!ok || !keyBefore(k, cur)) {
 			cur, ok = k, true
 		}
 	}
@@ -67,8 +78,14 @@ func (i *Issuer) newKey(ctx context.Context, now, activeAt time.Time) (SigningKe
 	p := i.Policy()
 	i.mu.RLock()
 	taken := make(map[string]bool, len(i.keys))
+	created := now.UTC()
 	for _, k := range i.keys {
 		taken[k.ID] = true
+		// Creation order is the tie-break in keyBefore: keep it strict
+		// even when the clock has not moved.
+		if !created.After(k.Created) {
+			created = k.Created.Add(time.Nanosecond)
+		}
 	}
 	i.mu.RUnlock()
 	var priv ed25519.PrivateKey
@@ -89,7 +106,7 @@ func (i *Issuer) newKey(ctx context.Context, now, activeAt time.Time) (SigningKe
 	k := SigningKey{
 		ID:       kid,
 		Private:  priv,
-		Created:  now.UTC(),
+		Created:  created,
 		ActiveAt: activeAt.UTC(),
 		// Windows start on the grid, up to one token lifetime before the
 		// key signs them.
