@@ -434,3 +434,25 @@ func TestRedeemAfterLifetimeGrows(t *testing.T) {
 		env.Clock.Advance(time.Hour)
 	}
 }
+
+// An immediate rotation (a compromised key) signs at once, even when the
+// clock has not moved since the key it replaces became current: repeated,
+// since the tie was once broken by an unstable sort.
+func TestImmediateRotationSignsAtOnce(t *testing.T) {
+	ctx := context.Background()
+	env := issuertest.Start(t, issuertest.WithTime(t0))
+	for n := 0; n < 6; n++ {
+		kid, at, err := env.Issuer.RotateKeys(ctx, "test", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !at.Equal(t0) {
+			t.Fatalf("immediate key signs from %s, want now %s", at, t0)
+		}
+		if k, _ := keyInfo(t, env.Issuer, kid); k.Status != bundle.StatusCurrent {
+			t.Fatalf("rotation %d: immediate key is %s", n, k.Status)
+		}
+		_, toks := env.Redeem(t, env.Attest(t, attestation.TestNegative, time.Time{}, ""))
+		checkBatch(t, toks, env.Bundle(t), kid, t0)
+	}
+}
