@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/fstest"
 )
@@ -72,8 +73,13 @@ func TestEmbeddedAppHasItsFiles(t *testing.T) {
 }
 
 func TestKioskHandler(t *testing.T) {
-	var fail error
-	srv := httptest.NewServer(Kiosk(func() (string, string, error) { return "JWS", "sha256:pin", fail }))
+	var failing atomic.Bool
+	srv := httptest.NewServer(Kiosk(func() (string, string, error) {
+		if failing.Load() {
+			return "", "", errors.New("no file")
+		}
+		return "JWS", "sha256:pin", nil
+	}))
 	defer srv.Close()
 	get := func(path string) (int, string, http.Header) {
 		resp, err := http.Get(srv.URL + path)
@@ -93,7 +99,7 @@ func TestKioskHandler(t *testing.T) {
 	if code, _, h := get("/verify/manifest.webmanifest"); code != 200 || h.Get("Content-Security-Policy") != CSP {
 		t.Fatalf("manifest: %d csp %q", code, h.Get("Content-Security-Policy"))
 	}
-	fail = errors.New("no file")
+	failing.Store(true)
 	if code, body, _ := get(BundlePath); code != http.StatusServiceUnavailable || strings.Contains(body, "no file") {
 		t.Fatalf("bundle with a failing source: %d %q (detail must not reach the page)", code, body)
 	}
