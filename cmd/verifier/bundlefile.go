@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/healthcode/healthcode/bundle"
 )
@@ -88,3 +89,15 @@ func saveBundle(path string, bf bundleFile) error {
 
 // isNotExist reports a missing file, however wrapped.
 func isNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }
+
+// clockWarning says what is wrong when now is earlier than the bundle's
+// issue time by more than the policy's skew: this machine's clock is behind
+// (or the issuer's ahead), and tokens will be judged on the wrong time.
+func clockWarning(b *bundle.Bundle, now time.Time) (string, bool) {
+	iat := time.Unix(b.IssuedAt, 0)
+	if !iat.After(now.Add(b.Skew())) {
+		return "", false
+	}
+	return fmt.Sprintf("this machine's clock (%s) is %s behind the bundle's issue time (%s), more than the allowed clock skew (%s); check the clock, or tokens will be judged on the wrong time",
+		now.UTC().Format(time.RFC3339), iat.Sub(now).Truncate(time.Second), iat.UTC().Format(time.RFC3339), b.Skew()), true
+}

@@ -149,6 +149,9 @@ func (c cmd) verify(raw, file string, asJSON bool, now time.Time) int {
 	if b.Stale(now) && !b.Expired(now) {
 		c.warn("the trust bundle is stale since %s and expires %s; run 'verifier sync'", fmtUnix(b.StaleAfter), fmtUnix(b.Expires))
 	}
+	if msg, ok := clockWarning(b, now); ok {
+		c.warn("%s", msg)
+	}
 	if err != nil {
 		return c.refuse(asJSON, verifier.Reason(err), err.Error())
 	}

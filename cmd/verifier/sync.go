@@ -96,6 +96,9 @@ func (e env) sync(args []string) int {
 	if b.Stale(now) {
 		c.warn("the issuer served a bundle that is already stale; it will expire %s", fmtUnix(b.Expires))
 	}
+	if msg, ok := clockWarning(b, now); ok {
+		c.warn("%s", msg)
+	}
 	return exitValid
 }
 
