@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/etag"
 	"github.com/gofiber/fiber/v2/middleware/filesystem"
 	"github.com/gofiber/fiber/v2/middleware/limiter"
 
@@ -144,7 +145,12 @@ func mountApp(a *fiber.App, prefix string, fsys fs.FS) {
 			c.Set(fiber.HeaderCacheControl, "no-cache")
 		}
 		return c.Next()
-	}, filesystem.New(filesystem.Config{Root: http.FS(fsys), Index: "index.html", MaxAge: 0}))
+	},
+		// Embedded files have no modification time; an ETag lets browsers
+		// and service workers revalidate the 6 MB wasm module instead of
+		// downloading it again on every load.
+		etag.New(),
+		filesystem.New(filesystem.Config{Root: http.FS(fsys), Index: "index.html", MaxAge: 0}))
 }
 
 // App is the fiber app, for Listen and Test.

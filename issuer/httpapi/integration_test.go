@@ -330,3 +330,30 @@ func TestWellKnownEndpoints(t *testing.T) {
 		t.Fatalf("404: %d %s", s, body)
 	}
 }
+
+// The embedded apps revalidate by ETag, so a service worker's refresh
+// costs a 304, not the whole wasm module again.
+func TestStaticAppsRevalidateByETag(t *testing.T) {
+	env := issuertest.Start(t, issuertest.WithTime(t0))
+	for _, path := range []string{"/wallet/", "/verify/"} {
+		resp, err := http.Get(env.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		tag := resp.Header.Get("ETag")
+		if resp.StatusCode != 200 || tag == "" {
+			t.Fatalf("%s: %d, ETag %q", path, resp.StatusCode, tag)
+		}
+		req, _ := http.NewRequest("GET", env.URL+path, nil)
+		req.Header.Set("If-None-Match", tag)
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotModified {
+			t.Fatalf("%s with If-None-Match: %d, want 304", path, resp.StatusCode)
+		}
+	}
+}
