@@ -357,3 +357,40 @@ func TestStaticAppsRevalidateByETag(t *testing.T) {
 		}
 	}
 }
+
+// Invariant 4: two residents whose tests were taken at different times of
+// the same hour (04:02 and 04:57; the policy's granularity is 1h) get tokens
+// that differ only in the random nonce, so venues
+// comparing the tokens they saw learn nothing that links a visit to a
+// person; and one resident's copies differ from each other only there too.
+func TestTokensOfDifferentResidentsAreIndistinguishable(t *testing.T) {
+	env := issuertest.Start(t, issuertest.WithTime(t0))
+	_, a := env.Redeem(t, env.Attest(t, attestation.TestNegative, t0.Add(-5*time.Hour-15*time.Minute), ""))
+	env.Clock.Advance(41 * time.Minute) // redeemed later the same hour
+	_, b := env.Redeem(t, env.Attest(t, attestation.TestNegative, t0.Add(-5*time.Hour+40*time.Minute), ""))
+	if len(a) != len(b) {
+		t.Fatalf("batches of %d and %d tokens", len(a), len(b))
+	}
+	strip := func(tok string) string {
+		c := decodeJSON(t, strings.Split(tok, ".")[1])
+		if n, _ := c["n"].(string); len(n) < 8 {
+			t.Fatalf("nonce %q too short to tell copies apart", n)
+		}
+		delete(c, "n")
+		out, _ := json.Marshal(c)
+		return string(out)
+	}
+	nonces := map[string]bool{}
+	for i := range a {
+		if strip(a[i]) != strip(b[i]) {
+			t.Fatalf("token %d: resident A %s, resident B %s: something besides the nonce differs", i, strip(a[i]), strip(b[i]))
+		}
+		for _, tok := range []string{a[i], b[i]} {
+			n := decodeJSON(t, strings.Split(tok, ".")[1])["n"].(string)
+			if nonces[n] {
+				t.Fatalf("nonce %s repeats", n)
+			}
+			nonces[n] = true
+		}
+	}
+}
