@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,7 +18,7 @@ import (
 	"github.com/healthcode/healthcode/web"
 )
 
-const serveUsage = `Usage: verifier serve --bundle FILE [--addr 127.0.0.1:8088]
+const serveUsage = `Usage: verifier serve --bundle FILE [--addr 127.0.0.1:8088] [--tls-cert FILE --tls-key FILE]
 
 Runs the verifier web app as a kiosk on this machine: open the address it
 prints in a browser on the same machine and point the camera at the codes.
@@ -28,9 +29,11 @@ picked up without a restart.
 
 Flags:
   --bundle FILE   the bundle file written by 'verifier sync' (required)
-  --addr ADDR     where to listen (default 127.0.0.1:8088); must be a
-                  loopback address, because browsers only give the camera
-                  to plain-http pages on localhost
+  --addr ADDR     where to listen (default 127.0.0.1:8088); without TLS it
+                  must be a loopback address, because browsers only give
+                  the camera to plain-http pages on localhost
+  --tls-cert FILE TLS certificate (PEM), with --tls-key: serve HTTPS, so
+  --tls-key FILE  tablets on the venue's network can use the kiosk
 
 Example:
   verifier serve --bundle bundle.json --addr 127.0.0.1:8088
@@ -41,6 +44,8 @@ func (e env) serve(args []string) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	file := fs.String("bundle", "", "")
 	addr := fs.String("addr", "127.0.0.1:8088", "")
+	certFile := fs.String("tls-cert", "", "")
+	keyFile := fs.String("tls-key", "", "")
 	pos, code, done := c.parse(fs, args)
 	if done {
 		return code
@@ -50,9 +55,18 @@ func (e env) serve(args []string) int {
 		return c.usageErr("want no arguments, got %d", len(pos))
 	case *file == "":
 		return c.usageErr("--bundle is required (the file 'verifier sync' wrote)")
+	case (*certFile == "") != (*keyFile == ""):
+		return c.usageErr("--tls-cert and --tls-key go together")
 	}
-	if err := checkLoopback(*addr); err != nil {
-		return c.usageErr("--addr: %v", err)
+	var tlsCfg *tls.Config
+	if *certFile != "" {
+		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			return c.fail("load TLS key pair: %v", err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	} else if err := checkLoopback(*addr); err != nil {
+		return c.usageErr("--addr: %v (or serve HTTPS with --tls-cert and --tls-key)", err)
 	}
 	srv, err := c.kiosk(*file)
 	if err != nil {
@@ -64,7 +78,11 @@ func (e env) serve(args []string) int {
 	if err != nil {
 		return c.fail("%v", err)
 	}
-	if err := c.serveKiosk(ctx, ln, srv); err != nil {
+	scheme := "http"
+	if tlsCfg != nil {
+		ln, scheme = tls.NewListener(ln, tlsCfg), "https"
+	}
+	if err := c.serveKiosk(ctx, ln, srv, scheme); err != nil {
 		return c.fail("%v", err)
 	}
 	return exitValid
@@ -123,8 +141,8 @@ func (c cmd) kiosk(file string) (*http.Server, error) {
 }
 
 // serveKiosk serves srv on ln until ctx ends, then shuts it down.
-func (c cmd) serveKiosk(ctx context.Context, ln net.Listener, srv *http.Server) error {
-	fmt.Fprintf(c.stdout, "verifier: serving the kiosk at http://%s/verify/ (Ctrl-C to stop)\n", ln.Addr())
+func (c cmd) serveKiosk(ctx context.Context, ln net.Listener, srv *http.Server, scheme string) error {
+	fmt.Fprintf(c.stdout, "verifier: serving the kiosk at %s://%s/verify/ (Ctrl-C to stop)\n", scheme, ln.Addr())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

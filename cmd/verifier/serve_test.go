@@ -5,17 +5,21 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
 	"github.com/healthcode/healthcode/bundle"
+	"github.com/healthcode/healthcode/internal/testcert"
 	"github.com/healthcode/healthcode/token"
 	"github.com/healthcode/healthcode/web"
 	"github.com/healthcode/healthcode/web/webtest"
@@ -65,7 +69,7 @@ func startKiosk(t *testing.T, file string, now time.Time) (base string, stderr *
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- c.serveKiosk(ctx, ln, srv) }()
+	go func() { done <- c.serveKiosk(ctx, ln, srv, "http") }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -184,5 +188,73 @@ func TestServeUsage(t *testing.T) {
 		if code != exitUsage || !strings.Contains(stderr.String(), c.want) {
 			t.Errorf("serve %q: exit %d, stderr %q; want %d and %q", c.args, code, stderr.String(), exitUsage, c.want)
 		}
+	}
+}
+
+// With --tls-cert and --tls-key the kiosk serves HTTPS (so tablets on the
+// venue's network get the camera); it stops cleanly on SIGTERM.
+func TestServeKioskTLS(t *testing.T) {
+	if err := web.VerifyBuilt(); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	file, _, _ := kioskBundle(t, dir, 1, time.Now())
+	certFile, keyFile, pool := testcert.SelfSigned(t, dir)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	var stdout, stderr bytes.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- env{stdout: &stdout, stderr: &stderr, now: time.Now}.serve([]string{"--bundle", file, "--addr", addr, "--tls-cert", certFile, "--tls-key", keyFile})
+	}()
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	var status int
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		resp, err := client.Get("https://" + addr + "/verify/")
+		if err == nil {
+			status = resp.StatusCode
+			resp.Body.Close()
+			break
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("serve exited %d: %s", code, stderr.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if status != http.StatusOK {
+		t.Fatalf("GET https://%s/verify/: status %d", addr, status)
+	}
+	if _, err := (&http.Client{Timeout: 2 * time.Second}).Get("https://" + addr + "/verify/"); err == nil {
+		t.Fatal("a client that does not trust the certificate connected")
+	}
+	// serve waits for SIGTERM through signal.NotifyContext, which is
+	// registered by now (it answered), so the signal does not kill the test.
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		if code != exitValid {
+			t.Fatalf("serve exited %d: %s", code, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not stop on SIGTERM")
+	}
+	if !strings.Contains(stdout.String(), "https://"+addr+"/verify/") {
+		t.Fatalf("stdout %q does not name the https address", stdout.String())
+	}
+}
+
+func TestServeTLSFlagsGoTogether(t *testing.T) {
+	var stderr bytes.Buffer
+	code := env{stdout: io.Discard, stderr: &stderr, now: time.Now}.serve([]string{"--bundle", "b.json", "--tls-cert", "c.pem"})
+	if code != exitUsage || !strings.Contains(stderr.String(), "--tls-cert and --tls-key go together") {
+		t.Fatalf("exit %d, stderr %q", code, stderr.String())
 	}
 }
