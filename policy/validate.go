@@ -291,12 +291,15 @@ func (p *Policy) validateKeys(ps *problems) {
 	lifeOK := ps.positive("keys.lifetime", k.Lifetime)
 	rotOK := ps.positive("keys.rotation", k.Rotation)
 	h := p.Tokens.Horizon.D()
-	if lifeOK && rotOK && h > 0 && h <= MaxHorizon {
-		// A key signs for one rotation period, and the last batch it signs
-		// reaches tokens.horizon ahead; token exp is capped at the key's
-		// end, so a shorter key would cut that batch short.
-		if need := addSat(k.Rotation.D(), h); k.Lifetime.D() < need {
-			ps.add("keys.lifetime", "must be at least keys.rotation + tokens.horizon (%s), got %s", Duration(need), k.Lifetime)
+	if lifeOK && rotOK && h > 0 && h <= MaxHorizon && p.Bundle.Lifetime > 0 {
+		// A key signs until the next one activates: one rotation period,
+		// or longer when a key must first sit in bundles for a whole bundle
+		// lifetime. The last batch it signs reaches tokens.horizon ahead,
+		// and token exp is capped at the key's end, so a shorter key would
+		// cut that batch short.
+		signs := max(k.Rotation.D(), p.Bundle.Lifetime.D())
+		if need := addSat(signs, h); k.Lifetime.D() < need {
+			ps.add("keys.lifetime", "must be at least max(keys.rotation, bundle.lifetime) + tokens.horizon (%s), got %s", Duration(need), k.Lifetime)
 		}
 	}
 }

@@ -115,7 +115,9 @@ func TestValidateMessages(t *testing.T) {
 		{"key lifetime zero", func(p *Policy) { p.Keys.Lifetime = 0 }, "keys.lifetime: must be positive, got 0s"},
 		{"key rotation zero", func(p *Policy) { p.Keys.Rotation = 0 }, "keys.rotation: must be positive, got 0s"},
 		{"key too short for a batch", func(p *Policy) { p.Keys.Lifetime = 10 * d },
-			"keys.lifetime: must be at least keys.rotation + tokens.horizon (14d), got 10d"},
+			"keys.lifetime: must be at least max(keys.rotation, bundle.lifetime) + tokens.horizon (14d), got 10d"},
+		{"key too short for its wait in bundles", func(p *Policy) { p.Keys.Rotation = d; p.Bundle.Lifetime = 20 * d; p.Keys.Lifetime = 21 * d },
+			"keys.lifetime: must be at least max(keys.rotation, bundle.lifetime) + tokens.horizon (27d), got 21d"},
 		{"bundle stale zero", func(p *Policy) { p.Bundle.StaleAfter = 0 },
 			"bundle.stale_after: must be positive, got 0s"},
 		{"bundle lifetime equal to stale", func(p *Policy) { p.Bundle.Lifetime = 24 * h },
@@ -263,7 +265,7 @@ func TestValidateDoesNotOverflow(t *testing.T) {
 	p.Attestations.MaxLifetime = Duration(1<<63 - 1)
 	p.Keys.Rotation = Duration(1<<63 - 1)
 	want := "retention.replay: must be at least attestations.max_lifetime + 2*tokens.clock_skew (2562047h47m16.854775807s), got 4d; " +
-		"keys.lifetime: must be at least keys.rotation + tokens.horizon (2562047h47m16.854775807s), got 30d"
+		"keys.lifetime: must be at least max(keys.rotation, bundle.lifetime) + tokens.horizon (2562047h47m16.854775807s), got 30d"
 	if err := p.Validate(); err == nil || err.Error() != want {
 		t.Fatalf("error\n got: %v\nwant: %s", err, want)
 	}
