@@ -6,6 +6,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"github.com/healthcode/healthcode/attestation"
 	"github.com/healthcode/healthcode/issuer"
 	"github.com/healthcode/healthcode/issuer/boltstore"
+	"github.com/healthcode/healthcode/issuer/issuertest"
 	"github.com/healthcode/healthcode/policy"
 	"github.com/healthcode/healthcode/qr"
 	"github.com/healthcode/healthcode/verifier"
@@ -60,6 +63,10 @@ func newBenchIssuer(b *testing.B, p *policy.Policy) *benchIssuer {
 
 // attestations signs n fresh negative tests sampled an hour ago.
 func (e *benchIssuer) attestations(b *testing.B, n int, hint string) []string {
+	return e.sign(b, benchAttester, n, hint)
+}
+
+func (e *benchIssuer) sign(b *testing.B, attester string, n int, hint string) []string {
 	b.Helper()
 	now := e.iss.Now()
 	out := make([]string, n)
@@ -69,7 +76,7 @@ func (e *benchIssuer) attestations(b *testing.B, n int, hint string) []string {
 			b.Fatal(err)
 		}
 		s, err := attestation.Sign(e.key, attestation.Claims{
-			Attester: benchAttester, Kind: attestation.TestNegative, At: now.Add(-time.Hour).Unix(),
+			Attester: attester, Kind: attestation.TestNegative, At: now.Add(-time.Hour).Unix(),
 			Expires: now.Add(24 * time.Hour).Unix(), ID: base64.RawURLEncoding.EncodeToString(id[:]), Hint: hint,
 		})
 		if err != nil {
@@ -238,6 +245,59 @@ func BenchmarkRedeemParallelRatio(b *testing.B) {
 	mf, mb := median(full), median(bare)
 	b.ReportMetric(float64(mf)/float64(mb), "redeem/bare")
 	b.ReportMetric(perRound/mf.Seconds(), "redemptions/s")
+}
+
+// BenchmarkHTTPRatio compares, on one issuer (fiber on 127.0.0.1, real
+// bbolt), rounds of 256 redemptions over HTTP from 64 clients with rounds
+// of 256 redemptions called in-process from 64 goroutines, alternating, by
+// median round time: what the HTTP layer costs, paired so that other load
+// on the machine hits both alike.
+func BenchmarkHTTPRatio(b *testing.B) {
+	const workers, perRound = 64, 256
+	env := issuertest.Start(b)
+	e := &benchIssuer{iss: env.Issuer, key: env.AttesterKey}
+	atts := e.sign(b, env.AttesterID, 2*b.N*perRound, "")
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}, Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	url := env.URL + "/v1/tokens"
+	post := func(att string) {
+		resp, err := client.Post(url, "application/json", strings.NewReader(`{"attestations":["`+att+`"]}`))
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b.Errorf("status %d", resp.StatusCode)
+		}
+	}
+	round := func(do func(n int)) time.Duration {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		t := time.Now()
+		for range workers {
+			wg.Go(func() {
+				for n := next.Add(1) - 1; n < perRound; n = next.Add(1) - 1 {
+					do(int(n))
+				}
+			})
+		}
+		wg.Wait()
+		return time.Since(t)
+	}
+	overHTTP := make([]time.Duration, 0, b.N)
+	inProc := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		base := 2 * i * perRound
+		overHTTP = append(overHTTP, round(func(n int) { post(atts[base+n]) }))
+		inProc = append(inProc, round(func(n int) { e.redeem(b, atts[base+perRound+n]) }))
+	}
+	mh, mi := median(overHTTP), median(inProc)
+	b.ReportMetric(float64(mi)/float64(mh), "http/inprocess")
+	b.ReportMetric(perRound/mh.Seconds(), "http-redemptions/s")
+	b.ReportMetric(perRound/mi.Seconds(), "inprocess-redemptions/s")
 }
 
 func median(d []time.Duration) time.Duration {

@@ -44,6 +44,8 @@ gobench ./qr/ '^Benchmark(PNG|Decode|BareEd25519Sign|PNGRatio)$' 1s
 gobench ./issuer/ '^Benchmark(Redeem|RedeemParallel|BareSignBatch|BareSignBatchParallel|RedeemRatio|QRDecodeVerify|TokenSize)$' 1s
 # Rounds of 256 redemptions vs 256 batches of bare signatures, alternating.
 gobench ./issuer/ '^BenchmarkRedeemParallelRatio$' 8x
+# Rounds of 256 redemptions over HTTP vs 256 in-process, alternating.
+gobench ./issuer/ '^BenchmarkHTTPRatio$' 8x
 gobench ./issuer/boltstore/ '^BenchmarkSweep1M$' 1x
 gobench ./issuer/boltstore/ '^BenchmarkRedeemParallel$' 1s
 # Chromium: a few scans (the fake camera shows a new code every second).

@@ -276,10 +276,19 @@ func rows(r *results, load *loadResult) []row {
 		add(row{What: "HTTP redemptions/s on 127.0.0.1 (loadgen)", Value: missing, Target: "≥ 0.5", Verdict: "MISSING"})
 	case rps > 0:
 		ratio := load.RedemptionsPerS / rps
-		add(row{What: fmt.Sprintf("HTTP redemptions/s on 127.0.0.1 (%d clients)", load.Concurrency), Value: fmt.Sprintf("%.0f/s", load.RedemptionsPerS),
-			Against: fmt.Sprintf("in-process, 64 at once %.0f/s", rps), Ratio: fmt.Sprintf("%.2f×", ratio), Target: "≥ 0.5", Verdict: verdict(ratio >= 0.5)})
+		x := row{What: fmt.Sprintf("HTTP redemptions/s on 127.0.0.1 (loadgen, %d clients)", load.Concurrency), Value: fmt.Sprintf("%.0f/s", load.RedemptionsPerS),
+			Against: fmt.Sprintf("in-process, 64 at once %.0f/s", rps), Ratio: fmt.Sprintf("%.2f×", ratio), Target: "≥ 0.5", Verdict: verdict(ratio >= 0.5)}
+		if p, ok := r.get("issuer.BenchmarkHTTPRatio", "http/inprocess"); ok {
+			x.Ratio += fmt.Sprintf(" (paired %.2f×)", p)
+			x.Verdict = verdict(p >= 0.5)
+		}
+		add(x)
 	default:
 		add(row{What: "HTTP redemptions/s on 127.0.0.1 (loadgen)", Value: fmt.Sprintf("%.0f/s", load.RedemptionsPerS), Against: "in-process: " + missing, Target: "≥ 0.5", Verdict: "MISSING"})
+	}
+	if p, ok := r.get("issuer.BenchmarkHTTPRatio", "http-redemptions/s"); ok {
+		i, _ := r.get("issuer.BenchmarkHTTPRatio", "inprocess-redemptions/s")
+		add(row{What: "  paired rounds of 256: HTTP vs in-process, one issuer", Value: fmt.Sprintf("%.0f/s", p), Against: fmt.Sprintf("in-process %.0f/s", i), Verdict: "info"})
 	}
 	if load != nil {
 		add(row{What: "  latency under that load", Value: fmt.Sprintf("p50 %.1f ms, p99 %.1f ms, max %.0f ms", load.LatencyMs.P50, load.LatencyMs.P99, load.LatencyMs.Max), Verdict: "info"})
