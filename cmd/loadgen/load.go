@@ -83,7 +83,16 @@ type Memory struct {
 	SecondHalfAvg float64 `json:"second_half_avg"`
 	GrowthPercent float64 `json:"growth_percent"` // second half vs first half
 	Flat          bool    `json:"flat"`
-	Samples       []int64 `json:"samples"`
+	Samples       []int64 `json:"samples"` // VmRSS, one a second
+	// The same for RssAnon, the process's own memory (heap, stacks),
+	// without the mapped bbolt file that grows with the records it holds.
+	RestAnon          int64   `json:"rest_anon"`
+	EndAnon           int64   `json:"end_anon"`
+	EndFile           int64   `json:"end_file"`
+	AnonFirstHalfAvg  float64 `json:"anon_first_half_avg"`
+	AnonSecondHalfAvg float64 `json:"anon_second_half_avg"`
+	AnonGrowthPercent float64 `json:"anon_growth_percent"`
+	AnonFlat          bool    `json:"anon_flat"`
 }
 
 // flatTolerance is how much the second half's average RSS may exceed the

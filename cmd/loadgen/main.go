@@ -264,5 +264,11 @@ func printTable(w io.Writer, r *Result) {
 		}
 		row("", "first half avg %.1f MiB, second half avg %.1f MiB (%+.1f%%, %d samples): %s",
 			mib(m.FirstHalfAvg), mib(m.SecondHalfAvg), m.GrowthPercent, len(m.Samples), verdict)
+		verdict = "flat"
+		if !m.AnonFlat {
+			verdict = "GROWING"
+		}
+		row("  of which anon", "rest %.1f MiB, halves %.1f → %.1f MiB (%+.1f%%): %s; mapped files (bbolt) at end %.1f MiB",
+			mib(float64(m.RestAnon)), mib(m.AnonFirstHalfAvg), mib(m.AnonSecondHalfAvg), m.AnonGrowthPercent, verdict, mib(float64(m.EndFile)))
 	}
 }

@@ -88,28 +88,40 @@ func TestAutoRequestsFollowDuration(t *testing.T) {
 	}
 }
 
-func TestParseVmRSS(t *testing.T) {
-	v, err := parseVmRSS([]byte("Name:\tissuer\nVmPeak:\t  99 kB\nVmRSS:\t   12345 kB\nThreads: 9\n"))
-	if err != nil || v != 12345 {
-		t.Fatalf("%d %v", v, err)
+func TestParseStatus(t *testing.T) {
+	m, err := parseStatus([]byte("Name:\tissuer\nVmPeak:\t  99 kB\nVmRSS:\t   12345 kB\nRssAnon:\t    4000 kB\nRssFile:\t    8000 kB\nThreads: 9\n"))
+	if err != nil || m != (memSample{RSS: 12345, Anon: 4000, File: 8000}) {
+		t.Fatalf("%+v %v", m, err)
 	}
-	if _, err := parseVmRSS([]byte("Name:\tx\n")); err == nil {
-		t.Fatal("no VmRSS line accepted")
+	if _, err := parseStatus([]byte("Name:\tx\nVmRSS:\t1 kB\n")); err == nil || !strings.Contains(err.Error(), "lacks VmRSS, RssAnon or RssFile") {
+		t.Fatalf("missing lines: %v", err)
 	}
-	if _, err := parseVmRSS([]byte("VmRSS:\t12 MB\n")); err == nil {
+	if _, err := parseStatus([]byte("VmRSS:\t12 MB\nRssAnon:\t1 kB\nRssFile:\t1 kB\n")); err == nil {
 		t.Fatal("unit MB accepted")
 	}
 }
 
+func samples(rss ...int64) []memSample {
+	out := make([]memSample, len(rss))
+	for n, v := range rss {
+		// Anon flat, file growing: the shape of a store filling up.
+		out[n] = memSample{RSS: v, Anon: 10000, File: v - 10000}
+	}
+	return out
+}
+
 func TestSummariseTellsFlatFromGrowing(t *testing.T) {
-	flat := summarise(10000, []int64{20000, 21000, 20500, 20800, 21200, 20600}, 20700)
+	flat := summarise(memSample{RSS: 10000}, samples(20000, 21000, 20500, 20800, 21200, 20600), memSample{RSS: 20700})
 	if !flat.Flat || flat.Peak != 21200 || flat.FirstHalfAvg != 20500 || flat.SecondHalfAvg != 20866.666666666668 {
 		t.Fatalf("%+v", flat)
 	}
-	grow := summarise(10000, []int64{20000, 22000, 24000, 26000, 28000, 30000, 32000}, 33000)
+	grow := summarise(memSample{RSS: 10000}, samples(20000, 22000, 24000, 26000, 28000, 30000, 32000), memSample{RSS: 33000, Anon: 10000, File: 23000})
 	// Odd count: the middle sample is in neither half.
 	if grow.Flat || grow.FirstHalfAvg != 22000 || grow.SecondHalfAvg != 30000 || grow.Peak != 33000 {
 		t.Fatalf("%+v", grow)
+	}
+	if !grow.AnonFlat || grow.AnonGrowthPercent != 0 || grow.EndFile != 23000 {
+		t.Fatalf("anon %+v", grow)
 	}
 }
 

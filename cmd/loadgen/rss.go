@@ -10,42 +10,66 @@ import (
 	"time"
 )
 
-// readRSS returns VmRSS of pid in KiB, from /proc/PID/status.
-func readRSS(pid int) (int64, error) {
+// memSample is one reading of /proc/PID/status, in KiB: VmRSS is RssAnon
+// (heap, stacks) plus RssFile (mapped files: for the issuer, mostly the
+// bbolt file, which grows with the records it holds) plus RssShmem.
+type memSample struct{ RSS, Anon, File int64 }
+
+// readRSS reads the memory lines of pid's status.
+func readRSS(pid int) (memSample, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
-		return 0, err
+		return memSample{}, err
 	}
-	return parseVmRSS(b)
+	return parseStatus(b)
 }
 
-func parseVmRSS(status []byte) (int64, error) {
+func parseStatus(status []byte) (memSample, error) {
+	var m memSample
+	found := 0
 	sc := bufio.NewScanner(bytes.NewReader(status))
 	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:")
-		if !ok {
+		name, rest, ok := strings.Cut(sc.Text(), ":")
+		var dst *int64
+		switch name {
+		case "VmRSS":
+			dst = &m.RSS
+		case "RssAnon":
+			dst = &m.Anon
+		case "RssFile":
+			dst = &m.File
+		}
+		if !ok || dst == nil {
 			continue
 		}
 		f := strings.Fields(rest)
 		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("VmRSS line %q: want \"<n> kB\"", sc.Text())
+			return m, fmt.Errorf("%s line %q: want \"<n> kB\"", name, sc.Text())
 		}
-		return strconv.ParseInt(f[0], 10, 64)
+		v, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return m, fmt.Errorf("%s line %q: %v", name, sc.Text(), err)
+		}
+		*dst = v
+		found++
 	}
-	return 0, fmt.Errorf("no VmRSS line in the process status")
+	if found != 3 {
+		return m, fmt.Errorf("process status lacks VmRSS, RssAnon or RssFile")
+	}
+	return m, nil
 }
 
 type rssSampler struct {
 	pid  int
-	rest int64
+	rest memSample
 	quit chan struct{}
 	done chan struct{}
-	got  []int64
+	got  []memSample
 	err  error
 }
 
 // startRSS samples VmRSS every second until stop.
-func startRSS(pid int, rest int64) *rssSampler {
+func startRSS(pid int, rest memSample) *rssSampler {
 	s := &rssSampler{pid: pid, rest: rest, quit: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
@@ -83,23 +107,30 @@ func (s *rssSampler) stop() (*Memory, error) {
 }
 
 // summarise compares the first and second halves of the samples taken under
-// load (an odd middle sample goes to neither).
-func summarise(rest int64, samples []int64, end int64) *Memory {
-	m := &Memory{Rest: rest, End: end, Peak: max(rest, end), Samples: samples}
-	for _, v := range samples {
-		m.Peak = max(m.Peak, v)
+// load (an odd middle sample goes to neither), for VmRSS and for RssAnon.
+func summarise(rest memSample, samples []memSample, end memSample) *Memory {
+	m := &Memory{Rest: rest.RSS, End: end.RSS, Peak: max(rest.RSS, end.RSS),
+		RestAnon: rest.Anon, EndAnon: end.Anon, EndFile: end.File}
+	rss := make([]int64, len(samples))
+	anon := make([]int64, len(samples))
+	for n, v := range samples {
+		m.Peak = max(m.Peak, v.RSS)
+		rss[n], anon[n] = v.RSS, v.Anon
 	}
-	h := len(samples) / 2
-	if h == 0 {
-		m.FirstHalfAvg, m.SecondHalfAvg = float64(end), float64(end)
-		m.Flat = true
-		return m
-	}
-	m.FirstHalfAvg = avg(samples[:h])
-	m.SecondHalfAvg = avg(samples[len(samples)-h:])
-	m.GrowthPercent = 100 * (m.SecondHalfAvg - m.FirstHalfAvg) / m.FirstHalfAvg
-	m.Flat = m.SecondHalfAvg <= m.FirstHalfAvg*(1+flatTolerance)
+	m.Samples = rss
+	m.FirstHalfAvg, m.SecondHalfAvg, m.GrowthPercent, m.Flat = halves(rss, end.RSS)
+	m.AnonFirstHalfAvg, m.AnonSecondHalfAvg, m.AnonGrowthPercent, m.AnonFlat = halves(anon, end.Anon)
 	return m
+}
+
+func halves(v []int64, end int64) (first, second, growth float64, flat bool) {
+	h := len(v) / 2
+	if h == 0 {
+		return float64(end), float64(end), 0, true
+	}
+	first, second = avg(v[:h]), avg(v[len(v)-h:])
+	growth = 100 * (second - first) / first
+	return first, second, growth, second <= first*(1+flatTolerance)
 }
 
 func avg(v []int64) float64 {
