@@ -64,7 +64,8 @@ func TestTableJudgesEachFigureAgainstItsLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	load := `{"concurrency":64,"requests":30000,"ok":30000,"error_count":0,"errors":{},"redemptions_per_s":900,
-	"latency_ms":{"p50":60,"p99":200,"max":400},"rss_kib":{"rest":20480,"peak":40960,"end":40000,"first_half_avg":39000,"second_half_avg":39500,"growth_percent":1.3,"flat":true}}`
+	"latency_ms":{"p50":60,"p99":200,"max":400},"rss_kib":{"rest":20480,"peak":40960,"end":40000,"first_half_avg":39000,"second_half_avg":39500,"growth_percent":1.3,"flat":true,
+	"anon_first_half_avg":10240,"anon_second_half_avg":10752,"anon_growth_percent":5,"anon_flat":true,"end_file":20480}}`
 	if err := os.WriteFile(loadJSON, []byte(load), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -91,6 +92,7 @@ func TestTableJudgesEachFigureAgainstItsLimit(t *testing.T) {
 		"token, holder hint off":          {"212 bytes, QR v10", "ok"},
 		"token, holder hint on":           {"229 bytes, QR v12", "MISSED"},
 		"issuer RSS under load (peak)":    {"40.0 MiB", "flat", "ok"},
+		"  of which anon":                 {"10.0 → 10.5 MiB", "+5.0%, flat", "bbolt file at end 20.0 MiB", "ok"},
 		"sweep 1M":                        {"500000 records/s", "compaction 800 ms"},
 		"render a token as QR PNG":        {"not measured", "MISSING"},
 		"scan to verdict":                 {"not measured", "MISSING"},
