@@ -152,24 +152,45 @@ func (i *Issuer) Redeem(ctx context.Context, raws []string) (*Batch, error) {
 		return nil, errNoKey
 	}
 
-	day := now.UTC().Truncate(24 * time.Hour)
-	err := i.store.Redeem(ctx, Redemption{
-		Replay:        replay,
-		Colour:        d.Colour,
-		Day:           day,
-		CountDeadline: day.Add(24*time.Hour + p.Retention.Counts.D()),
-	})
-	if err != nil {
-		var re *RedeemedError
-		if errors.As(err, &re) {
-			return nil, &RedeemError{Index: re.Index, Code: CodeAlreadyRedeemed, Status: 409, Message: "this attestation has already been redeemed"}
-		}
-		return nil, fmt.Errorf("issuer: record redemption: %w", err)
+	// A replay is refused by a read, before any signature is spent on it.
+	if err := i.store.Redeemed(ctx, replay); err != nil {
+		return nil, redeemedError(err)
 	}
+	// Record and sign at once: the commit's fsync and the signatures
+	// overlap. The record stays the authority (one transaction checks and
+	// writes), and no token leaves before it is durable.
+	day := now.UTC().Truncate(24 * time.Hour)
+	recorded := make(chan error, 1)
+	go func() {
+		recorded <- i.store.Redeem(ctx, Redemption{
+			Replay:        replay,
+			Colour:        d.Colour,
+			Day:           day,
+			CountDeadline: day.Add(24*time.Hour + p.Retention.Counts.D()),
+		})
+	}()
+	b, signErr := sign(signer, d.Colour, hint, p, windows)
+	if err := <-recorded; err != nil {
+		return nil, redeemedError(err)
+	}
+	if signErr != nil {
+		// Recorded but not signed: the attestation is spent. Ed25519
+		// signing does not fail with a valid key, so this is a bug.
+		return nil, signErr
+	}
+	// Check the batch the way a venue will, with the published bundle.
+	// One token per batch: the rest differ only in nonce and window, and a
+	// verify costs more than a signature.
+	if err := i.selfCheck(ctx, b.Tokens[0]); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
 
-	b := &Batch{Colour: d.Colour, Tokens: make([]IssuedToken, 0, len(windows)*p.Tokens.Copies)}
+func sign(signer *token.Signer, colour policy.Colour, hint string, p *policy.Policy, windows []policy.Window) (*Batch, error) {
+	b := &Batch{Colour: colour, Tokens: make([]IssuedToken, 0, len(windows)*p.Tokens.Copies)}
 	for _, w := range windows {
-		c := token.Claims{Colour: d.Colour.Code(), Expires: w.Expires.Unix(), Hint: hint, NotBefore: w.NotBefore.Unix(), Version: p.Version}
+		c := token.Claims{Colour: colour.Code(), Expires: w.Expires.Unix(), Hint: hint, NotBefore: w.NotBefore.Unix(), Version: p.Version}
 		for range p.Tokens.Copies {
 			c.Nonce = ""
 			s, err := signer.Sign(c)
@@ -179,13 +200,15 @@ func (i *Issuer) Redeem(ctx context.Context, raws []string) (*Batch, error) {
 			b.Tokens = append(b.Tokens, IssuedToken{Token: s, NotBefore: w.NotBefore, Expires: w.Expires})
 		}
 	}
-	// Check the batch the way a venue will, with the published bundle.
-	// One token per batch: the rest differ only in nonce and window, and a
-	// verify costs more than a signature.
-	if err := i.selfCheck(ctx, b.Tokens[0]); err != nil {
-		return nil, err
-	}
 	return b, nil
+}
+
+func redeemedError(err error) error {
+	var re *RedeemedError
+	if errors.As(err, &re) {
+		return &RedeemError{Index: re.Index, Code: CodeAlreadyRedeemed, Status: 409, Message: "this attestation has already been redeemed"}
+	}
+	return fmt.Errorf("issuer: record redemption: %w", err)
 }
 
 func (i *Issuer) selfCheck(ctx context.Context, t IssuedToken) error {

@@ -61,9 +61,12 @@ func (e *RedeemedError) Error() string {
 var ErrNotFound = errors.New("not found")
 
 // Store is what redemption needs: check-and-record in one transaction
-// (step-ca's UseToken), durable before it returns.
+// (step-ca's UseToken), durable before it returns; and a read-only check
+// that refuses a replay before any signature is spent on it.
 type Store interface {
 	Redeem(ctx context.Context, r Redemption) error
+	// Redeemed returns *RedeemedError if any key was recorded before.
+	Redeemed(ctx context.Context, keys []ReplayKey) error
 }
 
 // SigningKey is a token-signing key. It is published from Created, signs

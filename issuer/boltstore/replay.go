@@ -178,6 +178,58 @@ func countKey(deadline int64, day int64, colour byte) []byte {
 	return deadlineKey(deadline, suffix)
 }
 
+// replayKeys derives the record key of each attestation. A duplicate
+// within the request is a *issuer.RedeemedError for the second one.
+func (s *DB) replayKeys(rks []issuer.ReplayKey) ([][]byte, error) {
+	seen := make(map[string]bool, len(rks))
+	keys := make([][]byte, len(rks))
+	for i, rk := range rks {
+		if rk.Attester == "" || rk.ID == "" {
+			return nil, fmt.Errorf("boltstore: redeem: attestation %d: attester and id are required", i)
+		}
+		if strings.IndexByte(rk.Attester, 0) >= 0 {
+			return nil, fmt.Errorf("boltstore: redeem: attestation %d: attester contains a NUL byte", i)
+		}
+		ident := rk.Attester + "\x00" + rk.ID
+		if seen[ident] {
+			return nil, &issuer.RedeemedError{Index: i}
+		}
+		seen[ident] = true
+		deadline, err := deadlineSeconds(rk.Deadline, fmt.Sprintf("attestation %d", i))
+		if err != nil {
+			return nil, err
+		}
+		ek, err := s.epochKey(s.epochOf(deadline))
+		if err != nil {
+			return nil, err
+		}
+		keys[i] = replayKey(deadline, ek, rk.Attester, rk.ID)
+	}
+	return keys, nil
+}
+
+// Redeemed returns *issuer.RedeemedError if any attestation was redeemed
+// before. It only reads (no commit, no fsync): the issuer's cheap refusal
+// of a replay before it spends signatures. Redeem stays the authority.
+func (s *DB) Redeemed(ctx context.Context, rks []issuer.ReplayKey) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	keys, err := s.replayKeys(rks)
+	if err != nil {
+		return err
+	}
+	return s.view(ctx, func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(issuer.CategoryReplay))
+		for i, k := range keys {
+			if b.Get(k) != nil {
+				return &issuer.RedeemedError{Index: i}
+			}
+		}
+		return nil
+	})
+}
+
 // Redeem records every replay key and counts the colour in one durable
 // transaction, or returns *issuer.RedeemedError and writes nothing.
 //
@@ -201,29 +253,9 @@ func (s *DB) Redeem(ctx context.Context, r issuer.Redemption) error {
 	if err != nil {
 		return err
 	}
-	seen := make(map[string]bool, len(r.Replay))
-	keys := make([][]byte, len(r.Replay))
-	for i, rk := range r.Replay {
-		if rk.Attester == "" || rk.ID == "" {
-			return fmt.Errorf("boltstore: redeem: attestation %d: attester and id are required", i)
-		}
-		if strings.IndexByte(rk.Attester, 0) >= 0 {
-			return fmt.Errorf("boltstore: redeem: attestation %d: attester contains a NUL byte", i)
-		}
-		ident := rk.Attester + "\x00" + rk.ID
-		if seen[ident] {
-			return &issuer.RedeemedError{Index: i}
-		}
-		seen[ident] = true
-		deadline, err := deadlineSeconds(rk.Deadline, fmt.Sprintf("attestation %d", i))
-		if err != nil {
-			return err
-		}
-		ek, err := s.epochKey(s.epochOf(deadline))
-		if err != nil {
-			return err
-		}
-		keys[i] = replayKey(deadline, ek, rk.Attester, rk.ID)
+	keys, err := s.replayKeys(r.Replay)
+	if err != nil {
+		return err
 	}
 	hour := u64(uint64(s.writeHour()))
 	ck := countKey(countDeadline, day, byte(r.Colour))
