@@ -6,14 +6,13 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/healthcode/healthcode/attestation"
 	"github.com/healthcode/healthcode/bundle"
+	"github.com/healthcode/healthcode/internal/forensic"
 	"github.com/healthcode/healthcode/issuer"
 	"github.com/healthcode/healthcode/issuer/issuertest"
 	"github.com/healthcode/healthcode/policy"
@@ -341,25 +340,12 @@ func dirHolds(t *testing.T, dir string, priv []byte) bool {
 	if len(priv) != 64 {
 		t.Fatal("no private key recorded")
 	}
-	needles := [][]byte{priv, priv[:32], []byte(base64.StdEncoding.EncodeToString(priv)), []byte(base64.StdEncoding.EncodeToString(priv[:30]))}
-	found := false
-	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		for _, n := range needles {
-			found = found || bytes.Contains(b, n)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return found
+	return len(forensic.Hits(t, dir, []forensic.Pattern{
+		{What: "private key", Bytes: priv},
+		{What: "seed", Bytes: priv[:32]},
+		{What: "base64 private key", Bytes: []byte(base64.StdEncoding.EncodeToString(priv))},
+		{What: "base64 seed", Bytes: []byte(base64.StdEncoding.EncodeToString(priv[:30]))},
+	})) > 0
 }
 
 // No token outlives its key, where that binds: the issuer was down when the

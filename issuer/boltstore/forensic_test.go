@@ -1,7 +1,6 @@
 package boltstore
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/hmac"
@@ -10,13 +9,13 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/healthcode/healthcode/internal/forensic"
 	"github.com/healthcode/healthcode/issuer"
 	"github.com/healthcode/healthcode/policy"
 )
@@ -27,43 +26,13 @@ type pattern struct {
 	bytes []byte
 }
 
-// dirContents reads every byte of every file under dir.
-func dirContents(t *testing.T, dir string) map[string][]byte {
-	t.Helper()
-	out := map[string][]byte{}
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			return nil
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		out[path] = b
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// hits lists which patterns occur anywhere under dir.
 func hits(t *testing.T, dir string, ps []pattern) []string {
 	t.Helper()
-	var found []string
-	files := dirContents(t, dir)
-	for _, p := range ps {
-		for path, b := range files {
-			if bytes.Contains(b, p.bytes) {
-				found = append(found, fmt.Sprintf("%s in %s", p.what, filepath.Base(path)))
-			}
-		}
+	fps := make([]forensic.Pattern, len(ps))
+	for i, p := range ps {
+		fps[i] = forensic.Pattern{What: p.what, Bytes: p.bytes}
 	}
-	return found
+	return forensic.Hits(t, dir, fps)
 }
 
 // recomputeReplayKey derives a record key the way a thief holding the

@@ -9,36 +9,14 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/healthcode/healthcode/attestation"
+	"github.com/healthcode/healthcode/internal/forensic"
 	"github.com/healthcode/healthcode/issuer/issuertest"
 )
-
-// allBytes reads every file under dir.
-func allBytes(t *testing.T, dir string) map[string][]byte {
-	t.Helper()
-	out := map[string][]byte{}
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		out[path] = b
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 func findAny(files map[string][]byte, needles map[string][]byte) []string {
 	var hits []string
@@ -103,7 +81,7 @@ func TestForensicDataDirectoryAfterDeadlines(t *testing.T) {
 
 	// Control: before the deadlines the audit entry and the keys are there,
 	// so the search below can fail.
-	before := allBytes(t, env.Dir)
+	before := forensic.Files(t, env.Dir)
 	if hits := findAny(before, auditNeedle); len(hits) == 0 {
 		t.Fatal("control: the audit marker is not in the data directory before its deadline")
 	}
@@ -136,7 +114,7 @@ func TestForensicDataDirectoryAfterDeadlines(t *testing.T) {
 	for k, v := range auditNeedle {
 		needles[k] = v
 	}
-	after := allBytes(t, env.Dir)
+	after := forensic.Files(t, env.Dir)
 	if hits := findAny(after, needles); len(hits) > 0 {
 		t.Fatalf("after the deadlines and a sweep, the data directory still holds: %v", hits)
 	}
