@@ -124,6 +124,18 @@ func TestForensicDataDirectoryAfterDeadlines(t *testing.T) {
 			t.Fatalf("epoch key %s survives its epoch", filepath.Base(path))
 		}
 	}
+	// No API returns what was swept: the audit log no longer lists the
+	// entries, and the replay record is gone (the same attestation would
+	// now be refused as expired, never as redeemed).
+	entries, err := env.Issuer.Audit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if bytes.Contains([]byte(e.Detail), []byte(labMarker)) {
+			t.Fatalf("audit entry past its deadline still listed: %+v", e)
+		}
+	}
 	// And the inventory agrees: no replay records, no counts.
 	cats, _, err := env.Issuer.Inventory(ctx)
 	if err != nil {
