@@ -88,13 +88,13 @@ func (i *Issuer) Redeem(ctx context.Context, raws []string) (*Batch, error) {
 		}
 		evs[n] = ev
 		// The record lives until the attestation can no longer be
-		// redeemed, rounded up so its deadline says little of when the
-		// attestation was signed.
-		// The deadline must be a function of the attestation alone: the
-		// store finds the record by it, so a replay must compute the same
-		// one. An attestation whose record would outlive retention.replay
-		// (possible only when retention is set at its bare minimum) is
-		// refused rather than kept longer than the policy says.
+		// redeemed, rounded up to the hour so its deadline says little of
+		// when the attestation was signed. It must be a function of the
+		// attestation alone: the store finds the record by it, so a replay
+		// must compute the same one. An attestation whose record would
+		// outlive retention.replay (possible only when retention is set at
+		// its bare minimum) is refused rather than kept longer than the
+		// policy says.
 		deadline := ceil(ev.Expires.Add(opts.Skew), time.Hour)
 		if deadline.After(now.Add(p.Retention.Replay.D())) {
 			return nil, &RedeemError{Index: n, Code: attestation.CodeTooLong, Status: 422,
