@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/healthcode/healthcode/attestation"
+	"github.com/healthcode/healthcode/issuer/httpapi"
 	"github.com/healthcode/healthcode/issuer/issuertest"
 	"github.com/healthcode/healthcode/policy"
 )
@@ -129,5 +131,32 @@ func TestPolicyRetentionChangesAreValidatedAndAudited(t *testing.T) {
 	r2.Body.Close()
 	if r2.StatusCode != 401 || env.Issuer.Policy().Version != 2 {
 		t.Fatalf("wrong token: %d, version %d", r2.StatusCode, env.Issuer.Policy().Version)
+	}
+}
+
+// With retention.replay at its bare minimum, an attestation whose replay
+// record (deadline rounded up to the hour) would outlive it is refused:
+// the deadline depends on the attestation alone, so capping it would let
+// a later replay miss the record.
+func TestReplayRecordNeverOutlivesRetention(t *testing.T) {
+	p := policy.Default()
+	p.Retention.Replay = policy.Duration(72*time.Hour + 10*time.Minute)
+	env := issuertest.Start(t, issuertest.WithTime(t0), issuertest.WithPolicy(p))
+	sign := func(id string, ttl time.Duration) string {
+		s, err := attestation.Sign(env.AttesterKey, attestation.Claims{Attester: env.AttesterID, Kind: attestation.TestNegative,
+			At: t0.Unix(), Expires: t0.Add(ttl).Unix(), ID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	// t0 is 09:17; exp + skew = 09:22 three days on, rounded up: 10:00,
+	// past t0 + 72h10m = 09:27.
+	status, raw := env.Post(t, "/v1/tokens", httpapi.TokensRequest{Attestations: []string{sign("late", 72*time.Hour+5*time.Minute)}})
+	if code, msg := errorCode(t, raw); status != 422 || code != "attestation_lifetime_too_long" || !strings.Contains(msg, "outlive retention.replay") {
+		t.Fatalf("got %d %s", status, raw)
+	}
+	if colour, _ := env.Redeem(t, sign("early", 70*time.Hour)); colour != "green" {
+		t.Fatalf("colour %s", colour)
 	}
 }
