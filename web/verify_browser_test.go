@@ -125,6 +125,13 @@ func open(t testing.TB, b *webtest.Browser, base string) {
 func openThenOffline(t testing.TB, b *webtest.Browser, base string) {
 	t.Helper()
 	open(t, b, base)
+	goOffline(t, b)
+}
+
+// goOffline is the second half of openThenOffline, for a test that acts on
+// the page online first.
+func goOffline(t testing.TB, b *webtest.Browser) {
+	t.Helper()
 	b.WaitFor(t, `navigator.serviceWorker.controller !== null`, 30*time.Second, `String(navigator.serviceWorker.controller)`)
 	b.Offline(t)
 	b.Do(t, chromedp.Reload())
@@ -236,20 +243,28 @@ func readStorage(t testing.TB, b *webtest.Browser) storage {
 }
 
 // assertNothingKept checks invariant 3 in the browser: the only things
-// stored are the bundle, its pin and, when allowed, per-day counts, and
-// none of the secrets appears anywhere.
+// stored are the bundle, its pin and, when the policy allows counting, the
+// venue's counting setting and per-day counts, and none of the secrets
+// appears anywhere.
 func assertNothingKept(t testing.TB, b *webtest.Browser, countingAllowed bool, secrets ...string) {
 	t.Helper()
 	s := readStorage(t, b)
-	for k := range s.Local {
+	for k, v := range s.Local {
 		switch k {
 		case "healthcode.bundle", "healthcode.pin":
 		case "healthcode.counts":
 			if !countingAllowed {
-				t.Errorf("localStorage holds counts although the policy has counting off: %q", s.Local[k])
+				t.Errorf("localStorage holds counts although the policy has counting off: %q", v)
+			}
+			if s.Local["healthcode.counting"] != "on" {
+				t.Errorf("localStorage holds counts although the venue has counting off: %q", v)
+			}
+		case "healthcode.counting":
+			if !countingAllowed || v != "on" {
+				t.Errorf("localStorage holds the counting setting %q with the policy's counting allowed=%v; only \"on\", and only when allowed", v, countingAllowed)
 			}
 		default:
-			t.Errorf("localStorage holds %q = %q; only the bundle, pin and counts may be stored", k, s.Local[k])
+			t.Errorf("localStorage holds %q = %q; only the bundle, pin, counting setting and counts may be stored", k, v)
 		}
 	}
 	if s.Cookies != "" {
@@ -305,7 +320,25 @@ func TestIssuerScanOfflineShowsColour(t *testing.T) {
 	}
 
 	b := webtest.Start(t, webtest.Camera(webtest.CameraFile(t, tok)))
-	openThenOffline(t, b, env.URL)
+	open(t, b, env.URL)
+	// Online, before the venue turns counting on: the policy allows it, so
+	// the switch is offered, off, and a scan stores no counts.
+	if v := waitVerdict(t, b, 20*time.Second); v.Kind != "green" {
+		t.Fatalf("online verdict %+v, want green", v)
+	}
+	countingView := func() string {
+		t.Helper()
+		return webtest.Eval[string](t, b, `(() => { const s = document.getElementById('counting-switch');
+			return (s.hidden ? 'hidden' : 'shown') + ' ' + document.getElementById('counting').checked + ' ' +
+				localStorage.getItem('healthcode.counting') + ' ' + localStorage.getItem('healthcode.counts'); })()`)
+	}
+	if got := countingView(); got != "shown false null null" {
+		t.Fatalf("online, switch not touched: %q, want the switch shown and off, no setting, no counts", got)
+	}
+	if l := webtest.Eval[string](t, b, `document.getElementById('counting-switch').textContent.trim()`); l != "Count visitors per colour today (on this device only)" {
+		t.Fatalf("switch label %q", l)
+	}
+	goOffline(t, b)
 	if got := webtest.Eval[string](t, b, `localStorage.getItem('healthcode.pin')`); got != env.Pin {
 		t.Fatalf("pinned %q, issuer's pin is %q", got, env.Pin)
 	}
@@ -323,17 +356,33 @@ func TestIssuerScanOfflineShowsColour(t *testing.T) {
 	}
 	m := metrics(t, b)
 	t.Logf("scan to verdict: %.1f ms in page (frame grab to verdict shown); %.0f ms from offline load to verdict seen by the test", m.LastScanToVerdictMs, float64(wall.Milliseconds()))
+	if got := countingView(); got != "shown false null null" {
+		t.Fatalf("offline scan with the switch off: %q, want no setting and no counts", got)
+	}
+
+	// The venue turns counting on, offline: the tap clears the verdict, the
+	// same code held up is read again once it is no longer ignored (4 s),
+	// and that scan is counted.
+	clearVerdict(t, b)
+	b.Do(t, chromedp.Click(chromedp.ID("counting")))
+	if got := countingView(); got != "shown true on null" {
+		t.Fatalf("after clicking the switch: %q, want it on, the setting stored, no counts yet", got)
+	}
+	if v := waitVerdict(t, b, 20*time.Second); v.Kind != "green" {
+		t.Fatalf("verdict after switching counting on %+v, want green", v)
+	}
 
 	// The verdict clears itself, scanning goes on, and still nothing leaves the page.
+	m = metrics(t, b)
 	b.WaitFor(t, `document.getElementById('result').hidden`, 8*time.Second, `document.getElementById('result').dataset.verdict`)
-	frames := m.Frames
-	b.WaitFor(t, fmt.Sprintf(`healthcodeMetrics.frames >= %d`, frames+5), 10*time.Second, `String(healthcodeMetrics.frames)`)
+	b.WaitFor(t, fmt.Sprintf(`healthcodeMetrics.frames >= %d`, m.Frames+5), 10*time.Second, `String(healthcodeMetrics.frames)`)
 	if n := b.Requests() - afterLoad; n != 0 {
 		t.Fatalf("%d network requests while scanning, want 0", n)
 	}
 	m = metrics(t, b)
 	t.Logf("QR decode in wasm: %.1f ms/frame mean, %.1f ms max, over %d frames (640×480)", m.DecodeMsTotal/float64(m.Frames), m.DecodeMsMax, m.Frames)
-	// Counting is on in this policy: one green today, nothing else about the scan.
+	// Counting is allowed and switched on: one green today (the one scan
+	// since), nothing else about the scan.
 	counts := webtest.Eval[string](t, b, `localStorage.getItem('healthcode.counts')`)
 	var c map[string]map[string]int
 	if err := json.Unmarshal([]byte(counts), &c); err != nil || len(c) != 1 {
@@ -450,6 +499,9 @@ func TestKioskStates(t *testing.T) {
 	if s := webtest.Eval[string](t, b, `document.getElementById('bundle-status').textContent`); s != "Trust list updated 1 hour ago." {
 		t.Fatalf("bundle status %q", s)
 	}
+	if !webtest.Eval[bool](t, b, `document.getElementById('counting-switch').hidden && document.getElementById('counts').hidden`) {
+		t.Fatal("counting switch or counts shown although the policy has counting off")
+	}
 
 	other := newFixture(t) // a key the bundle does not hold
 	now := f.now
@@ -550,6 +602,104 @@ func TestKioskBundleTrustOnFirstUse(t *testing.T) {
 	if heldNow() != newer {
 		t.Fatal("newer bundle under the pin not taken")
 	}
+}
+
+// TestKioskCountingSwitch: with the policy allowing counting, the venue's
+// switch decides; turning it off deletes the counts at once, and a policy
+// that stops allowing counting drops the counts and the setting.
+func TestKioskCountingSwitch(t *testing.T) {
+	requireBuilt(t)
+	f := newFixture(t)
+	var mu sync.Mutex
+	jws := f.freshBundle(t, false, true)
+	srv := httptest.NewServer(web.Kiosk(func() (string, string, error) { mu.Lock(); defer mu.Unlock(); return jws, f.pin, nil }))
+	defer srv.Close()
+	b := webtest.Start(t)
+	open(t, b, srv.URL)
+
+	type view struct {
+		Shown, Checked, CountsShown bool
+		Label, Counts, Setting      string
+		Stored                      *string
+	}
+	look := func() view {
+		t.Helper()
+		var v view
+		raw := webtest.Eval[string](t, b, `JSON.stringify({Shown: !document.getElementById('counting-switch').hidden,
+			Checked: document.getElementById('counting').checked, CountsShown: !document.getElementById('counts').hidden,
+			Label: document.getElementById('counting-switch').textContent.trim(), Counts: document.getElementById('counts').textContent,
+			Setting: localStorage.getItem('healthcode.counting') || '', Stored: localStorage.getItem('healthcode.counts')})`)
+		if err := json.Unmarshal([]byte(raw), &v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	green := f.token(t, policy.Green, f.now.Add(-time.Hour), f.now.Add(time.Hour), "")
+	yellow := f.token(t, policy.Yellow, f.now.Add(-time.Hour), f.now.Add(time.Hour), "")
+
+	// Allowed, off by default: offered, and a scan counts nothing.
+	if v := look(); !v.Shown || v.Checked || v.CountsShown || v.Label != "Count visitors per colour today (on this device only)" {
+		t.Fatalf("fresh page: %+v, want the switch shown, off and labelled, no counts", v)
+	}
+	paste(t, b, green)
+	clearVerdict(t, b)
+	if v := look(); v.Stored != nil || v.Setting != "" || v.CountsShown {
+		t.Fatalf("scan with the switch off: %+v, want nothing stored", v)
+	}
+
+	// On: the next scan is counted, and shown.
+	b.Do(t, chromedp.Click(chromedp.ID("counting")))
+	paste(t, b, yellow)
+	clearVerdict(t, b)
+	v := look()
+	if !v.Checked || v.Setting != "on" || v.Stored == nil || !v.CountsShown || v.Counts != "Today: ✓ 0  ! 1  ✕ 0  · not valid 0" {
+		t.Fatalf("scan with the switch on: %+v, want one yellow counted and shown", v)
+	}
+	var c map[string]map[string]int
+	if err := json.Unmarshal([]byte(*v.Stored), &c); err != nil || len(c) != 1 {
+		t.Fatalf("counts %q: want one day", *v.Stored)
+	}
+	for _, day := range c {
+		if day["yellow"] != 1 || day["green"]+day["red"]+day["invalid"] != 0 {
+			t.Fatalf("counts %q, want one yellow", *v.Stored)
+		}
+	}
+
+	// The setting and the counts survive a reload; the label follows the language.
+	open(t, b, srv.URL)
+	if v := look(); !v.Checked || v.Setting != "on" || v.Stored == nil || !v.CountsShown {
+		t.Fatalf("after a reload: %+v, want counting still on with its counts", v)
+	}
+	b.Do(t, chromedp.Click(chromedp.ID("lang")))
+	if v := look(); v.Label != "在本设备统计今日各颜色人数" || v.Counts != "今日：✓ 0  ! 1  ✕ 0  · 无效 0" {
+		t.Fatalf("in Chinese: %+v", v)
+	}
+	b.Screenshot(t, "counting-on-zh")
+
+	// Off: the counts go at once, and so does the setting.
+	b.Do(t, chromedp.Click(chromedp.ID("counting")))
+	if v := look(); !v.Shown || v.Checked || v.CountsShown || v.Stored != nil || v.Setting != "" {
+		t.Fatalf("after switching off: %+v, want the switch off and nothing stored", v)
+	}
+	assertNothingKept(t, b, true, green, yellow)
+
+	// On again, then the city stops allowing counting: counts and setting go.
+	b.Do(t, chromedp.Click(chromedp.ID("counting")))
+	paste(t, b, green)
+	clearVerdict(t, b)
+	if v := look(); v.Stored == nil || v.Setting != "on" {
+		t.Fatalf("switched on again: %+v, want a count stored", v)
+	}
+	mu.Lock()
+	jws = f.freshBundle(t, false, false)
+	mu.Unlock()
+	open(t, b, srv.URL)
+	if v := look(); v.Shown || v.CountsShown || v.Stored != nil || v.Setting != "" {
+		t.Fatalf("policy without counting: %+v, want no switch and nothing stored", v)
+	}
+	paste(t, b, yellow)
+	clearVerdict(t, b)
+	assertNothingKept(t, b, false, green, yellow)
 }
 
 func TestKioskResultClearsItself(t *testing.T) {

@@ -4,7 +4,8 @@
 //
 // Storage (invariant 3): only the trust bundle and its pin are written
 // (localStorage, and the service worker's cache of the bundle response),
-// plus per-day counts per colour when the bundle's policy turns counting on.
+// plus, only when the bundle's policy allows counting and the venue switched
+// it on for this device, that setting and per-day counts per colour.
 // No token, hint or scan time is ever stored.
 'use strict';
 
@@ -13,6 +14,7 @@ const PIN_URL = '/.well-known/healthcode/pin';
 const K_BUNDLE = 'healthcode.bundle';
 const K_PIN = 'healthcode.pin';
 const K_COUNTS = 'healthcode.counts';
+const K_COUNTING = 'healthcode.counting'; // "on" when the venue switched counting on here
 const RESULT_MS = 5000;       // the result clears itself after this
 const SAME_CODE_MS = 4000;    // the same code held up again is ignored this long
 const SCAN_INTERVAL_MS = 80;  // pause between frames
@@ -151,14 +153,17 @@ function renderBundle() {
   el.className = bs;
 }
 
-// ---- counts (only when the policy turns them on) ---------------------------
+// ---- counts (only when the policy allows them and the venue turns them on) --
 
 function today() {
   const d = new Date();
   return d.getFullYear() + '-' + String(d.getMonth() + 1).padStart(2, '0') + '-' + String(d.getDate()).padStart(2, '0');
 }
 
-function countingOn() { return !!(state.info && state.info.ok && state.info.counting); }
+// Counting needs both the city's permission (the bundle's policy) and the
+// venue's choice on this device; it is off until the venue turns it on.
+function countingAllowed() { return !!(state.info && state.info.ok && state.info.counting); }
+function countingOn() { return countingAllowed() && localStorage.getItem(K_COUNTING) === 'on'; }
 
 function readCounts() {
   try { return JSON.parse(localStorage.getItem(K_COUNTS) || '{}') || {}; } catch { return {}; }
@@ -178,9 +183,17 @@ function count(kind) {
 
 function renderCounts() {
   const el = $('counts');
+  const sw = $('counting');
+  $('counting-switch').hidden = !countingAllowed();
+  sw.checked = countingOn();
   if (!countingOn()) {
-    // Off by default; a policy that turns counting off also drops the counts.
-    localStorage.removeItem(K_COUNTS);
+    // Until the bundle is read nothing is known, so nothing is dropped;
+    // after that, a policy without counting drops the counts and the
+    // venue's setting, and a venue that has counting off keeps no counts.
+    if (state.info) {
+      localStorage.removeItem(K_COUNTS);
+      if (!countingAllowed()) localStorage.removeItem(K_COUNTING);
+    }
     el.hidden = true;
     return;
   }
@@ -188,6 +201,12 @@ function renderCounts() {
   el.textContent = t('countsToday', { green: c.green || 0, yellow: c.yellow || 0, red: c.red || 0, invalid: c.invalid || 0 });
   el.hidden = false;
 }
+
+$('counting').addEventListener('change', (ev) => {
+  if (ev.target.checked && countingAllowed()) localStorage.setItem(K_COUNTING, 'on');
+  else localStorage.removeItem(K_COUNTING); // turning it off deletes the counts too (renderCounts)
+  renderCounts();
+});
 
 // ---- verdicts --------------------------------------------------------------
 

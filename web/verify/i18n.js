@@ -43,6 +43,7 @@ const STRINGS = {
     reason_bundle_invalid: 'The trust list is not signed by the trusted key.',
     noCodeInImage: 'No code found in that image.',
     countsToday: 'Today: ✓ {green}  ! {yellow}  ✕ {red}  · not valid {invalid}',
+    countingSwitch: 'Count visitors per colour today (on this device only)',
   },
   zh: {
     title: '健康码核验',
@@ -83,6 +84,7 @@ const STRINGS = {
     reason_bundle_invalid: '信任列表不是由受信任的密钥签名的。',
     noCodeInImage: '图片中未找到二维码。',
     countsToday: '今日：✓ {green}  ! {yellow}  ✕ {red}  · 无效 {invalid}',
+    countingSwitch: '在本设备统计今日各颜色人数',
   },
 };
 
