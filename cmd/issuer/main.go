@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/healthcode/healthcode/internal/cliflag"
 	"github.com/healthcode/healthcode/policy"
 )
 
@@ -95,25 +96,14 @@ func newFlags(name, help string, stderr io.Writer) *flag.FlagSet {
 // ("policy set FILE --token-file X") as users type them; "--" ends flags.
 // The positional arguments are left in fs.Args().
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return err
-			}
-			return usageError{err.Error()}
+	pos, err := cliflag.Parse(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
 		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			break
-		}
-		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
-			pos = append(pos, rest...)
-			break
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
+		return usageError{err.Error()}
 	}
+	// Leave the positional arguments in fs.Args().
 	return fs.Parse(append([]string{"--"}, pos...))
 }
 

@@ -15,6 +15,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/healthcode/healthcode/internal/cliflag"
 )
 
 // Exit statuses.
@@ -135,25 +137,15 @@ func (c cmd) warn(format string, a ...any) {
 // positional ones. done is true when the command must stop with code.
 func (c cmd) parse(fs *flag.FlagSet, args []string) (pos []string, code int, done bool) {
 	fs.SetOutput(io.Discard) // we print our own usage and messages
-	for {
-		err := fs.Parse(args)
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(c.stdout, c.usage)
-			return nil, exitValid, true
-		}
-		if err != nil {
-			return nil, c.usageErr("%v", err), true
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, 0, false
-		}
-		if consumed := args[:len(args)-len(rest)]; len(consumed) > 0 && consumed[len(consumed)-1] == "--" {
-			return append(pos, rest...), 0, false // after "--" everything is positional
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
+	pos, err := cliflag.Parse(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(c.stdout, c.usage)
+		return nil, exitValid, true
 	}
+	if err != nil {
+		return nil, c.usageErr("%v", err), true
+	}
+	return pos, 0, false
 }
 
 // at parses an --at value, or returns the clock's time when it is empty.
