@@ -73,26 +73,35 @@ func newCheckFlags(fs *flag.FlagSet) checkFlags {
 	return checkFlags{file: fs.String("bundle", "", ""), asJSON: fs.Bool("json", false, ""), at: fs.String("at", "", "")}
 }
 
+// args parses what check and scan share: one positional argument (what),
+// --bundle and --at. ok is false when the command must stop with code.
+func (f checkFlags) args(c cmd, fs *flag.FlagSet, args []string, what string) (arg string, now time.Time, code int, ok bool) {
+	pos, code, done := c.parse(fs, args)
+	if done {
+		return "", time.Time{}, code, false
+	}
+	// Never quote the arguments back: they may be tokens.
+	if len(pos) != 1 {
+		return "", time.Time{}, c.usageErr("want one %s, got %d arguments", what, len(pos)), false
+	}
+	if *f.file == "" {
+		return "", time.Time{}, c.usageErr("--bundle is required (the file written by 'verifier sync')"), false
+	}
+	now, err := c.at(*f.at)
+	if err != nil {
+		return "", time.Time{}, c.usageErr("%v", err), false
+	}
+	return pos[0], now, 0, true
+}
+
 func (e env) check(args []string) int {
 	c := cmd{env: e, name: "check", usage: checkUsage}
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	f := newCheckFlags(fs)
-	pos, code, done := c.parse(fs, args)
-	if done {
+	raw, now, code, ok := f.args(c, fs, args, "TOKEN (or - for standard input)")
+	if !ok {
 		return code
 	}
-	// Never quote the arguments back: they may be tokens.
-	if len(pos) != 1 {
-		return c.usageErr("want one TOKEN (or - for standard input), got %d arguments", len(pos))
-	}
-	if *f.file == "" {
-		return c.usageErr("--bundle is required (the file written by 'verifier sync')")
-	}
-	now, err := c.at(*f.at)
-	if err != nil {
-		return c.usageErr("%v", err)
-	}
-	raw := pos[0]
 	if raw == "-" {
 		// A little over MaxLen, so an over-long token is refused as such.
 		data, err := io.ReadAll(io.LimitReader(c.stdin, token.MaxLen+64))
@@ -108,21 +117,11 @@ func (e env) scan(args []string) int {
 	c := cmd{env: e, name: "scan", usage: scanUsage}
 	fs := flag.NewFlagSet("scan", flag.ContinueOnError)
 	f := newCheckFlags(fs)
-	pos, code, done := c.parse(fs, args)
-	if done {
+	path, now, code, ok := f.args(c, fs, args, "IMAGE")
+	if !ok {
 		return code
 	}
-	if len(pos) != 1 {
-		return c.usageErr("want one IMAGE, got %d arguments", len(pos))
-	}
-	if *f.file == "" {
-		return c.usageErr("--bundle is required (the file written by 'verifier sync')")
-	}
-	now, err := c.at(*f.at)
-	if err != nil {
-		return c.usageErr("%v", err)
-	}
-	img, err := os.Open(pos[0])
+	img, err := os.Open(path)
 	if err != nil {
 		return c.fail("%v", err)
 	}
