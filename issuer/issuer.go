@@ -230,7 +230,7 @@ func (i *Issuer) SetPolicy(ctx context.Context, admin string, p *policy.Policy) 
 		return err
 	}
 	// Lifetimes and display data may have changed.
-	return i.resignBundle(ctx)
+	return i.refreshBundle(ctx, true)
 }
 
 func (i *Issuer) putPolicy(ctx context.Context, admin string, p *policy.Policy, hadOne bool) error {

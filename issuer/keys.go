@@ -274,8 +274,6 @@ func (i *Issuer) refreshBundle(ctx context.Context, force bool) error {
 	return nil
 }
 
-func (i *Issuer) resignBundle(ctx context.Context) error { return i.refreshBundle(ctx, true) }
-
 func sameKeys(a, b []bundle.Key) bool {
 	if len(a) != len(b) {
 		return false
