@@ -19,6 +19,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/healthcode/healthcode/internal/kek"
 	"github.com/healthcode/healthcode/issuer"
 )
 
@@ -83,6 +84,9 @@ type Options struct {
 	Clock issuer.Clock
 	// Logger receives sweep and compaction summaries (never record content).
 	Logger *slog.Logger
+	// KEK seals every private key the store holds (signing keys, the bundle
+	// key, replay epoch keys); it is kept outside the data directory.
+	KEK *kek.Key
 }
 
 // DB is the bbolt-backed issuer.Store and issuer.StateStore.
