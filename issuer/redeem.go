@@ -153,7 +153,7 @@ func (i *Issuer) Redeem(ctx context.Context, raws []string) (*Batch, error) {
 	}
 
 	// A replay is refused by a read, before any signature is spent on it.
-	if err := i.store.Redeemed(ctx, replay); err != nil {
+	if err := i.store.Redeemed(ctx, replay, 0); err != nil {
 		return nil, redeemedError(err)
 	}
 	// Record and sign at once: the commit's fsync and the signatures
@@ -162,12 +162,13 @@ func (i *Issuer) Redeem(ctx context.Context, raws []string) (*Batch, error) {
 	day := now.UTC().Truncate(24 * time.Hour)
 	recorded := make(chan error, 1)
 	go func() {
-		recorded <- i.store.Redeem(ctx, Redemption{
+		_, err := i.store.Redeem(ctx, Redemption{
 			Replay:        replay,
 			Colour:        d.Colour,
 			Day:           day,
 			CountDeadline: day.Add(24*time.Hour + p.Retention.Counts.D()),
 		})
+		recorded <- err
 	}()
 	b, signErr := sign(signer, d.Colour, hint, p, windows)
 	if err := <-recorded; err != nil {

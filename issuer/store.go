@@ -32,21 +32,34 @@ const (
 	CategoryConfiguration = "configuration"
 )
 
-// ReplayKey marks one attestation as redeemed until Deadline. The store
-// never writes Attester or ID as they are: it derives an unreadable key.
+// ReplayKey marks one attestation as redeemed. A replay record is found by
+// (Attester, ID) alone: never by its deadline, the policy, or anything else
+// that can change. Deadline says when the record may be deleted. The store
+// never writes Attester, ID or Secret as they are: it derives unreadable
+// keys and keeps only a keyed hash of the secret.
 type ReplayKey struct {
 	Attester string
 	ID       string
-	Deadline time.Time
+	Deadline time.Time // end of the renewal period (hour-rounded); not part of the lookup
+	Secret   []byte    // the wallet's per-attestation secret (32 bytes) or nil
 }
 
 // Redemption is the one durable write a redemption makes: every replay key,
-// and the aggregate count of the colour issued, in one transaction.
+// and the aggregate count of the colour issued, all or none.
 type Redemption struct {
 	Replay        []ReplayKey
+	MaxRetries    int // how many times a record may be retried with the same secret
 	Colour        policy.Colour
 	Day           time.Time // UTC midnight of the day counted
 	CountDeadline time.Time
+}
+
+// RedeemResult says per key whether it was a retry of a live record (same
+// secret, retries left) and the deadline the record holds (the given one
+// for new records).
+type RedeemResult struct {
+	Retried   []bool
+	Deadlines []time.Time
 }
 
 // RedeemedError says which attestation (by its index in the request) was
@@ -60,13 +73,18 @@ func (e *RedeemedError) Error() string {
 // ErrNotFound is returned for a missing record.
 var ErrNotFound = errors.New("not found")
 
-// Store is what redemption needs: check-and-record in one transaction
-// (step-ca's UseToken), durable before it returns; and a read-only check
-// that refuses a replay before any signature is spent on it.
+// Store is what redemption needs: check-and-record, all or none, durable
+// before it returns (step-ca's UseToken); and a read-only check that
+// refuses a replay before any signature is spent on it.
 type Store interface {
-	Redeem(ctx context.Context, r Redemption) error
-	// Redeemed returns *RedeemedError if any key was recorded before.
-	Redeemed(ctx context.Context, keys []ReplayKey) error
+	// Redeem records every key, all or none, durably before it returns. A
+	// key whose live record (deadline after the store clock's now) exists
+	// is refused with *RedeemedError{Index} unless it is a valid retry
+	// (same secret hash, retries left), in which case its retry count goes
+	// up. An expired record counts as absent.
+	Redeem(ctx context.Context, r Redemption) (RedeemResult, error)
+	// Redeemed is the read-only pre-check with the same rules.
+	Redeemed(ctx context.Context, keys []ReplayKey, maxRetries int) error
 }
 
 // SigningKey is a token-signing key. It is published from Created, signs

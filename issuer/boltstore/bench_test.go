@@ -103,7 +103,7 @@ func BenchmarkRedeemParallel(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					id := strconv.FormatInt(next.Add(1), 10)
-					if err := s.Redeem(ctx, redemption("lab", d, id)); err != nil {
+					if err := errOf(s.Redeem(ctx, redemption("lab", d, id))); err != nil {
 						b.Error(err)
 						return
 					}
@@ -162,7 +162,7 @@ func redeemDuringSweep(b *testing.B, chunk int) {
 						}
 						id := fmt.Sprintf("r%d-%d", round, next.Add(1))
 						start := time.Now()
-						if err := s.Redeem(ctx, redemption("lab", d, id)); err != nil {
+						if err := errOf(s.Redeem(ctx, redemption("lab", d, id))); err != nil {
 							b.Error(err)
 							return
 						}

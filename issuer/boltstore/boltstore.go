@@ -189,6 +189,9 @@ func Open(dir string, opts Options) (*DB, error) {
 				return err
 			}
 		}
+		if _, err := tx.CreateBucketIfNotExists(replayIDBucket); err != nil {
+			return err
+		}
 		cfg := tx.Bucket([]byte(issuer.CategoryConfiguration))
 		want := int64(opts.Epoch / time.Second)
 		if v := cfg.Get(cfgEpochSeconds); v != nil {
@@ -213,6 +216,10 @@ func Open(dir string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("boltstore: prepare buckets: %w", err)
 	}
 	s.db = db
+	if err := s.loadEpochKeys(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return s, nil
 }
 

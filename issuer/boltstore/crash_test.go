@@ -71,7 +71,7 @@ func redeemForever(s *DB, w *ackWriter, prefix string) {
 		go func() {
 			for i := 0; ; i++ {
 				id := fmt.Sprintf("%s-%d-%d", prefix, g, i)
-				if err := s.Redeem(ctx, redemption("lab", crashLive, id)); err != nil {
+				if err := errOf(s.Redeem(ctx, redemption("lab", crashLive, id))); err != nil {
 					fmt.Fprintln(os.Stderr, "helper redeem:", err)
 					os.Exit(5)
 				}
@@ -183,7 +183,7 @@ func TestCrashDuringRedeemKeepsAcknowledged(t *testing.T) {
 	ctx := context.Background()
 	for _, id := range ids {
 		var re *issuer.RedeemedError
-		if err := s.Redeem(ctx, redemption("lab", crashLive, id)); !errors.As(err, &re) {
+		if err := errOf(s.Redeem(ctx, redemption("lab", crashLive, id))); !errors.As(err, &re) {
 			t.Fatalf("acknowledged %s lost in the crash: Redeem again gave %v", id, err)
 		}
 	}
@@ -200,14 +200,14 @@ func crashSweepSetup(t *testing.T, dir string) (markerKeys []pattern, liveIDs []
 	bulkReplay(t, s, 2*s.opts.SweepChunk+500, crashDue)
 	for i := range 30 {
 		id := fmt.Sprintf("CRASH-MARKER-%04d", i)
-		if err := s.Redeem(ctx, redemption("lab", crashDue, id)); err != nil {
+		if err := errOf(s.Redeem(ctx, redemption("lab", crashDue, id))); err != nil {
 			t.Fatal(err)
 		}
 		markerKeys = append(markerKeys, pattern{"record key of " + id, recomputeReplayKey(t, dir, s.epoch, "lab", id, crashDue)})
 	}
 	for i := range 30 {
 		id := fmt.Sprintf("live-%d", i)
-		if err := s.Redeem(ctx, redemption("lab", crashLive, id)); err != nil {
+		if err := errOf(s.Redeem(ctx, redemption("lab", crashLive, id))); err != nil {
 			t.Fatal(err)
 		}
 		liveIDs = append(liveIDs, id)
@@ -279,7 +279,7 @@ func TestCrashDuringSweep(t *testing.T) {
 				t.Fatalf("recoverable after crash and recovery sweep: %v", h)
 			}
 			for _, id := range append(live, acked(lines)...) {
-				wantRedeemed(t, s.Redeem(ctx, redemption("lab", crashLive, id)), 0)
+				wantRedeemed(t, errOf(s.Redeem(ctx, redemption("lab", crashLive, id))), 0)
 			}
 			t.Logf("stop %q (first sweep finished: %v): recovery sweep %+v; %d redemptions acknowledged during the sweep survived", stop, finished, st, len(acked(lines)))
 		})

@@ -92,9 +92,18 @@ func (s *DB) deleteExpired(ctx context.Context, name string, cutoff int64) (int,
 		if len(expired) == 0 {
 			return nil
 		}
+		var ids *bolt.Bucket
+		if name == issuer.CategoryReplay {
+			ids = tx.Bucket(replayIDBucket)
+		}
 		for _, k := range expired {
 			if err := b.Delete(k); err != nil {
 				return err
+			}
+			if ids != nil {
+				if err := ids.Delete(k[8:]); err != nil {
+					return err
+				}
 			}
 		}
 		n = len(expired)
