@@ -18,7 +18,7 @@ build: wasm
 	$(GO) build -o $(BIN)/ ./cmd/issuer ./cmd/verifier ./cmd/attester
 
 run: build
-	$(BIN)/issuer serve --data $(DATA) --addr $(ADDR) --demo
+	$(BIN)/issuer serve --data $(DATA) --kek $(DATA).kek --addr $(ADDR) --demo
 
 vet:
 	$(GO) vet ./...

@@ -42,7 +42,8 @@ const benchAttester = "bench-lab"
 func newBenchIssuer(b *testing.B, p *policy.Policy) *benchIssuer {
 	b.Helper()
 	ctx := context.Background()
-	db, err := boltstore.Open(b.TempDir(), boltstore.Options{})
+	dir := b.TempDir()
+	db, err := boltstore.Open(dir, boltstore.Options{KEK: issuertest.KEKBeside(b, dir)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -120,6 +120,7 @@ func TestKeyRotationFullCycle(t *testing.T) {
 	seen := map[uint64]*bundle.Bundle{}
 	published := map[string]time.Time{}
 	private := map[string][]byte{}
+	sealed := map[string][]byte{} // the sealed copy as it lies on disk
 	observe := func() *bundle.Bundle {
 		t.Helper()
 		raw, b := iss.Bundle()
@@ -135,6 +136,9 @@ func TestKeyRotationFullCycle(t *testing.T) {
 		for _, k := range held {
 			if _, ok := private[k.ID]; !ok {
 				private[k.ID] = bytes.Clone(k.Private)
+				if sealed[k.ID] = issuertest.SealedKeyOnDisk(t, env.Dir, k.ID); sealed[k.ID] == nil {
+					t.Fatalf("no sealed copy of key %s on disk", k.ID)
+				}
 			}
 		}
 		for _, k := range iss.Keys() {
@@ -292,15 +296,19 @@ func TestKeyRotationFullCycle(t *testing.T) {
 			if _, ok := keyInfo(t, iss, k1.ID); !ok {
 				t.Fatal("k1 destroyed before DestroyAt")
 			}
-			// The control for the scan below: the key is found while held.
-			if !dirHolds(t, env.Dir, private[k1.ID]) {
-				t.Fatal("the data directory scan does not find k1's private part while it is held")
+			// The private part is sealed: never on disk in the plain.
+			if dirHolds(t, env.Dir, private[k1.ID]) {
+				t.Fatal("the data directory holds k1's private part unsealed")
+			}
+			// The control for the scan below: the sealed copy is found while held.
+			if !dirHoldsBytes(t, env.Dir, sealed[k1.ID]) {
+				t.Fatal("the data directory scan does not find k1's sealed private part while it is held")
 			}
 		case !now.Before(k1.DestroyAt) && !k1Destroyed:
 			if _, ok := keyInfo(t, iss, k1.ID); ok {
 				t.Fatalf("k1 held after the sweep at DestroyAt %s", k1.DestroyAt)
 			}
-			if dirHolds(t, env.Dir, private[k1.ID]) {
+			if dirHolds(t, env.Dir, private[k1.ID]) || dirHoldsBytes(t, env.Dir, sealed[k1.ID]) {
 				t.Fatalf("the data directory still holds k1's private part after DestroyAt %s", k1.DestroyAt)
 			}
 			k1Destroyed = true
@@ -346,6 +354,11 @@ func dirHolds(t *testing.T, dir string, priv []byte) bool {
 		{What: "base64 private key", Bytes: []byte(base64.StdEncoding.EncodeToString(priv))},
 		{What: "base64 seed", Bytes: []byte(base64.StdEncoding.EncodeToString(priv[:30]))},
 	})) > 0
+}
+
+func dirHoldsBytes(t *testing.T, dir string, b []byte) bool {
+	t.Helper()
+	return len(forensic.Hits(t, dir, []forensic.Pattern{{What: "bytes", Bytes: b}})) > 0
 }
 
 // No token outlives its key, where that binds: the issuer was down when the

@@ -321,8 +321,9 @@ func printInventory(w io.Writer, inv httpapi.InventoryJSON) {
 // cmdFingerprint prints the bundle key fingerprint from the data
 // directory, without a network call: that is the point of pinning.
 func cmdFingerprint(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("fingerprint", "issuer fingerprint [--data DIR]", stderr)
+	fs := newFlags("fingerprint", "issuer fingerprint [--data DIR] [--kek FILE]", stderr)
 	data := fs.String("data", "./data", "data directory")
+	kekFlag := fs.String("kek", os.Getenv(kekEnv), "key-encryption key file (default $"+kekEnv+", else DIR.kek); needed only when the issuer has not run on DIR yet")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -342,7 +343,11 @@ func cmdFingerprint(ctx context.Context, args []string, stdout, stderr io.Writer
 	if _, err := os.Stat(filepath.Join(*data, "healthcode.db")); err != nil {
 		return fmt.Errorf("no issuer state in %s: run 'issuer serve --data %s' first", *data, *data)
 	}
-	db, err := boltstore.Open(*data, boltstore.Options{})
+	kekFile, err := resolveKEK(*kekFlag, *data)
+	if err != nil {
+		return err
+	}
+	db, _, err := openStore(*data, kekFile, false, boltstore.Options{})
 	if err != nil {
 		return err
 	}

@@ -18,8 +18,10 @@ import (
 const usage = `issuer: the Healthcode issuer (colour tokens from lab attestations)
 
 Usage:
-  issuer serve [--data DIR] [--addr HOST:PORT] [--policy FILE] [--demo] [--tls-cert FILE --tls-key FILE]
+  issuer serve [--data DIR] [--kek FILE] [--addr HOST:PORT] [--policy FILE] [--demo] [--tls-cert FILE --tls-key FILE]
   issuer fingerprint [--data DIR]        print the bundle key fingerprint verifiers pin
+  issuer kek rotate --data DIR --kek OLD --new-kek NEW
+                                         reseal the keys under a new key-encryption key (offline)
   issuer policy default                  print the built-in default policy
   issuer policy validate FILE            check a policy file without a server
   issuer admin COMMAND ...               administer a running issuer (issuer admin help)
@@ -56,6 +58,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = cmdPolicy(args[1:], stdout, stderr)
 	case "admin":
 		err = cmdAdmin(ctx, args[1:], stdin, stdout, stderr)
+	case "kek":
+		err = cmdKEK(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -13,8 +13,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/healthcode/healthcode/internal/atomicfile"
+	"github.com/healthcode/healthcode/internal/kek"
 	"github.com/healthcode/healthcode/internal/keyfile"
 	"github.com/healthcode/healthcode/issuer"
 	"github.com/healthcode/healthcode/issuer/boltstore"
@@ -33,6 +36,7 @@ const (
 
 type serveConfig struct {
 	data, addr, policyFile string
+	kek                    string // KEK file; "" is DATA.kek
 	demo                   bool
 	tlsCert, tlsKey        string
 	logLevel               string
@@ -42,8 +46,9 @@ type serveConfig struct {
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c serveConfig
-	fs := newFlags("serve", "issuer serve [--data DIR] [--addr HOST:PORT] [--policy FILE] [--demo]", stderr)
+	fs := newFlags("serve", "issuer serve [--data DIR] [--kek FILE] [--addr HOST:PORT] [--policy FILE] [--demo]", stderr)
 	fs.StringVar(&c.data, "data", "./data", "data directory (bbolt file, epoch keys, admin token)")
+	fs.StringVar(&c.kek, "kek", "", "key-encryption key file, kept outside the data directory; created (0600) when absent (default $"+kekEnv+", else DIR.kek beside the data directory)")
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "address to listen on")
 	fs.StringVar(&c.policyFile, "policy", "", "policy file to install at start (default: keep the stored one, or the built-in default)")
 	fs.BoolVar(&c.demo, "demo", false, "create and register a local demo attester (DIR/demo-attester.key)")
@@ -60,6 +65,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return usagef("--tls-cert and --tls-key go together")
+	}
+	if c.kek == "" {
+		c.kek = os.Getenv(kekEnv)
 	}
 	if c.redeemPerMinute < 0 || c.adminPerMinute < 0 {
 		return usagef("rate limits must not be negative")
@@ -92,9 +100,16 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger, stdout io.Write
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 
-	db, err := boltstore.Open(c.data, boltstore.Options{Logger: log})
+	kekFile, err := resolveKEK(c.kek, c.data)
 	if err != nil {
 		return err
+	}
+	db, kekCreated, err := openStore(c.data, kekFile, true, boltstore.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	if kekCreated {
+		log.Info("key-encryption key created; back it up apart from the data directory", "kek_file", kekFile)
 	}
 	// Shutdown order (SPIRE's): HTTP stops first, then background work,
 	// then the database closes.
@@ -108,7 +123,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger, stdout io.Write
 	}
 	// Public, but written so 'issuer fingerprint' works while we hold the
 	// database lock.
-	if err := writeSecret(filepath.Join(c.data, fingerprintFile), []byte(iss.Fingerprint()+"\n")); err != nil {
+	if err := atomicfile.Write(filepath.Join(c.data, fingerprintFile), []byte(iss.Fingerprint()+"\n"), 0o600); err != nil {
 		return err
 	}
 	tokenPath, err := ensureAdminToken(ctx, iss, c.data)
@@ -141,7 +156,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger, stdout io.Write
 		scheme = "https"
 	}
 	base := scheme + "://" + ln.Addr().String()
-	printWelcome(stdout, base, iss.Fingerprint(), tokenPath, demoKey)
+	printWelcome(stdout, base, iss.Fingerprint(), tokenPath, demoKey, kekFile, kekCreated)
 	log.Info("issuer listening", "addr", ln.Addr().String(), "policy_version", iss.Policy().Version)
 
 	runCtx, stopRun := context.WithCancel(context.Background())
@@ -166,9 +181,12 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger, stdout io.Write
 	return err
 }
 
-func printWelcome(w io.Writer, base, fp, tokenPath, demoKey string) {
+func printWelcome(w io.Writer, base, fp, tokenPath, demoKey, kekFile string, kekCreated bool) {
 	fmt.Fprintf(w, "Healthcode issuer on %s\n", base)
 	fmt.Fprintf(w, "  bundle key fingerprint (verifiers pin this): %s\n", fp)
+	if kekCreated {
+		fmt.Fprintf(w, "  key-encryption key created in %s: back it up apart from the data directory; without it the keys cannot be opened\n", kekFile)
+	}
 	if tokenPath != "" {
 		fmt.Fprintf(w, "  admin token written to %s (shown nowhere else)\n", tokenPath)
 	}
@@ -196,31 +214,10 @@ func ensureAdminToken(ctx context.Context, iss *issuer.Issuer, dir string) (stri
 	if err != nil {
 		return "", err
 	}
-	if err := writeSecret(path, []byte(tok+"\n")); err != nil {
+	if err := atomicfile.Write(path, []byte(tok+"\n"), 0o600); err != nil {
 		return "", err
 	}
 	return path, nil
-}
-
-// writeSecret replaces path with data, mode 0600, durably.
-func writeSecret(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // ensureDemoAttester makes DIR/demo-attester.key on first use and
@@ -262,3 +259,60 @@ func newKey() ed25519.PrivateKey {
 }
 
 func publicOf(k ed25519.PrivateKey) ed25519.PublicKey { return k.Public().(ed25519.PublicKey) }
+
+// kekEnv names the KEK file when --kek is not given.
+const kekEnv = "HEALTHCODE_KEK_FILE"
+
+// resolveKEK returns the KEK file: the one given, else DATA.kek beside the
+// data directory. It refuses a file inside the data directory: a copy of
+// that directory must not carry what opens its keys.
+func resolveKEK(given, data string) (string, error) {
+	path := given
+	if path == "" {
+		path = filepath.Clean(data) + ".kek"
+	}
+	absData, err := filepath.Abs(data)
+	if err != nil {
+		return "", err
+	}
+	absKEK, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	if rel, err := filepath.Rel(absData, absKEK); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return "", usagef("--kek %s is inside the data directory %s; keep the key-encryption key apart from the keys it seals", path, data)
+	}
+	return path, nil
+}
+
+// openStore opens the data directory with the KEK in kekFile. With create,
+// a missing KEK file is made (0600) first, for a new data directory or one
+// written before sealing; if the store turns out to be sealed under
+// another KEK, the new file is removed again and the error says which file
+// is missing.
+func openStore(data, kekFile string, create bool, opts boltstore.Options) (db *boltstore.DB, created bool, err error) {
+	var k *kek.Key
+	if create {
+		if err := os.MkdirAll(filepath.Dir(kekFile), 0o700); err != nil {
+			return nil, false, err
+		}
+		k, created, err = kek.LoadOrCreate(kekFile)
+	} else {
+		k, err = kek.Load(kekFile)
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("key-encryption key: %w", err)
+	}
+	opts.KEK = k
+	db, err = boltstore.Open(data, opts)
+	switch {
+	case err == nil:
+		return db, created, nil
+	case errors.Is(err, kek.ErrWrongKEK) && created:
+		os.Remove(kekFile)
+		return nil, false, fmt.Errorf("the keys in %s are sealed under a key-encryption key, and the KEK file %s does not exist: give the file they were sealed under with --kek FILE (or $%s)", data, kekFile, kekEnv)
+	case errors.Is(err, kek.ErrWrongKEK):
+		return nil, false, fmt.Errorf("%s is not the key-encryption key the keys in %s are sealed under: %w", kekFile, data, err)
+	}
+	return nil, false, err
+}

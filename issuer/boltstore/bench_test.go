@@ -53,7 +53,7 @@ func BenchmarkSweep1M(b *testing.B) {
 	var total, deleting time.Duration
 	for range b.N {
 		b.StopTimer()
-		s, err := Open(b.TempDir(), Options{Clock: &fakeClock{t: t0}})
+		s, err := Open(b.TempDir(), Options{KEK: testKEK, Clock: &fakeClock{t: t0}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -90,7 +90,7 @@ func BenchmarkSweep1M(b *testing.B) {
 func BenchmarkRedeemParallel(b *testing.B) {
 	for _, delay := range []time.Duration{time.Millisecond, 2 * time.Millisecond, 10 * time.Millisecond} {
 		b.Run("delay="+delay.String(), func(b *testing.B) {
-			s, err := Open(b.TempDir(), Options{Clock: &fakeClock{t: t0}, MaxBatchDelay: delay})
+			s, err := Open(b.TempDir(), Options{KEK: testKEK, Clock: &fakeClock{t: t0}, MaxBatchDelay: delay})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -131,7 +131,7 @@ func redeemDuringSweep(b *testing.B, chunk int) {
 	var sweepTime time.Duration
 	for round := range b.N {
 		b.StopTimer()
-		s, err := Open(b.TempDir(), Options{Clock: &fakeClock{t: t0}, SweepChunk: chunk})
+		s, err := Open(b.TempDir(), Options{KEK: testKEK, Clock: &fakeClock{t: t0}, SweepChunk: chunk})
 		if err != nil {
 			b.Fatal(err)
 		}

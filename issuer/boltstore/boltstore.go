@@ -63,7 +63,7 @@ var deadlineCategories = []string{
 // that could not reopen the file).
 var ErrClosed = errors.New("boltstore: database is closed")
 
-// Options tunes the store. The zero value is usable.
+// Options tunes the store. KEK is required; the rest has defaults.
 type Options struct {
 	// MaxBatchSize caps how many redemptions share one commit (default 1000).
 	MaxBatchSize int
@@ -84,8 +84,10 @@ type Options struct {
 	Clock issuer.Clock
 	// Logger receives sweep and compaction summaries (never record content).
 	Logger *slog.Logger
-	// KEK seals every private key the store holds (signing keys, the bundle
-	// key, replay epoch keys); it is kept outside the data directory.
+	// KEK (required) seals every private key the store holds (signing
+	// keys, the bundle key, replay epoch keys); it is kept outside the data
+	// directory. Open refuses a KEK other than the one the keys are sealed
+	// under.
 	KEK *kek.Key
 }
 
@@ -140,6 +142,9 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	if opts.Epoch < 0 || opts.Epoch%time.Second != 0 {
 		return nil, fmt.Errorf("boltstore: Epoch must be a positive whole number of seconds, got %s", opts.Epoch)
+	}
+	if opts.KEK == nil {
+		return nil, errors.New("boltstore: Options.KEK is required: the private keys in the store are sealed under it")
 	}
 	if opts.MaxBatchSize == 0 {
 		opts.MaxBatchSize = defaultMaxBatchSize
@@ -216,8 +221,13 @@ func Open(dir string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("boltstore: prepare buckets: %w", err)
 	}
 	s.db = db
+	// The KEK is proven first: epoch keys are sealed under it too.
+	if err := s.sealAtRest(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	if err := s.loadEpochKeys(); err != nil {
-		db.Close()
+		s.Close()
 		return nil, err
 	}
 	return s, nil

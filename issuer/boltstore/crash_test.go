@@ -55,7 +55,7 @@ func (w *ackWriter) line(format string, args ...any) {
 }
 
 func helperOpen(dir string) *DB {
-	s, err := Open(dir, Options{Clock: &fakeClock{t: t0}, MaxBatchDelay: time.Millisecond, SweepChunk: testChunk})
+	s, err := Open(dir, Options{KEK: testKEK, Clock: &fakeClock{t: t0}, MaxBatchDelay: time.Millisecond, SweepChunk: testChunk})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper open:", err)
 		os.Exit(4)

@@ -131,7 +131,7 @@ func TestForensicNothingRecoverableAfterSweep(t *testing.T) {
 	}
 	content := []pattern{
 		{"audit detail", []byte(detail)},
-		{"signing key (JSON base64)", []byte(base64.StdEncoding.EncodeToString(priv[:30]))},
+		{"sealed signing key (JSON base64)", []byte(base64.StdEncoding.EncodeToString(sealedSigningKey(t, s, "k-retired")[:30]))},
 		{"old policy", []byte("FORENSIC-POLICY-OLD")},
 		{"epoch key", epochKey},
 	}
@@ -222,7 +222,7 @@ func TestForensicAdminDeletionsAreCompacted(t *testing.T) {
 		{"admin token hash (JSON base64)", []byte(base64.StdEncoding.EncodeToString(hash[:]))},
 		{"admin token name", []byte("FORENSIC-ADMIN-NAME")},
 		{"attester id", []byte("FORENSIC-ATTESTER-ID")},
-		{"old bundle key", oldKey},
+		{"old bundle key, sealed", sealedBundleKey(t, s)},
 	}
 	for _, p := range gone {
 		if len(hits(t, dir, []pattern{p})) == 0 {

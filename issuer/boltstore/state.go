@@ -19,10 +19,13 @@ import (
 
 func bucket(tx *bolt.Tx, name string) *bolt.Bucket { return tx.Bucket([]byte(name)) }
 
-// storedSigningKey is the JSON form of issuer.SigningKey, private key included.
+// storedSigningKey is the JSON form of issuer.SigningKey. The private key
+// is sealed under the KEK (Sealed); Private is only read, from a data
+// directory written before sealing, and Open seals it at once.
 type storedSigningKey struct {
 	ID        string    `json:"id"`
-	Private   []byte    `json:"private"`
+	Private   []byte    `json:"private,omitempty"`
+	Sealed    []byte    `json:"sealed,omitempty"`
 	Created   time.Time `json:"created"`
 	ActiveAt  time.Time `json:"active_at"`
 	NotBefore time.Time `json:"not_before"`
@@ -43,8 +46,12 @@ func (s *DB) SigningKeys(ctx context.Context) ([]issuer.SigningKey, error) {
 			if err := json.Unmarshal(payload, &sk); err != nil {
 				return fmt.Errorf("boltstore: stored signing key is malformed: %w", err)
 			}
+			priv, err := s.openSigningKey(sk)
+			if err != nil {
+				return err
+			}
 			out = append(out, issuer.SigningKey{
-				ID: sk.ID, Private: ed25519.PrivateKey(sk.Private), Created: sk.Created, ActiveAt: sk.ActiveAt,
+				ID: sk.ID, Private: priv, Created: sk.Created, ActiveAt: sk.ActiveAt,
 				NotBefore: sk.NotBefore, NotAfter: sk.NotAfter, DestroyAt: sk.DestroyAt,
 			})
 			return nil
@@ -74,8 +81,12 @@ func (s *DB) PutSigningKey(ctx context.Context, k issuer.SigningKey) error {
 	if err != nil {
 		return err
 	}
+	sealed, err := s.kek().Seal(k.Private, signingKeyAAD(k.ID))
+	if err != nil {
+		return err
+	}
 	payload, err := json.Marshal(storedSigningKey{
-		ID: k.ID, Private: k.Private, Created: k.Created, ActiveAt: k.ActiveAt,
+		ID: k.ID, Sealed: sealed, Created: k.Created, ActiveAt: k.ActiveAt,
 		NotBefore: k.NotBefore, NotAfter: k.NotAfter, DestroyAt: k.DestroyAt,
 	})
 	if err != nil {
@@ -100,6 +111,32 @@ func (s *DB) PutSigningKey(ctx context.Context, k issuer.SigningKey) error {
 	})
 }
 
+// DeleteSigningKey removes the signing key id at once (a revocation: its
+// private part must not wait for its deadline), or returns
+// issuer.ErrNotFound. The next sweep compacts, so no freed page keeps even
+// the sealed copy.
+func (s *DB) DeleteSigningKey(ctx context.Context, id string) error {
+	return s.update(ctx, func(tx *bolt.Tx) error {
+		b := bucket(tx, issuer.CategorySigningKeys)
+		var found [][]byte
+		c := b.Cursor()
+		for ck, _ := c.First(); ck != nil; ck, _ = c.Next() {
+			if len(ck) > 8 && string(ck[8:]) == id {
+				found = append(found, bytes.Clone(ck))
+			}
+		}
+		if len(found) == 0 {
+			return issuer.ErrNotFound
+		}
+		for _, ck := range found {
+			if err := b.Delete(ck); err != nil {
+				return err
+			}
+		}
+		return s.markCompaction(tx)
+	})
+}
+
 // BundleKey returns the bundle signing key, or issuer.ErrNotFound.
 func (s *DB) BundleKey(ctx context.Context) (ed25519.PrivateKey, error) {
 	var out ed25519.PrivateKey
@@ -112,10 +149,14 @@ func (s *DB) BundleKey(ctx context.Context) (ed25519.PrivateKey, error) {
 		if err != nil {
 			return err
 		}
-		if len(payload) != ed25519.PrivateKeySize {
+		k, err := s.kek().Open(payload, bundleKeyAAD)
+		if err != nil {
+			return fmt.Errorf("boltstore: open the sealed bundle key: %w", err)
+		}
+		if len(k) != ed25519.PrivateKeySize {
 			return errors.New("boltstore: stored bundle key is malformed")
 		}
-		out = bytes.Clone(payload)
+		out = k
 		return nil
 	})
 	return out, err
@@ -126,6 +167,10 @@ func (s *DB) PutBundleKey(ctx context.Context, k ed25519.PrivateKey) error {
 	if len(k) != ed25519.PrivateKeySize {
 		return fmt.Errorf("boltstore: bundle key is %d bytes, want %d", len(k), ed25519.PrivateKeySize)
 	}
+	sealed, err := s.kek().Seal(k, bundleKeyAAD)
+	if err != nil {
+		return err
+	}
 	return s.update(ctx, func(tx *bolt.Tx) error {
 		b := bucket(tx, issuer.CategoryConfiguration)
 		if b.Get(cfgBundleKey) != nil {
@@ -134,7 +179,7 @@ func (s *DB) PutBundleKey(ctx context.Context, k ed25519.PrivateKey) error {
 				return err
 			}
 		}
-		return b.Put(cfgBundleKey, s.value(k))
+		return b.Put(cfgBundleKey, s.value(sealed))
 	})
 }
 

@@ -44,7 +44,7 @@ func openTest(t testing.TB, dir string, clock issuer.Clock) *DB {
 	if clock == nil {
 		clock = &fakeClock{t: t0}
 	}
-	s, err := Open(dir, Options{Clock: clock, MaxBatchDelay: time.Millisecond, SweepChunk: testChunk})
+	s, err := Open(dir, Options{KEK: testKEK, Clock: clock, MaxBatchDelay: time.Millisecond, SweepChunk: testChunk})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -118,34 +118,34 @@ func TestOpenRejectsBadOptions(t *testing.T) {
 		opts Options
 		want string
 	}{
-		{Options{MaxBatchSize: -1}, "boltstore: MaxBatchSize must not be negative, got -1"},
-		{Options{MaxBatchDelay: -time.Millisecond}, "boltstore: MaxBatchDelay must not be negative, got -1ms"},
-		{Options{SweepChunk: -2}, "boltstore: SweepChunk must not be negative, got -2"},
-		{Options{Epoch: 1500 * time.Millisecond}, "boltstore: Epoch must be a positive whole number of seconds, got 1.5s"},
-		{Options{Epoch: -time.Hour}, "boltstore: Epoch must be a positive whole number of seconds, got -1h0m0s"},
+		{Options{KEK: testKEK, MaxBatchSize: -1}, "boltstore: MaxBatchSize must not be negative, got -1"},
+		{Options{KEK: testKEK, MaxBatchDelay: -time.Millisecond}, "boltstore: MaxBatchDelay must not be negative, got -1ms"},
+		{Options{KEK: testKEK, SweepChunk: -2}, "boltstore: SweepChunk must not be negative, got -2"},
+		{Options{KEK: testKEK, Epoch: 1500 * time.Millisecond}, "boltstore: Epoch must be a positive whole number of seconds, got 1.5s"},
+		{Options{KEK: testKEK, Epoch: -time.Hour}, "boltstore: Epoch must be a positive whole number of seconds, got -1h0m0s"},
 	} {
 		_, err := Open(dir, tc.opts)
 		if err == nil || err.Error() != tc.want {
 			t.Errorf("Open(%+v) = %v, want %q", tc.opts, err, tc.want)
 		}
 	}
-	if _, err := Open("", Options{}); err == nil || err.Error() != "boltstore: data directory must not be empty" {
+	if _, err := Open("", Options{KEK: testKEK}); err == nil || err.Error() != "boltstore: data directory must not be empty" {
 		t.Errorf("Open(\"\") = %v", err)
 	}
 }
 
 func TestOpenKeepsEpochLength(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(dir, Options{Epoch: time.Hour})
+	s, err := Open(dir, Options{KEK: testKEK, Epoch: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
-	_, err = Open(dir, Options{Epoch: 2 * time.Hour})
+	_, err = Open(dir, Options{KEK: testKEK, Epoch: 2 * time.Hour})
 	if want := "boltstore: prepare buckets: boltstore: Epoch 2h0m0s differs from the 1h0m0s this store was created with"; err == nil || err.Error() != want {
 		t.Fatalf("reopen with another epoch: %v, want %q", err, want)
 	}
-	s, err = Open(dir, Options{})
+	s, err = Open(dir, Options{KEK: testKEK})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -624,8 +624,8 @@ func TestInventory(t *testing.T) {
 	if k := inv[3]; k.Count != 1 || !k.NextDeadline.Equal(d2) || !k.Oldest.Equal(t0.Add(3*time.Hour).Truncate(time.Hour)) {
 		t.Fatalf("signing keys row %+v", k)
 	}
-	// epoch length and the attester.
-	if c := inv[5]; c.Count != 2 || c.NextDeadline != nil {
+	// epoch length, the KEK check and the attester.
+	if c := inv[5]; c.Count != 3 || c.NextDeadline != nil {
 		t.Fatalf("configuration row %+v", c)
 	}
 }

@@ -73,9 +73,11 @@ func TestForensicDataDirectoryAfterDeadlines(t *testing.T) {
 	if err != nil || len(keys) == 0 {
 		t.Fatalf("signing keys: %v", err)
 	}
+	sealedKeys := map[string][]byte{}
 	for _, k := range keys {
 		needles["signing key seed "+k.ID] = k.Private.Seed()
 		needles["signing key seed b64 "+k.ID] = []byte(base64.StdEncoding.EncodeToString(k.Private.Seed())[:40])
+		sealedKeys[k.ID] = issuertest.SealedKeyOnDisk(t, env.Dir, k.ID)
 	}
 	auditNeedle := map[string][]byte{"audit marker": []byte(labMarker)}
 
@@ -86,17 +88,17 @@ func TestForensicDataDirectoryAfterDeadlines(t *testing.T) {
 		t.Fatal("control: the audit marker is not in the data directory before its deadline")
 	}
 	for _, k := range keys {
-		if hits := findAny(before, map[string][]byte{"seed": needles["signing key seed b64 "+k.ID]}); len(hits) == 0 {
-			t.Fatalf("control: key %s not found before its deadline", k.ID)
+		if len(sealedKeys[k.ID]) == 0 || len(findAny(before, map[string][]byte{"sealed key": sealedKeys[k.ID]})) == 0 {
+			t.Fatalf("control: sealed key %s not found before its deadline", k.ID)
 		}
 	}
-	// Nothing of the attestations is ever written, even before the sweep.
+	// Nothing of the attestations is ever written, even before the sweep,
+	// and the keys are sealed: no private key byte either.
 	if hits := findAny(before, needles); len(hits) > 0 {
-		for _, h := range hits {
-			if !bytes.Contains([]byte(h), []byte("signing key")) {
-				t.Fatalf("before any deadline, the data directory holds: %v", hits)
-			}
-		}
+		t.Fatalf("before any deadline, the data directory holds: %v", hits)
+	}
+	for id, b := range sealedKeys {
+		needles["sealed signing key "+id] = b
 	}
 
 	// Past every deadline: audit (365d) and the keys (30d + 30d) included.

@@ -11,15 +11,19 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/healthcode/healthcode/attestation"
 	"github.com/healthcode/healthcode/bundle"
+	"github.com/healthcode/healthcode/internal/kek"
 	"github.com/healthcode/healthcode/issuer"
 	"github.com/healthcode/healthcode/issuer/boltstore"
 	"github.com/healthcode/healthcode/issuer/httpapi"
@@ -70,6 +74,7 @@ type Env struct {
 	AttesterKey ed25519.PrivateKey
 	AdminToken  string
 	AdminName   string // the admin token's name, as the audit log shows it
+	KEK         *kek.Key
 }
 
 type config struct {
@@ -78,6 +83,7 @@ type config struct {
 	opts  httpapi.Options
 	dir   string
 	log   *slog.Logger
+	kek   *kek.Key
 }
 
 // Option changes Start.
@@ -100,6 +106,22 @@ func WithLogger(log *slog.Logger) Option { return func(c *config) { c.log = log 
 // WithDir uses dir as the data directory (to restart on the same data).
 func WithDir(dir string) Option { return func(c *config) { c.dir = dir } }
 
+// WithKEK seals the store's keys under k (default: the KEK in the file
+// beside the data directory, DIR.kek, as issuer serve does; so a restart
+// WithDir opens what the first start sealed).
+func WithKEK(k *kek.Key) Option { return func(c *config) { c.kek = k } }
+
+// KEKBeside loads the KEK file beside the data directory dir (dir + ".kek"),
+// creating it on first use.
+func KEKBeside(t testing.TB, dir string) *kek.Key {
+	t.Helper()
+	k, _, err := kek.LoadOrCreate(filepath.Clean(dir) + ".kek")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
 // Start runs an issuer until the test ends.
 func Start(t testing.TB, opts ...Option) *Env {
 	t.Helper()
@@ -117,7 +139,10 @@ func Start(t testing.TB, opts ...Option) *Env {
 	if c.log != nil {
 		c.opts.Logger = c.log
 	}
-	db, err := boltstore.Open(c.dir, boltstore.Options{Clock: clock, Logger: c.log})
+	if c.kek == nil {
+		c.kek = KEKBeside(t, c.dir)
+	}
+	db, err := boltstore.Open(c.dir, boltstore.Options{Clock: clock, Logger: c.log, KEK: c.kek})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,6 +183,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 	return &Env{
 		URL: "http://" + ln.Addr().String(), Dir: c.dir, Issuer: iss, Server: srv, DB: db, Clock: clock,
 		Pin: iss.Fingerprint(), AttesterID: "test-lab", AttesterKey: priv, AdminToken: admin, AdminName: adminName,
+		KEK: c.kek,
 	}
 }
 
@@ -245,4 +271,34 @@ func (e *Env) Bundle(t testing.TB) *bundle.Bundle {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// SealedKeyOnDisk finds, in any file under dir, the sealed private key the
+// store wrote for signing key kid, as it lies on disk (the base64 of the
+// JSON record), or nil. The plain key is never on disk; a forensic test
+// uses this to show that even the sealed copy is gone once destroyed.
+func SealedKeyOnDisk(t testing.TB, dir, kid string) []byte {
+	t.Helper()
+	prefix := []byte(`"id":"` + kid + `","sealed":"`)
+	var found []byte
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || found != nil {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if i := bytes.Index(b, prefix); i >= 0 {
+			rest := b[i+len(prefix):]
+			if j := bytes.IndexByte(rest, '"'); j > 0 {
+				found = bytes.Clone(rest[:j])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return found
 }
