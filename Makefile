@@ -40,8 +40,9 @@ LOAD_SECONDS       ?= 60
 LOAD_CONCURRENCY   ?= 64
 BENCH_LOAD_SECONDS ?= 20
 NAME               ?= new
+LIVE               ?= 1000000
 
-.PHONY: bench-save load-bins
+.PHONY: bench-save bench-scale load-bins
 
 load-bins:
 	@mkdir -p $(BIN)
@@ -53,6 +54,13 @@ load: load-bins
 # Go benchmarks + a $(BENCH_LOAD_SECONDS)s load run, one summary table.
 bench: wasm load-bins
 	GO=$(GO) BENCH_LOAD_SECONDS=$(BENCH_LOAD_SECONDS) LOAD_CONCURRENCY=$(LOAD_CONCURRENCY) scripts/bench.sh report
+
+# The issuer at city scale: a fresh store filled to $(LIVE) live replay
+# records, then p99 through a sweep vs without, RssAnon, inventory and
+# start-up times (BENCHMARKS.md). JSON in bin/bench/scale-$(LIVE).json.
+bench-scale: load-bins
+	@mkdir -p $(BIN)/bench
+	$(BIN)/loadgen scale --issuer $(BIN)/issuer --live $(LIVE) --concurrency $(LOAD_CONCURRENCY) --json $(BIN)/bench/scale-$(LIVE).json
 
 # Raw Go benchmark output (BENCH_COUNT runs, default 6) to bin/bench/$(NAME).txt
 # for benchstat: make bench-save NAME=old; ...; make bench-save NAME=new.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -35,11 +36,25 @@ type Config struct {
 	Concurrency int
 	Duration    time.Duration // no request starts after this
 	Requests    int           // attestations pre-signed: the most requests sent
+	// Presigned, if not empty, replaces the pre-signing: these are sent
+	// (bench-scale signs them before it fills the store).
+	Presigned []string
 	Timeout     time.Duration // per request
-	PID         int           // issuer process for VmRSS sampling; 0: none
+	PID         int           // issuer process for memory and CPU sampling; 0: none
 	// OnOK, if set, is called with every attestation answered 200 (the
 	// crash test keeps them).
 	OnOK func(att string)
+	// Stop, if not nil, ends the run early when closed (bench-scale ends
+	// its run once the sweep has been seen).
+	Stop <-chan struct{}
+	// SampleEvery is how often the issuer's memory is read (default 1s).
+	SampleEvery time.Duration
+	// KeepTimings keeps every answered request's start and latency in
+	// Result.Timings (bench-scale splits them by phase).
+	KeepTimings bool
+	// Bare measures, in this run, the CPU of the bare Ed25519 calls one
+	// redemption needs, to stand beside the issuer's CPU per redemption.
+	Bare bool
 }
 
 // Result is what a run measured. Sizes are KiB as /proc reports them.
@@ -60,10 +75,20 @@ type Result struct {
 	TokensPerBatch   float64        `json:"tokens_per_batch"`
 	LatencyMs        Latency        `json:"latency_ms"`
 	RSS              *Memory        `json:"rss_kib,omitempty"`
+	CPU              *CPU           `json:"cpu,omitempty"`
 	IssuerPID        int            `json:"issuer_pid,omitempty"`
 	IssuerSpawned    bool           `json:"issuer_spawned,omitempty"`
 	GOMAXPROCS       int            `json:"gomaxprocs"`
+	// Timings, with Config.KeepTimings: every answered request, in no
+	// particular order.
+	Timings          []Timing `json:"-"`
 	transportDetails []string
+}
+
+// Timing is one answered request: when it started (since the run's
+// start) and how long it took.
+type Timing struct {
+	Start, Latency time.Duration
 }
 
 // Latency is over every request that got an HTTP answer.
@@ -83,11 +108,14 @@ type Memory struct {
 	SecondHalfAvg float64 `json:"second_half_avg"`
 	GrowthPercent float64 `json:"growth_percent"` // second half vs first half
 	Flat          bool    `json:"flat"`
-	Samples       []int64 `json:"samples"` // VmRSS, one a second
+	Samples       []int64 `json:"samples"` // VmRSS, one per Config.SampleEvery
 	// The same for RssAnon, the process's own memory (heap, stacks),
 	// without the mapped bbolt file that grows with the records it holds.
 	RestAnon          int64   `json:"rest_anon"`
+	PeakAnon          int64   `json:"peak_anon"`
 	EndAnon           int64   `json:"end_anon"`
+	RestFile          int64   `json:"rest_file"`
+	PeakFile          int64   `json:"peak_file"`
 	EndFile           int64   `json:"end_file"`
 	AnonFirstHalfAvg  float64 `json:"anon_first_half_avg"`
 	AnonSecondHalfAvg float64 `json:"anon_second_half_avg"`
@@ -205,7 +233,8 @@ func presign(key ed25519.PrivateKey, attester string, n int, now time.Time) ([]s
 }
 
 type workerStats struct {
-	lat    []time.Duration
+	lat     []time.Duration
+	timings []Timing
 	ok     int
 	tokens int
 	errs   map[string]int
@@ -219,6 +248,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(cfg.Presigned) > 0 {
+		cfg.Requests = len(cfg.Presigned)
+	}
 	if cfg.Concurrency < 1 || cfg.Requests < 1 || cfg.Duration <= 0 || cfg.Timeout <= 0 {
 		return nil, errors.New("loadgen: concurrency, requests, duration and timeout must be positive")
 	}
@@ -228,12 +260,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res := &Result{URL: base.String(), Concurrency: cfg.Concurrency, DurationSeconds: cfg.Duration.Seconds(),
 		Presigned: cfg.Requests, IssuerPID: cfg.PID, GOMAXPROCS: runtime.GOMAXPROCS(0), Errors: map[string]int{}}
 
-	t := time.Now()
-	atts, err := presign(cfg.Key, cfg.AttesterID, cfg.Requests, t)
-	if err != nil {
-		return nil, err
+	atts := cfg.Presigned
+	if len(atts) == 0 {
+		t := time.Now()
+		if atts, err = presign(cfg.Key, cfg.AttesterID, cfg.Requests, t); err != nil {
+			return nil, err
+		}
+		res.PresignSeconds = time.Since(t).Seconds()
 	}
-	res.PresignSeconds = time.Since(t).Seconds()
 
 	endpoint := base.String() + "/v1/tokens"
 	client := newClient(cfg.Concurrency, cfg.Timeout)
@@ -245,7 +279,19 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("issuer memory: %w", err)
 		}
-		sampler = startRSS(cfg.PID, rest)
+		sampler = startRSS(cfg.PID, rest, cmp.Or(cfg.SampleEvery, time.Second))
+	}
+	var bareBefore *bareCost
+	if cfg.Bare {
+		if bareBefore, err = measureBare(cfg.Key, atts[0]); err != nil {
+			return nil, err
+		}
+	}
+	var cpuBefore cpuTicks
+	if cfg.PID > 0 {
+		if cpuBefore, err = readCPU(cfg.PID); err != nil {
+			return nil, fmt.Errorf("issuer CPU: %w", err)
+		}
 	}
 
 	var next atomic.Int64
@@ -260,17 +306,23 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			st := &stats[w]
 			st.errs = map[string]int{}
 			// Bounded by the pre-signed count and by the deadline.
-			for ctx.Err() == nil && time.Now().Before(deadline) {
+			for ctx.Err() == nil && time.Now().Before(deadline) && !closed(cfg.Stop) {
 				n := int(next.Add(1) - 1)
 				if n >= len(atts) {
 					return
 				}
-				send(ctx, client, endpoint, atts[n], st, cfg.OnOK)
+				send(ctx, client, endpoint, atts[n], st, cfg.OnOK, start, cfg.KeepTimings)
 			}
 		}()
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	var cpuAfter cpuTicks
+	if cfg.PID > 0 {
+		if cpuAfter, err = readCPU(cfg.PID); err != nil {
+			return nil, fmt.Errorf("issuer CPU: %w", err)
+		}
+	}
 
 	if sampler != nil {
 		mem, err := sampler.stop()
@@ -283,6 +335,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	var lat []time.Duration
 	for _, st := range stats {
 		lat = append(lat, st.lat...)
+		res.Timings = append(res.Timings, st.timings...)
 		res.OK += st.ok
 		res.TokensPerBatch += float64(st.tokens)
 		for k, v := range st.errs {
@@ -304,7 +357,35 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.TokensPerBatch /= float64(res.OK)
 	}
 	res.LatencyMs = latency(lat)
+	if cfg.PID > 0 {
+		res.CPU = &CPU{IssuerSeconds: cpuAfter.sub(cpuBefore).Seconds()}
+		if res.OK > 0 {
+			res.CPU.IssuerPerRedemptionUs = res.CPU.IssuerSeconds / float64(res.OK) * 1e6
+		}
+	}
+	if cfg.Bare {
+		after, err := measureBare(cfg.Key, atts[0])
+		if err != nil {
+			return nil, err
+		}
+		if res.CPU == nil {
+			res.CPU = &CPU{}
+		}
+		res.CPU.setBare(*bareBefore, *after, res.TokensPerBatch)
+	}
 	return res, nil
+}
+
+func closed(c <-chan struct{}) bool {
+	if c == nil {
+		return false
+	}
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 var tokenField = []byte(`"token":`)
@@ -313,7 +394,7 @@ var tokenField = []byte(`"token":`)
 // dots: nothing in it needs JSON escaping.
 func body(att string) string { return `{"attestations":["` + att + `"]}` }
 
-func send(ctx context.Context, client *http.Client, endpoint, att string, st *workerStats, onOK func(string)) {
+func send(ctx context.Context, client *http.Client, endpoint, att string, st *workerStats, onOK func(string), runStart time.Time, keep bool) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(body(att)))
 	if err != nil {
 		st.errs["request"]++
@@ -338,7 +419,11 @@ func send(ctx context.Context, client *http.Client, endpoint, att string, st *wo
 		}
 		return
 	}
-	st.lat = append(st.lat, time.Since(t))
+	took := time.Since(t)
+	st.lat = append(st.lat, took)
+	if keep {
+		st.timings = append(st.timings, Timing{Start: t.Sub(runStart), Latency: took})
+	}
 	if resp.StatusCode == http.StatusOK {
 		st.ok++
 		st.tokens += bytes.Count(raw, tokenField)

@@ -6,6 +6,7 @@
 //
 //	loadgen --issuer bin/issuer                       start an issuer on a temp dir, load it, stop it
 //	loadgen --url http://127.0.0.1:8080 --key DIR/demo-attester.key --pid PID
+//	loadgen scale --issuer bin/issuer --live 1000000  the issuer at city scale (make bench-scale)
 package main
 
 import (
@@ -32,7 +33,9 @@ Usage:
   loadgen --issuer BIN [flags]                      start BIN serve on a fresh temp dir (demo attester,
                                                     rate limits off, 127.0.0.1, free port), load it, stop it
   loadgen --url http://127.0.0.1:PORT --key FILE [--pid PID] [flags]
-                                                    load a running issuer; --pid samples its memory
+                                                    load a running issuer; --pid samples its memory and CPU
+  loadgen scale --issuer BIN [--live N] [flags]     fill a store to N live records, load the issuer on it
+                                                    through a sweep (make bench-scale; 'loadgen scale --help')
 
 Flags:
 `
@@ -149,6 +152,12 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 }
 
 func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "scale":
+			return runScale(ctx, args[1:], stdout, stderr)
+		}
+	}
 	o, err := parseOptions(args, stderr)
 	if err != nil {
 		return err

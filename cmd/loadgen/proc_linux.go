@@ -7,3 +7,6 @@ import "syscall"
 func childAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
+
+// rusageThread is RUSAGE_THREAD: the calling thread alone.
+const rusageThread = 1

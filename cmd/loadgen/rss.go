@@ -60,7 +60,8 @@ func parseStatus(status []byte) (memSample, error) {
 }
 
 type rssSampler struct {
-	pid  int
+	pid   int
+	every time.Duration
 	rest memSample
 	quit chan struct{}
 	done chan struct{}
@@ -68,12 +69,12 @@ type rssSampler struct {
 	err  error
 }
 
-// startRSS samples VmRSS every second until stop.
-func startRSS(pid int, rest memSample) *rssSampler {
-	s := &rssSampler{pid: pid, rest: rest, quit: make(chan struct{}), done: make(chan struct{})}
+// startRSS samples the issuer's memory every interval until stop.
+func startRSS(pid int, rest memSample, every time.Duration) *rssSampler {
+	s := &rssSampler{pid: pid, every: every, rest: rest, quit: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
-		tick := time.NewTicker(time.Second)
+		tick := time.NewTicker(every)
 		defer tick.Stop()
 		for {
 			select {
@@ -110,11 +111,14 @@ func (s *rssSampler) stop() (*Memory, error) {
 // load (an odd middle sample goes to neither), for VmRSS and for RssAnon.
 func summarise(rest memSample, samples []memSample, end memSample) *Memory {
 	m := &Memory{Rest: rest.RSS, End: end.RSS, Peak: max(rest.RSS, end.RSS),
-		RestAnon: rest.Anon, EndAnon: end.Anon, EndFile: end.File}
+		RestAnon: rest.Anon, EndAnon: end.Anon, PeakAnon: max(rest.Anon, end.Anon),
+		RestFile: rest.File, EndFile: end.File, PeakFile: max(rest.File, end.File)}
 	rss := make([]int64, len(samples))
 	anon := make([]int64, len(samples))
 	for n, v := range samples {
 		m.Peak = max(m.Peak, v.RSS)
+		m.PeakAnon = max(m.PeakAnon, v.Anon)
+		m.PeakFile = max(m.PeakFile, v.File)
 		rss[n], anon[n] = v.RSS, v.Anon
 	}
 	m.Samples = rss
