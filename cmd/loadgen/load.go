@@ -39,8 +39,8 @@ type Config struct {
 	// Presigned, if not empty, replaces the pre-signing: these are sent
 	// (bench-scale signs them before it fills the store).
 	Presigned []string
-	Timeout     time.Duration // per request
-	PID         int           // issuer process for memory and CPU sampling; 0: none
+	Timeout   time.Duration // per request
+	PID       int           // issuer process for memory and CPU sampling; 0: none
 	// OnOK, if set, is called with every attestation answered 200 (the
 	// crash test keeps them).
 	OnOK func(att string)
@@ -59,26 +59,26 @@ type Config struct {
 
 // Result is what a run measured. Sizes are KiB as /proc reports them.
 type Result struct {
-	URL              string         `json:"url"`
-	Concurrency      int            `json:"concurrency"`
-	DurationSeconds  float64        `json:"duration_s"`
-	ElapsedSeconds   float64        `json:"elapsed_s"`
-	Presigned        int            `json:"presigned"`
-	PresignSeconds   float64        `json:"presign_s"`
-	Exhausted        bool           `json:"exhausted"` // every pre-signed attestation was sent before the time was up
-	Requests         int            `json:"requests"`
-	OK               int            `json:"ok"`
-	Errors           map[string]int `json:"errors"` // "409 already_redeemed", "transport", ...
-	ErrorCount       int            `json:"error_count"`
-	RedemptionsPerS  float64        `json:"redemptions_per_s"`
-	TokensPerS       float64        `json:"tokens_per_s"`
-	TokensPerBatch   float64        `json:"tokens_per_batch"`
-	LatencyMs        Latency        `json:"latency_ms"`
-	RSS              *Memory        `json:"rss_kib,omitempty"`
-	CPU              *CPU           `json:"cpu,omitempty"`
-	IssuerPID        int            `json:"issuer_pid,omitempty"`
-	IssuerSpawned    bool           `json:"issuer_spawned,omitempty"`
-	GOMAXPROCS       int            `json:"gomaxprocs"`
+	URL             string         `json:"url"`
+	Concurrency     int            `json:"concurrency"`
+	DurationSeconds float64        `json:"duration_s"`
+	ElapsedSeconds  float64        `json:"elapsed_s"`
+	Presigned       int            `json:"presigned"`
+	PresignSeconds  float64        `json:"presign_s"`
+	Exhausted       bool           `json:"exhausted"` // every pre-signed attestation was sent before the time was up
+	Requests        int            `json:"requests"`
+	OK              int            `json:"ok"`
+	Errors          map[string]int `json:"errors"` // "409 already_redeemed", "transport", ...
+	ErrorCount      int            `json:"error_count"`
+	RedemptionsPerS float64        `json:"redemptions_per_s"`
+	TokensPerS      float64        `json:"tokens_per_s"`
+	TokensPerBatch  float64        `json:"tokens_per_batch"`
+	LatencyMs       Latency        `json:"latency_ms"`
+	RSS             *Memory        `json:"rss_kib,omitempty"`
+	CPU             *CPU           `json:"cpu,omitempty"`
+	IssuerPID       int            `json:"issuer_pid,omitempty"`
+	IssuerSpawned   bool           `json:"issuer_spawned,omitempty"`
+	GOMAXPROCS      int            `json:"gomaxprocs"`
 	// Timings, with Config.KeepTimings: every answered request, in no
 	// particular order.
 	Timings          []Timing `json:"-"`
@@ -235,10 +235,10 @@ func presign(key ed25519.PrivateKey, attester string, n int, now time.Time) ([]s
 type workerStats struct {
 	lat     []time.Duration
 	timings []Timing
-	ok     int
-	tokens int
-	errs   map[string]int
-	detail []string // first few transport errors, for the operator
+	ok      int
+	tokens  int
+	errs    map[string]int
+	detail  []string // first few transport errors, for the operator
 }
 
 // Run pre-signs cfg.Requests attestations, then sends them from

@@ -62,11 +62,11 @@ func parseStatus(status []byte) (memSample, error) {
 type rssSampler struct {
 	pid   int
 	every time.Duration
-	rest memSample
-	quit chan struct{}
-	done chan struct{}
-	got  []memSample
-	err  error
+	rest  memSample
+	quit  chan struct{}
+	done  chan struct{}
+	got   []memSample
+	err   error
 }
 
 // startRSS samples the issuer's memory every interval until stop.

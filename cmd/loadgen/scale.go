@@ -366,7 +366,8 @@ func fill(ctx context.Context, data string, o scaleOptions, expiring int, say fu
 
 // redeemFill is one large store call.
 func redeemFill(ctx context.Context, db *boltstore.DB, r issuer.Redemption) error {
-	return db.Redeem(ctx, r)
+	_, err := db.Redeem(ctx, r)
+	return err
 }
 
 // replayCount is the replay_records count of GET /v1/inventory.
