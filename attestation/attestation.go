@@ -61,6 +61,31 @@ const (
 	MaxAttesterLen = 64
 )
 
+// A holder hint is at most MaxHintLen characters, each an ASCII letter, a
+// digit, a space or '-' (initials and a birth year: "ZS 1990"). Nothing
+// else: a hint is printed at the door, and control characters, bidi
+// overrides or look-alike letters there would let a hint pose as a verdict.
+const HintCharset = "A-Z a-z 0-9, space and -"
+
+// CheckHint says what is wrong with a holder hint, nil if nothing. The
+// message never repeats the hint.
+func CheckHint(h string) error {
+	for i := 0; i < len(h); i++ {
+		if !hintByte(h[i]) {
+			return fmt.Errorf("holder hint has a character at byte %d outside %s", i, HintCharset)
+		}
+	}
+	// All ASCII from here: bytes are characters.
+	if len(h) > MaxHintLen {
+		return fmt.Errorf("holder hint is longer than %d characters", MaxHintLen)
+	}
+	return nil
+}
+
+func hintByte(c byte) bool {
+	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == ' ' || c == '-'
+}
+
 // Claims is the whole allow-list (invariant 1). JSON names are the wire names.
 type Claims struct {
 	Attester string `json:"iss"`

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/healthcode/healthcode/internal/clip"
 )
 
 // MaxLen bounds a signed bundle.
@@ -41,13 +43,47 @@ const (
 	StatusRetired = "retired"
 )
 
-// Display is the part of the policy a verifier needs.
+// Display is the part of the policy a verifier needs. It stays comparable
+// (the issuer compares it with == to decide whether to re-sign).
 type Display struct {
 	Version     int    `json:"version"`
 	SkewSeconds int64  `json:"skew"`
 	HolderHint  bool   `json:"hint"`
 	Counting    bool   `json:"counting,omitempty"`
 	Name        string `json:"name,omitempty"`
+	// The caps on what a token key may mint: a token's window (exp - nbf)
+	// is at most its colour's lifetime plus skew, and nbf and exp are
+	// multiples of the granularity. Verifiers refuse anything else, so a
+	// stolen key cannot make a month-long code.
+	Lifetime           Lifetimes `json:"lifetime"`
+	GranularitySeconds int64     `json:"granularity"`
+}
+
+// Lifetimes are the token lifetimes per colour, in seconds.
+type Lifetimes struct {
+	Green  int64 `json:"green"`
+	Yellow int64 `json:"yellow"`
+	Red    int64 `json:"red"`
+}
+
+// Of returns the lifetime of the colour whose token code is code ("g", "y",
+// "r"), 0 for an unknown one.
+func (l Lifetimes) Of(code string) time.Duration {
+	var s int64
+	switch code {
+	case "g":
+		s = l.Green
+	case "y":
+		s = l.Yellow
+	case "r":
+		s = l.Red
+	}
+	return time.Duration(s) * time.Second
+}
+
+// Max is the longest of the three.
+func (l Lifetimes) Max() time.Duration {
+	return time.Duration(max(l.Green, l.Yellow, l.Red)) * time.Second
 }
 
 // Bundle is what a verifier holds.
@@ -58,6 +94,9 @@ type Bundle struct {
 	Expires    int64   `json:"exp"`   // verifiers refuse after this
 	Keys       []Key   `json:"keys"`
 	Policy     Display `json:"policy"`
+	// Withdrawn names revoked keys, kept until each key's own naf, so a
+	// verifier can say why their tokens are refused. None is in Keys.
+	Withdrawn []string `json:"withdrawn,omitempty"`
 }
 
 // Check validates the fields without regard to time.
@@ -73,6 +112,10 @@ func (b *Bundle) Check() error {
 		return errors.New("bundle: no keys")
 	case b.Policy.SkewSeconds < 0:
 		return errors.New("bundle: negative skew")
+	case b.Policy.GranularitySeconds <= 0:
+		return errors.New("bundle: policy granularity missing")
+	case b.Policy.Lifetime.Green <= 0 || b.Policy.Lifetime.Yellow <= 0 || b.Policy.Lifetime.Red <= 0:
+		return errors.New("bundle: policy token lifetimes missing")
 	}
 	seen := map[string]bool{}
 	for i, k := range b.Keys {
@@ -80,7 +123,7 @@ func (b *Bundle) Check() error {
 		case k.ID == "":
 			return fmt.Errorf("bundle: keys[%d]: empty kid", i)
 		case seen[k.ID]:
-			return fmt.Errorf("bundle: keys[%d]: duplicate kid %q", i, k.ID)
+			return fmt.Errorf("bundle: keys[%d]: duplicate kid %q", i, clip.String(k.ID, 16))
 		case len(k.Public) != ed25519.PublicKeySize:
 			return fmt.Errorf("bundle: keys[%d]: public key is %d bytes, want %d", i, len(k.Public), ed25519.PublicKeySize)
 		case k.NotAfter <= k.NotBefore:
@@ -90,7 +133,29 @@ func (b *Bundle) Check() error {
 		}
 		seen[k.ID] = true
 	}
+	withdrawn := map[string]bool{}
+	for i, id := range b.Withdrawn {
+		switch {
+		case id == "":
+			return fmt.Errorf("bundle: withdrawn[%d]: empty kid", i)
+		case seen[id]:
+			return fmt.Errorf("bundle: withdrawn[%d]: kid %q is also in keys", i, clip.String(id, 16))
+		case withdrawn[id]:
+			return fmt.Errorf("bundle: withdrawn[%d]: duplicate kid %q", i, clip.String(id, 16))
+		}
+		withdrawn[id] = true
+	}
 	return nil
+}
+
+// IsWithdrawn reports whether kid names a revoked key.
+func (b *Bundle) IsWithdrawn(kid string) bool {
+	for _, id := range b.Withdrawn {
+		if id == kid {
+			return true
+		}
+	}
+	return false
 }
 
 // Find returns the key named kid.
@@ -192,7 +257,7 @@ func Open(raw, pin string) (*Bundle, error) {
 		return nil, fmt.Errorf("%w: header: %v", ErrMalformed, err)
 	}
 	if h.Alg != "EdDSA" {
-		return nil, fmt.Errorf("%w: algorithm %q is not EdDSA", ErrSignature, truncate(h.Alg))
+		return nil, fmt.Errorf("%w: algorithm %q is not EdDSA", ErrSignature, clip.String(h.Alg, 16))
 	}
 	pub, err := base64.RawURLEncoding.DecodeString(h.BundleKey)
 	if err != nil || len(pub) != ed25519.PublicKeySize {
@@ -248,11 +313,4 @@ func strictUnmarshal(b []byte, v any) error {
 		return errors.New("trailing data")
 	}
 	return nil
-}
-
-func truncate(s string) string {
-	if len(s) > 16 {
-		return s[:16] + "…"
-	}
-	return s
 }

@@ -22,7 +22,8 @@ func testBundle(tokenKey ed25519.PublicKey) *Bundle {
 		Expires:    t0.Add(7 * 24 * time.Hour).Unix(),
 		Keys: []Key{{ID: "k1", Public: tokenKey, NotBefore: t0.Add(-24 * time.Hour).Unix(),
 			NotAfter: t0.Add(30 * 24 * time.Hour).Unix(), Status: StatusCurrent}},
-		Policy: Display{Version: 3, SkewSeconds: 300},
+		Policy: Display{Version: 3, SkewSeconds: 300, GranularitySeconds: 3600,
+			Lifetime: Lifetimes{Green: 24 * 3600, Yellow: 12 * 3600, Red: 6 * 3600}},
 	}
 }
 
@@ -186,7 +187,23 @@ func TestCheck(t *testing.T) {
 		{func(b *Bundle) { b.Keys[0].Public = pub[:31] }, "bundle: keys[0]: public key is 31 bytes, want 32"},
 		{func(b *Bundle) { b.Keys[0].NotAfter = b.Keys[0].NotBefore }, "bundle: keys[0]: naf must be after nbf"},
 		{func(b *Bundle) { b.Keys[0].Status = "revoked" }, `bundle: keys[0]: unknown status "revoked"`},
+		{func(b *Bundle) { b.Policy.GranularitySeconds = 0 }, "bundle: policy granularity missing"},
+		{func(b *Bundle) { b.Policy.GranularitySeconds = -60 }, "bundle: policy granularity missing"},
+		{func(b *Bundle) { b.Policy.Lifetime.Green = 0 }, "bundle: policy token lifetimes missing"},
+		{func(b *Bundle) { b.Policy.Lifetime.Yellow = -1 }, "bundle: policy token lifetimes missing"},
+		{func(b *Bundle) { b.Policy.Lifetime.Red = 0 }, "bundle: policy token lifetimes missing"},
+		{func(b *Bundle) { b.Withdrawn = []string{"k9", ""} }, "bundle: withdrawn[1]: empty kid"},
+		{func(b *Bundle) { b.Withdrawn = []string{"k1"} }, `bundle: withdrawn[0]: kid "k1" is also in keys`},
+		{func(b *Bundle) { b.Withdrawn = []string{"k9", "k8", "k9"} }, `bundle: withdrawn[2]: duplicate kid "k9"`},
+		// A kid is echoed escaped: a signed bundle is still not text for a terminal.
+		{func(b *Bundle) {
+			b.Keys = append(b.Keys, b.Keys[0])
+			b.Keys[0].ID = "k\x1b[2K"
+			b.Keys[1].ID = b.Keys[0].ID
+		},
+			`bundle: keys[1]: duplicate kid "k\\x1b[2K"`},
 	} {
+
 		b := testBundle(pub)
 		tc.edit(b)
 		if err := b.Check(); err == nil || err.Error() != tc.want {
@@ -225,5 +242,37 @@ func TestOpenIsStrict(t *testing.T) {
 	}
 	if _, err := Open(sign(`{"alg":"none","bk":"`+base64.RawURLEncoding.EncodeToString(pub)+`"}`, string(p)), pinOf(k)); !errors.Is(err, ErrSignature) {
 		t.Fatalf("alg none: %v, want ErrSignature", err)
+	}
+}
+
+// The caps and the withdrawn list survive signing and opening, and the
+// helpers read them.
+func TestCapsAndWithdrawnRoundTrip(t *testing.T) {
+	k := newKey(t)
+	b := testBundle(newKey(t).Public().(ed25519.PublicKey))
+	b.Withdrawn = []string{"k0", "kz"}
+	got, err := Open(signed(t, b, k), pinOf(k))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Policy != b.Policy {
+		t.Fatalf("policy %+v, want %+v", got.Policy, b.Policy)
+	}
+	if !got.IsWithdrawn("k0") || !got.IsWithdrawn("kz") || got.IsWithdrawn("k1") {
+		t.Fatalf("withdrawn %v", got.Withdrawn)
+	}
+	for code, want := range map[string]time.Duration{"g": 24 * time.Hour, "y": 12 * time.Hour, "r": 6 * time.Hour, "x": 0, "": 0} {
+		if l := got.Policy.Lifetime.Of(code); l != want {
+			t.Fatalf("Lifetime.Of(%q) = %v, want %v", code, l, want)
+		}
+	}
+	if m := got.Policy.Lifetime.Max(); m != 24*time.Hour {
+		t.Fatalf("Max = %v", m)
+	}
+	// A bundle without withdrawn keys says nothing of them on the wire.
+	b.Withdrawn = nil
+	p, _ := json.Marshal(b)
+	if strings.Contains(string(p), "withdrawn") {
+		t.Fatalf("empty withdrawn list serialised: %s", p)
 	}
 }

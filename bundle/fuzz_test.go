@@ -36,6 +36,12 @@ func FuzzOpen(f *testing.F) {
 	f.Add("", pin, `{"alg":"EdDSA","bk":"`+bk+`","kid":"x"}`, []byte(`{"seq":1,"iat":1,"stale":2,"exp":2,"keys":[{"kid":"k","pub":"AAAA","nbf":0,"naf":1,"status":"next"}],"policy":{"skew":-1}}`), uint64(1), int64(5))
 	f.Add(raw+"\n", pin, hdr, []byte(`{"seq":18446744073709551615,"iat":9223372036854775807,"stale":9223372036854775807,"exp":9223372036854775807,"keys":null}`), ^uint64(0), int64(1<<62))
 
+	withdrawn := *good
+	withdrawn.Withdrawn = []string{"k0"}
+	pw, _ := json.Marshal(&withdrawn)
+	f.Add("", pin, hdr, pw, uint64(7), int64(60))
+	f.Add("", pin, hdr, []byte(strings.Replace(string(pw), `"k0"`, `"k1"`, 1)), uint64(7), int64(60))
+	f.Add("", pin, hdr, []byte(strings.Replace(string(p), `"granularity":3600`, `"granularity":0`, 1)), uint64(7), int64(60))
 	f.Fuzz(func(t *testing.T, raw, pin, header string, payload []byte, prevSeq uint64, offset int64) {
 		now := time.Unix(good.IssuedAt, 0).Add(time.Duration(offset%(30*24*3600)) * time.Second)
 		checkOpen(t, raw, pin, prevSeq, now)
@@ -62,6 +68,14 @@ func checkOpen(t *testing.T, raw, pin string, prevSeq uint64, now time.Time) {
 	}
 	if err := b.Check(); err != nil {
 		t.Fatalf("accepted a bundle that fails Check: %v", err)
+	}
+	if b.Policy.GranularitySeconds <= 0 || b.Policy.Lifetime.Max() <= 0 {
+		t.Fatalf("accepted a bundle without caps: %+v", b.Policy)
+	}
+	for _, id := range b.Withdrawn {
+		if _, ok := b.Find(id); ok {
+			t.Fatalf("accepted withdrawn key %q still in keys", id)
+		}
 	}
 	parts := strings.Split(strings.TrimSpace(raw), ".")
 	hb, _ := base64.RawURLEncoding.DecodeString(parts[0])

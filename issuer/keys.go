@@ -246,8 +246,13 @@ func (i *Issuer) refreshBundle(ctx context.Context, force bool) error {
 	old := i.bundle
 	i.mu.RUnlock()
 
-	display := bundle.Display{Version: p.Version, SkewSeconds: int64(p.Tokens.ClockSkew.D() / time.Second),
-		HolderHint: p.HolderHint == policy.HintOn, Counting: p.Counting, Name: p.Name}
+	secs := func(d time.Duration) int64 { return int64(d / time.Second) }
+	display := bundle.Display{Version: p.Version, SkewSeconds: secs(p.Tokens.ClockSkew.D()),
+		HolderHint: p.HolderHint == policy.HintOn, Counting: p.Counting, Name: p.Name,
+		// The caps verifiers hold every token to (DESIGN §9, forger).
+		Lifetime: bundle.Lifetimes{Green: secs(p.Tokens.Lifetime.Green.D()), Yellow: secs(p.Tokens.Lifetime.Yellow.D()),
+			Red: secs(p.Tokens.Lifetime.Red.D())},
+		GranularitySeconds: secs(p.Tokens.Granularity.D())}
 	if !force && old != nil && old.Policy == display && sameKeys(old.Keys, keys) &&
 		now.Unix() < old.IssuedAt+(old.StaleAfter-old.IssuedAt)/2 {
 		return nil

@@ -12,6 +12,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/healthcode/healthcode/attestation"
 	"github.com/healthcode/healthcode/bundle"
 	"github.com/healthcode/healthcode/policy"
 	"github.com/healthcode/healthcode/token"
@@ -33,6 +34,7 @@ type fixture struct {
 	curKey    ed25519.PrivateKey
 	short     *token.Signer // retired key, valid t0-30d .. t0+1h
 	stranger  *token.Signer // a key the bundle does not hold
+	revoked   *token.Signer // a key the bundle lists as withdrawn
 }
 
 func seedKey(n byte) ed25519.PrivateKey {
@@ -59,6 +61,7 @@ func newFixture(tb testing.TB, hint bool) *fixture {
 	short := seedKey(3)
 	f.short = newSigner(tb, short)
 	f.stranger = newSigner(tb, seedKey(4))
+	f.revoked = newSigner(tb, seedKey(5))
 	f.pin = bundle.Fingerprint(f.bundleKey.Public().(ed25519.PublicKey))
 	b := &bundle.Bundle{
 		Sequence:   7,
@@ -69,7 +72,9 @@ func newFixture(tb testing.TB, hint bool) *fixture {
 			{ID: f.cur.KeyID(), Public: f.curKey.Public().(ed25519.PublicKey), NotBefore: t0.Add(-30 * 24 * time.Hour).Unix(), NotAfter: t0.Add(30 * 24 * time.Hour).Unix(), Status: bundle.StatusCurrent},
 			{ID: f.short.KeyID(), Public: short.Public().(ed25519.PublicKey), NotBefore: t0.Add(-30 * 24 * time.Hour).Unix(), NotAfter: t0.Add(time.Hour).Unix(), Status: bundle.StatusRetired},
 		},
-		Policy: bundle.Display{Version: 3, SkewSeconds: int64(skew / time.Second), HolderHint: hint},
+		Policy: bundle.Display{Version: 3, SkewSeconds: int64(skew / time.Second), HolderHint: hint,
+			Lifetime: bundle.Lifetimes{Green: 24 * 3600, Yellow: 12 * 3600, Red: 6 * 3600}, GranularitySeconds: 3600},
+		Withdrawn: []string{f.revoked.KeyID()},
 	}
 	raw, err := bundle.Sign(b, f.bundleKey)
 	if err != nil {
@@ -175,6 +180,15 @@ func referenceVerify(raw string, b *bundle.Bundle, now time.Time) (Result, error
 	}
 	if _, ok := all["h"]; ok && (c.Hint == "" || !b.Policy.HolderHint) {
 		return Result{}, ErrMalformed
+	}
+	if _, ok := all["h"]; ok && attestation.CheckHint(c.Hint) != nil {
+		return Result{}, ErrMalformed
+	}
+	if g := b.Policy.GranularitySeconds; c.NotBefore%g != 0 || c.Expires%g != 0 {
+		return Result{}, ErrOffGrid
+	}
+	if time.Duration(c.Expires-c.NotBefore)*time.Second > b.Policy.Lifetime.Of(c.Colour)+b.Skew() {
+		return Result{}, ErrWindowTooLong
 	}
 	if c.NotBefore < key.NotBefore || c.Expires > key.NotAfter {
 		return Result{}, ErrKeyWindow

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/healthcode/healthcode/attestation"
 	"github.com/healthcode/healthcode/policy"
 	"github.com/healthcode/healthcode/token"
 )
@@ -28,6 +29,14 @@ func FuzzVerify(f *testing.F) {
 	f.Add(sign(f, fx.short, cl), []byte(`{"c":"g","exp":`+itoa(cl.Expires)+`,"h":"A\u0026B","n":"x","nbf":`+itoa(cl.NotBefore)+`,"v":3}`), int64(7200))
 	f.Add("eyJhbGciOiJub25lIn0.e30.", []byte(`{}`), int64(-400))
 	f.Add("", []byte(`{"c":"g","c":"r"}`), int64(1<<40))
+	// The caps, the withdrawn list, strict strings and lab attestations.
+	nbf := itoa(cl.NotBefore)
+	f.Add(sign(f, fx.revoked, validClaims(policy.Red)), []byte(`{"c":"g","exp":`+itoa(cl.NotBefore+30*24*3600)+`,"n":"x","nbf":`+nbf+`,"v":3}`), int64(0))
+	f.Add(sign(f, fx.stranger, token.Claims{Colour: "g", NotBefore: cl.NotBefore - 48*3600, Expires: cl.Expires, Version: 3}),
+		[]byte(`{"c":"r","exp":`+itoa(cl.Expires+1)+`,"n":"x","nbf":`+nbf+`,"v":3}`), int64(60))
+	f.Add("eyJhbGciOiJFZERTQSJ9.eyJpc3MiOiJsYWItMSIsImtpbmQiOiJ0ZXN0LW5lZ2F0aXZlIn0.AAAA",
+		[]byte(`{"c":"g","exp":`+itoa(cl.Expires)+`,"h":"A\ud800","n":"x","nbf":`+nbf+`,"v":3}`), int64(0))
+	f.Add("", []byte(`{"c":"y","exp":`+itoa(cl.Expires)+`,"h":"\u001b[2KGREEN","n":"x","nbf":`+nbf+`,"v":3}`), int64(0))
 
 	f.Fuzz(func(t *testing.T, raw string, payload []byte, offset int64) {
 		now := t0.Add(time.Duration(offset%(40*24*3600)) * time.Second)
@@ -61,6 +70,18 @@ func check(t *testing.T, fx *fixture, raw string, now time.Time) {
 	}
 	if !res.Colour.Valid() {
 		t.Fatalf("accepted with colour %v", res.Colour)
+	}
+	if fx.b.IsWithdrawn(res.KeyID) {
+		t.Fatalf("accepted withdrawn key %q", res.KeyID)
+	}
+	if g := fx.b.Policy.GranularitySeconds; res.NotBefore.Unix()%g != 0 || res.Expires.Unix()%g != 0 {
+		t.Fatalf("accepted %v..%v off the %ds grid", res.NotBefore, res.Expires, g)
+	}
+	if w := res.Expires.Sub(res.NotBefore); w > fx.b.Policy.Lifetime.Of(res.Colour.Code())+fx.b.Skew() {
+		t.Fatalf("accepted a %v %v window", w, res.Colour)
+	}
+	if res.Hint != "" && attestation.CheckHint(res.Hint) != nil {
+		t.Fatalf("accepted hint %q", res.Hint)
 	}
 	if !ed25519.Verify(ed25519.PublicKey(key.Public), []byte(raw[:lastDot(raw)]), mustSig(t, raw)) {
 		t.Fatal("accepted a token whose signature does not verify")

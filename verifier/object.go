@@ -130,7 +130,7 @@ func (r *objectReader) next() (key []byte, v value, done bool, err error) {
 		}
 		v = value{num: n}
 	case c == 't' || c == 'f' || c == 'n' || c == '{' || c == '[':
-		return nil, value{}, false, errValueKind
+		return k, value{}, false, errValueKind // k: callers name the member
 	default:
 		return nil, value{}, false, errSyntax
 	}
@@ -164,15 +164,22 @@ func (r *objectReader) string() (s []byte, escaped bool, err error) {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 				r.i += 2
 			case 'u':
-				if r.i+6 > len(r.b) {
+				u, ok := r.hex4(r.i)
+				if !ok {
 					return nil, false, errSyntax
 				}
-				for _, h := range r.b[r.i+2 : r.i+6] {
-					if !isHex(h) {
-						return nil, false, errSyntax
-					}
-				}
 				r.i += 6
+				// A surrogate stands only as the first half of a pair;
+				// encoding/json would turn a lone one into U+FFFD.
+				switch {
+				case u >= 0xdc00 && u <= 0xdfff:
+					return nil, false, errBadUTF8
+				case u >= 0xd800 && u <= 0xdbff:
+					if lo, ok := r.hex4(r.i); !ok || lo < 0xdc00 || lo > 0xdfff {
+						return nil, false, errBadUTF8
+					}
+					r.i += 6
+				}
 			default:
 				return nil, false, errSyntax
 			}
@@ -219,6 +226,31 @@ func (r *objectReader) integer() (int64, error) {
 		return 0, errRange
 	}
 	return int64(n), nil
+}
+
+// hex4 reads the escape \uXXXX at i.
+func (r *objectReader) hex4(i int) (rune, bool) {
+	if i+6 > len(r.b) || r.b[i] != '\\' || r.b[i+1] != 'u' {
+		return 0, false
+	}
+	var u rune
+	for _, h := range r.b[i+2 : i+6] {
+		if !isHex(h) {
+			return 0, false
+		}
+		u = u<<4 | rune(hexVal(h))
+	}
+	return u, true
+}
+
+func hexVal(c byte) byte {
+	switch {
+	case c >= 'a':
+		return c - 'a' + 10
+	case c >= 'A':
+		return c - 'A' + 10
+	}
+	return c - '0'
 }
 
 func isHex(c byte) bool {

@@ -14,13 +14,16 @@ package verifier
 import (
 	"crypto/ed25519"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/healthcode/healthcode/attestation"
 	"github.com/healthcode/healthcode/bundle"
+	"github.com/healthcode/healthcode/internal/clip"
 	"github.com/healthcode/healthcode/policy"
 	"github.com/healthcode/healthcode/token"
 )
@@ -28,27 +31,38 @@ import (
 // Errors from Verify, each wrapped with detail; test with errors.Is. No
 // detail ever holds the token, its nonce or its hint.
 var (
-	ErrMalformed     = errors.New("token is malformed")
-	ErrBadSignature  = errors.New("token signature does not verify")
-	ErrUnknownKey    = errors.New("token is signed by a key the bundle does not hold")
-	ErrKeyWindow     = errors.New("token validity is outside its key's validity")
-	ErrExpired       = errors.New("token has expired")
-	ErrNotYetValid   = errors.New("token is not valid yet")
-	ErrAlgorithm     = errors.New("token algorithm is not allowed")
-	ErrBundleExpired = errors.New("trust bundle has expired; sync a new one")
+	ErrMalformed      = errors.New("token is malformed")
+	ErrBadSignature   = errors.New("token signature does not verify")
+	ErrUnknownKey     = errors.New("token is signed by a key the bundle does not hold")
+	ErrKeyWindow      = errors.New("token validity is outside its key's validity")
+	ErrExpired        = errors.New("token has expired")
+	ErrNotYetValid    = errors.New("token is not valid yet")
+	ErrAlgorithm      = errors.New("token algorithm is not allowed")
+	ErrBundleExpired  = errors.New("trust bundle has expired; sync a new one")
+	ErrKeyWithdrawn   = errors.New("token is signed by a key the issuer has withdrawn")
+	ErrWindowTooLong  = errors.New("token validity window is longer than the policy allows")
+	ErrOffGrid        = errors.New("token times are off the policy's time grid")
+	ErrLabAttestation = errors.New("this is a lab's attestation, not a health code; " +
+		"the resident exchanges it for health codes in the wallet")
+	ErrUnknownIssuer = errors.New("token is signed by a key this issuer never published")
 )
 
 // Reason codes, stable for scripts and the --json output.
 const (
-	ReasonMalformed     = "malformed"
-	ReasonBadSignature  = "bad_signature"
-	ReasonUnknownKey    = "unknown_key"
-	ReasonKeyWindow     = "key_window"
-	ReasonExpired       = "expired"
-	ReasonNotYetValid   = "not_yet_valid"
-	ReasonAlgorithm     = "algorithm_not_allowed"
-	ReasonBundleExpired = "bundle_expired"
-	ReasonInvalid       = "invalid" // an error that is none of the above
+	ReasonMalformed      = "malformed"
+	ReasonBadSignature   = "bad_signature"
+	ReasonUnknownKey     = "unknown_key"
+	ReasonKeyWindow      = "key_window"
+	ReasonExpired        = "expired"
+	ReasonNotYetValid    = "not_yet_valid"
+	ReasonAlgorithm      = "algorithm_not_allowed"
+	ReasonBundleExpired  = "bundle_expired"
+	ReasonKeyWithdrawn   = "key_withdrawn"
+	ReasonWindowTooLong  = "window_too_long"
+	ReasonOffGrid        = "off_grid"
+	ReasonLabAttestation = "lab_attestation"
+	ReasonUnknownIssuer  = "unknown_issuer"
+	ReasonInvalid        = "invalid" // an error that is none of the above
 )
 
 // Reason returns the stable short code for an error from Verify, "" for nil.
@@ -72,6 +86,16 @@ func Reason(err error) string {
 		return ReasonAlgorithm
 	case errors.Is(err, ErrBundleExpired):
 		return ReasonBundleExpired
+	case errors.Is(err, ErrKeyWithdrawn):
+		return ReasonKeyWithdrawn
+	case errors.Is(err, ErrWindowTooLong):
+		return ReasonWindowTooLong
+	case errors.Is(err, ErrOffGrid):
+		return ReasonOffGrid
+	case errors.Is(err, ErrLabAttestation):
+		return ReasonLabAttestation
+	case errors.Is(err, ErrUnknownIssuer):
+		return ReasonUnknownIssuer
 	}
 	return ReasonInvalid
 }
@@ -137,14 +161,20 @@ func Verify(raw string, b *bundle.Bundle, now time.Time) (Result, error) {
 	}
 	alg, kid, err := readHeader(hbuf[:hn])
 	if err != nil {
+		if isAttestation(src[d1+1 : d2]) {
+			return Result{}, ErrLabAttestation
+		}
 		return Result{}, err
 	}
 	if string(alg) != "EdDSA" {
-		return Result{}, fmt.Errorf("%w: %q (only EdDSA)", ErrAlgorithm, truncate(alg))
+		return Result{}, fmt.Errorf("%w: %q (only EdDSA)", ErrAlgorithm, clipped(alg))
+	}
+	if b.IsWithdrawn(string(kid)) {
+		return Result{}, fmt.Errorf("%w: kid %q was revoked; its tokens are no longer honoured", ErrKeyWithdrawn, clipped(kid))
 	}
 	key, ok := find(b, kid)
 	if !ok {
-		return Result{}, fmt.Errorf("%w: kid %q", ErrUnknownKey, truncate(kid))
+		return Result{}, unknownKey(src[d1+1:d2], kid, b)
 	}
 
 	if n-d2-1 != sigLen {
@@ -180,6 +210,9 @@ func Verify(raw string, b *bundle.Bundle, now time.Time) (Result, error) {
 		// The policy says tokens carry no hint; one that does was made
 		// under other rules, and showing it would leak more than allowed.
 		return Result{}, fmt.Errorf("%w: token carries a holder hint but the policy has hints off", ErrMalformed)
+	}
+	if err := capped(c, b); err != nil {
+		return Result{}, err
 	}
 
 	// The parser's rules: valid while now < exp+skew and now >= nbf-skew.
@@ -229,6 +262,10 @@ func readHeader(h []byte) (alg, kid []byte, err error) {
 	for {
 		k, v, done, err := r.next()
 		if err != nil {
+			if k != nil && string(k) != "alg" && string(k) != "kid" && string(k) != "typ" {
+				// crit, jku and the like, whatever their value.
+				return nil, nil, fmt.Errorf("%w: header member %q is not allowed", ErrMalformed, clipped(k))
+			}
 			return nil, nil, fmt.Errorf("%w: header: %v", ErrMalformed, err)
 		}
 		if done {
@@ -243,14 +280,14 @@ func readHeader(h []byte) (alg, kid []byte, err error) {
 		case "typ":
 			seen = &seenTyp
 		default:
-			return nil, nil, fmt.Errorf("%w: header member %q is not allowed", ErrMalformed, truncate(k))
+			return nil, nil, fmt.Errorf("%w: header member %q is not allowed", ErrMalformed, clipped(k))
 		}
 		if *seen {
-			return nil, nil, fmt.Errorf("%w: header member %q appears twice", ErrMalformed, truncate(k))
+			return nil, nil, fmt.Errorf("%w: header member %q appears twice", ErrMalformed, clipped(k))
 		}
 		*seen = true
 		if !v.isString || v.escaped {
-			return nil, nil, fmt.Errorf("%w: header member %q must be a plain string", ErrMalformed, truncate(k))
+			return nil, nil, fmt.Errorf("%w: header member %q must be a plain string", ErrMalformed, clipped(k))
 		}
 	}
 	switch {
@@ -284,13 +321,16 @@ func readClaims(p []byte) (claims, error) {
 	for {
 		k, v, done, err := r.next()
 		if err != nil {
+			if k != nil {
+				return c, fmt.Errorf("%w: claim %q: %v", ErrMalformed, clipped(k), err)
+			}
 			return c, fmt.Errorf("%w: claims: %v", ErrMalformed, err)
 		}
 		if done {
 			break
 		}
 		if !token.AllowedClaims[string(k)] {
-			return c, fmt.Errorf("%w: claim %q is not allowed", ErrMalformed, truncate(k))
+			return c, fmt.Errorf("%w: claim %q is not allowed", ErrMalformed, clipped(k))
 		}
 		var idx int
 		wantString := true
@@ -310,10 +350,10 @@ func readClaims(p []byte) (claims, error) {
 		default:
 			// In token.AllowedClaims but unknown here: refuse rather than
 			// accept what this verifier cannot judge.
-			return c, fmt.Errorf("%w: claim %q is not understood by this verifier", ErrMalformed, truncate(k))
+			return c, fmt.Errorf("%w: claim %q is not understood by this verifier", ErrMalformed, clipped(k))
 		}
 		if seen[idx] {
-			return c, fmt.Errorf("%w: claim %q appears twice", ErrMalformed, truncate(k))
+			return c, fmt.Errorf("%w: claim %q appears twice", ErrMalformed, clipped(k))
 		}
 		seen[idx] = true
 		if v.isString != wantString {
@@ -321,7 +361,7 @@ func readClaims(p []byte) (claims, error) {
 			if wantString {
 				kind = "a string"
 			}
-			return c, fmt.Errorf("%w: claim %q must be %s", ErrMalformed, truncate(k), kind)
+			return c, fmt.Errorf("%w: claim %q must be %s", ErrMalformed, clipped(k), kind)
 		}
 		switch idx {
 		case 0:
@@ -336,6 +376,11 @@ func readClaims(p []byte) (claims, error) {
 			}
 			if c.hint == "" {
 				return c, fmt.Errorf("%w: claim \"h\" is empty", ErrMalformed)
+			}
+			if err := attestation.CheckHint(c.hint); err != nil {
+				// The issuer never signs such a hint; printed at the door
+				// it could pose as a verdict.
+				return c, fmt.Errorf("%w: claim \"h\": %v", ErrMalformed, err)
 			}
 			c.hasHint = true
 		case 3:
@@ -363,10 +408,88 @@ func readClaims(p []byte) (claims, error) {
 	return c, nil
 }
 
-// truncate bounds attacker-chosen text quoted in an error.
-func truncate(b []byte) string {
-	if len(b) > 16 {
-		return string(b[:16]) + "…"
+// clipped bounds attacker-chosen text quoted in an error and escapes what
+// a terminal would act on.
+func clipped(b []byte) string { return clip.String(string(b), 16) }
+
+// capped applies the bundle's caps: the window is at most the colour's
+// lifetime plus skew, and both ends lie on the granularity's grid. The
+// issuer never mints anything else, so a token outside them was made with a
+// stolen key or under another issuer's rules. A policy change that shortens
+// lifetimes or coarsens the grid refuses the older tokens too, for at most
+// one old lifetime.
+func capped(c claims, b *bundle.Bundle) error {
+	g := b.Policy.GranularitySeconds
+	if g <= 0 { // only a bundle that was never opened gets here
+		return fmt.Errorf("%w: the bundle sets no granularity", ErrOffGrid)
 	}
-	return string(b)
+	if c.nbf%g != 0 || c.exp%g != 0 {
+		return fmt.Errorf("%w: nbf %s and exp %s must be multiples of %s", ErrOffGrid,
+			fmtUnix(c.nbf), fmtUnix(c.exp), time.Duration(g)*time.Second)
+	}
+	life := b.Policy.Lifetime.Of(c.colour)
+	if life <= 0 {
+		return fmt.Errorf("%w: the bundle sets no lifetime for colour %q", ErrWindowTooLong, clip.String(c.colour, 4))
+	}
+	// exp > nbf (readClaims), so the unsigned difference is exact even
+	// where exp - nbf overflows int64.
+	window := uint64(c.exp) - uint64(c.nbf)
+	if limit := uint64((life + b.Skew()) / time.Second); window > limit {
+		return fmt.Errorf("%w: %s from nbf to exp, at most %s for this colour (plus %s skew)", ErrWindowTooLong,
+			fmtWindow(window), life, b.Skew())
+	}
+	return nil
+}
+
+func fmtUnix(s int64) string { return time.Unix(s, 0).UTC().Format(time.RFC3339) }
+
+func fmtWindow(s uint64) string {
+	if s > uint64(1<<63-1)/uint64(time.Second) {
+		return "more than 292 years"
+	}
+	return (time.Duration(s) * time.Second).String()
+}
+
+// unknownKey names why kid is not in the bundle, from the token's claims
+// (not authenticated, so they only choose the words). A token whose window
+// began a full lifetime and a granule before the bundle's issue time, and
+// was still valid then, was signed by a key that was already signing before
+// the bundle was made (a key's window starts at most a lifetime and a
+// granule before it signs): had that key been this issuer's, the bundle
+// would hold it or list it as withdrawn. Otherwise the key may be newer than
+// the bundle, and a sync may help.
+func unknownKey(payload, kid []byte, b *bundle.Bundle) error {
+	if isAttestation(payload) {
+		return ErrLabAttestation
+	}
+	var pbuf [token.MaxLen * 3 / 4]byte
+	if n, err := b64.Decode(pbuf[:], payload); err == nil {
+		if c, err := readClaims(pbuf[:n]); err == nil {
+			g := b.Policy.GranularitySeconds
+			lead := int64(b.Policy.Lifetime.Max()/time.Second) + g
+			if c.nbf < b.IssuedAt-lead && c.exp > b.IssuedAt {
+				return fmt.Errorf("%w: kid %q, and the token's window starts %s, before the bundle (issued %s) was made",
+					ErrUnknownIssuer, clipped(kid), fmtUnix(c.nbf), fmtUnix(b.IssuedAt))
+			}
+		}
+	}
+	return fmt.Errorf("%w: kid %q; if the issuer made a new key, a sync will fetch it", ErrUnknownKey, clipped(kid))
+}
+
+// isAttestation reports whether a JWS payload (base64url, unauthenticated)
+// reads as a lab's attestation: an object with the attestation claims iss
+// and kind, which no token carries. Only refusals get here.
+func isAttestation(payload []byte) bool {
+	var pbuf [token.MaxLen * 3 / 4]byte
+	n, err := b64.Decode(pbuf[:], payload)
+	if err != nil {
+		return false
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(pbuf[:n], &m) != nil {
+		return false
+	}
+	_, iss := m["iss"]
+	_, kind := m["kind"]
+	return iss && kind
 }

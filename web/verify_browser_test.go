@@ -77,7 +77,9 @@ func (f *fixture) bundle(t testing.TB, bt bundleTimes) string {
 		Sequence: 1, IssuedAt: bt.issued.Unix(), StaleAfter: bt.stale.Unix(), Expires: bt.expires.Unix(),
 		Keys: []bundle.Key{{ID: f.signer.KeyID(), Public: f.tokenPub, NotBefore: f.now.Add(-30 * 24 * time.Hour).Unix(),
 			NotAfter: f.now.Add(30 * 24 * time.Hour).Unix(), Status: bundle.StatusCurrent}},
-		Policy: bundle.Display{Version: 1, SkewSeconds: 60, HolderHint: bt.hint, Counting: bt.counting},
+		Policy: bundle.Display{Version: 1, SkewSeconds: 60, HolderHint: bt.hint, Counting: bt.counting,
+			// The fixture signs on the real clock: a one-second grid.
+			Lifetime: bundle.Lifetimes{Green: 24 * 3600, Yellow: 24 * 3600, Red: 24 * 3600}, GranularitySeconds: 1},
 	}
 	s, err := bundle.Sign(b, f.bundleKey)
 	if err != nil {
@@ -560,7 +562,8 @@ func TestKioskBundleTrustOnFirstUse(t *testing.T) {
 	mk := func(key ed25519.PrivateKey, seq uint64) string {
 		bd := &bundle.Bundle{Sequence: seq, IssuedAt: f.now.Add(-time.Hour).Unix(), StaleAfter: f.now.Add(time.Hour).Unix(),
 			Expires: f.now.Add(2 * time.Hour).Unix(), Keys: []bundle.Key{{ID: f.signer.KeyID(), Public: f.tokenPub,
-				NotBefore: f.now.Add(-time.Hour).Unix(), NotAfter: f.now.Add(time.Hour).Unix(), Status: bundle.StatusCurrent}}}
+				NotBefore: f.now.Add(-time.Hour).Unix(), NotAfter: f.now.Add(time.Hour).Unix(), Status: bundle.StatusCurrent}},
+			Policy: bundle.Display{Lifetime: bundle.Lifetimes{Green: 24 * 3600, Yellow: 24 * 3600, Red: 24 * 3600}, GranularitySeconds: 1}}
 		s, err := bundle.Sign(bd, key)
 		if err != nil {
 			t.Fatal(err)

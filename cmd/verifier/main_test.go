@@ -87,7 +87,8 @@ func (is *issuer) signBundle(t *testing.T, seq uint64, iat time.Time, hint bool)
 			NotBefore: t0.Add(-30 * 24 * time.Hour).Unix(), NotAfter: t0.Add(30 * 24 * time.Hour).Unix(),
 			Status: bundle.StatusCurrent,
 		}},
-		Policy: bundle.Display{Version: 3, SkewSeconds: 300, HolderHint: hint},
+		Policy: bundle.Display{Version: 3, SkewSeconds: 300, HolderHint: hint, GranularitySeconds: 3600,
+			Lifetime: bundle.Lifetimes{Green: 15 * 24 * 3600, Yellow: 15 * 24 * 3600, Red: 15 * 24 * 3600}},
 	}
 	raw, err := bundle.Sign(b, is.bundleKey)
 	if err != nil {

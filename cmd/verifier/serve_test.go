@@ -39,7 +39,8 @@ func kioskBundle(t *testing.T, dir string, seq uint64, now time.Time) (path, jws
 		Expires: now.Add(7 * 24 * time.Hour).Unix(),
 		Keys: []bundle.Key{{ID: token.KeyID(tpub), Public: tpub, NotBefore: now.Add(-24 * time.Hour).Unix(),
 			NotAfter: now.Add(30 * 24 * time.Hour).Unix(), Status: bundle.StatusCurrent}},
-		Policy: bundle.Display{Version: 1, SkewSeconds: 60},
+		Policy: bundle.Display{Version: 1, SkewSeconds: 60, GranularitySeconds: 60,
+			Lifetime: bundle.Lifetimes{Green: 24 * 3600, Yellow: 24 * 3600, Red: 24 * 3600}},
 	}
 	jws, err = bundle.Sign(b, bk)
 	if err != nil {

@@ -40,8 +40,9 @@ func newFix(t testing.TB, counting bool) fix {
 		t.Fatal(err)
 	}
 	b := &bundle.Bundle{Sequence: 3, IssuedAt: t0.Add(-time.Hour).Unix(), StaleAfter: t0.Add(time.Hour).Unix(), Expires: t0.Add(2 * time.Hour).Unix(),
-		Keys:   []bundle.Key{{ID: s.KeyID(), Public: tpub, NotBefore: t0.Add(-24 * time.Hour).Unix(), NotAfter: t0.Add(24 * time.Hour).Unix(), Status: bundle.StatusCurrent}},
-		Policy: bundle.Display{Version: 4, SkewSeconds: 30, HolderHint: true, Counting: counting, Name: "test city"}}
+		Keys: []bundle.Key{{ID: s.KeyID(), Public: tpub, NotBefore: t0.Add(-24 * time.Hour).Unix(), NotAfter: t0.Add(24 * time.Hour).Unix(), Status: bundle.StatusCurrent}},
+		Policy: bundle.Display{Version: 4, SkewSeconds: 30, HolderHint: true, Counting: counting, Name: "test city",
+			Lifetime: bundle.Lifetimes{Green: 24 * 3600, Yellow: 24 * 3600, Red: 24 * 3600}, GranularitySeconds: 60}}
 	jws, err := bundle.Sign(b, bk)
 	if err != nil {
 		t.Fatal(err)
