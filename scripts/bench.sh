@@ -63,7 +63,7 @@ else
 	load_arg=()
 	[[ -s $OUT/load.json ]] && load_arg=(--load "$OUT/load.json")
 	echo
-	$GO run ./internal/benchreport --go "$raw" "${load_arg[@]}" | tee "$OUT/summary.txt"
+	bin/loadgen report --go "$raw" "${load_arg[@]}" | tee "$OUT/summary.txt"
 	echo
 	echo "raw output: $raw, $OUT/load.json; table: $OUT/summary.txt"
 fi

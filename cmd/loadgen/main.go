@@ -7,6 +7,7 @@
 //	loadgen --issuer bin/issuer                       start an issuer on a temp dir, load it, stop it
 //	loadgen --url http://127.0.0.1:8080 --key DIR/demo-attester.key --pid PID
 //	loadgen scale --issuer bin/issuer --live 1000000  the issuer at city scale (make bench-scale)
+//	loadgen report --go go.txt --load load.json       the summary table of make bench
 package main
 
 import (
@@ -36,6 +37,8 @@ Usage:
                                                     load a running issuer; --pid samples its memory and CPU
   loadgen scale --issuer BIN [--live N] [flags]     fill a store to N live records, load the issuer on it
                                                     through a sweep (make bench-scale; 'loadgen scale --help')
+  loadgen report --go FILE [--load FILE]            the summary table of make bench, from go test -bench
+                                                    output and loadgen --json
 
 Flags:
 `
@@ -156,6 +159,8 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		switch args[0] {
 		case "scale":
 			return runScale(ctx, args[1:], stdout, stderr)
+		case "report":
+			return runReport(args[1:], stdout, stderr)
 		}
 	}
 	o, err := parseOptions(args, stderr)
@@ -163,7 +168,7 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	cfg := Config{URL: o.url, AttesterID: o.attester, Concurrency: o.concurrency, Duration: o.duration,
-		Requests: o.requests, Timeout: o.timeout, PID: o.pid}
+		Requests: o.requests, Timeout: o.timeout, PID: o.pid, Bare: true}
 
 	var res *Result
 	if o.issuerBin != "" {
@@ -264,6 +269,13 @@ func printTable(w io.Writer, r *Result) {
 			parts[n] = fmt.Sprintf("%s: %d", k, r.Errors[k])
 		}
 		row("errors", "%d  (%s)", r.ErrorCount, strings.Join(parts, ", "))
+	}
+	if c := r.CPU; c != nil && c.IssuerPerRedemptionUs > 0 {
+		row("issuer CPU", "%.0f µs per redemption (%.1f s user+system over the load)", c.IssuerPerRedemptionUs, c.IssuerSeconds)
+		if c.Ratio > 0 {
+			row("", "bare Ed25519 for one redemption (%.0f× Sign, %d× Verify, this run) %.0f µs: ratio %.2f (target ≤ 1.3)",
+				c.BareSigns, c.BareVerifies, c.BarePerRedemption, c.Ratio)
+		}
 	}
 	if m := r.RSS; m != nil {
 		row("issuer RSS", "rest %.1f MiB   peak %.1f MiB   end %.1f MiB", mib(float64(m.Rest)), mib(float64(m.Peak)), mib(float64(m.End)))
