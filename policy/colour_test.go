@@ -56,9 +56,15 @@ func TestDurationJSON(t *testing.T) {
 	}
 }
 
-func TestTruncateKeepsUTF8(t *testing.T) {
-	s := strings.Repeat("a", 31) + "é" + "tail"
-	if got := truncate(s); got != strings.Repeat("a", 31)+"…" {
-		t.Fatalf("truncate = %q", got)
+func TestQuoteCutsAndEscapes(t *testing.T) {
+	for in, want := range map[string]string{
+		strings.Repeat("a", 31) + "é" + "tail": `"` + strings.Repeat("a", 31) + `…"`, // cut before é, not inside
+		"\x1b[1A\rGREEN":                      `"\x1b[1A\rGREEN"`,
+		`say "green"`:                          `"say \"green\""`,
+		"bad\xffutf8":                          "\"bad\uFFFDutf8\"",
+	} {
+		if got := quote(in); got != want {
+			t.Errorf("quote(%q) = %s, want %s", in, got, want)
+		}
 	}
 }

@@ -35,22 +35,37 @@ import (
 //     compare what they saw cannot link one visitor.
 //   - granularity 1h: token times are whole hours; every resident holding
 //     tokens shares them, and none reveals when a test was taken.
-//   - horizon 7d: a batch covers a week, so the wallet works offline for a
-//     week and a batch never outlives it.
+//   - horizon 7d: a batch covers a week (plus the renewal overlap), so the
+//     wallet works offline for a week.
 //   - clock_skew 5m: network-synced phones and tablets agree within seconds;
 //     five minutes covers a tablet that has been offline for weeks.
 //   - holder_binding none: a hint (initials, birth year) is personal data on
 //     every token; a city turns it on only if sharing becomes a real problem.
 //
+// Renewal:
+//   - period 7d, the horizon: an attestation redeems once a week, so a
+//     vaccination keeps the wallet supplied for its whole 180 days without
+//     a clinic visit, and each replay record lives a week at most.
+//   - overlap 2d: each batch reaches two days past the horizon, so from the
+//     moment the wallet may renew it still has two days of codes, enough
+//     for a phone that is offline over a weekend. (With no overlap, the
+//     codes would end exactly when renewal opens, and the hour rounding of
+//     both would leave a gap.)
+//
 // Attestations:
-//   - max_lifetime 72h: a resident exchanges an attestation within three
-//     days; this also bounds how long its replay record must be kept.
+//   - lifetimes: as long as the kind's rule gives it colour (after + for):
+//     a vaccination 194d (14d wait, 180d green), a recovery 90d, a negative
+//     test 3d, a positive test 10d, an exposure notice 7d, an isolation
+//     order 14d. The wallet renews with it until its evidence ends.
+//   - max_lifetime 72h: the bound for a kind a document does not list in
+//     lifetimes (every kind, in documents written before lifetimes).
 //   - max_per_request 8: a resident has a handful at once (a test, a dose,
 //     a recovery), never dozens.
 //
 // Retention (invariant 5; every deadline is public):
-//   - replay 4d: at least max_lifetime + 2*clock_skew (72h10m), the shortest
-//     that still stops a second redemption, rounded up to whole days.
+//   - replay 7d: a record lives until its renewal period ends (or until its
+//     attestation can no longer be accepted, if sooner), so one week is the
+//     shortest that still stops a second redemption in a period.
 //   - counts 30d: aggregate counts per colour per day, kept a month to show
 //     a trend; they name nobody.
 //   - audit 365d: administrators' actions (policy changes, key rotations,
@@ -64,8 +79,8 @@ import (
 //
 // Keys:
 //   - lifetime 30d, rotation 7d: a new signing key each week, each valid for
-//     long enough (at least rotation + horizon, 14d) to sign a full batch
-//     before it ends; a leaked key is worthless within a month.
+//     long enough (at least rotation + horizon + overlap, 16d) to sign a
+//     full batch before it ends; a leaked key is worthless within a month.
 //
 // Trust bundle:
 //   - stale_after 24h, lifetime 7d: verifiers sync daily; one offline for up
@@ -101,13 +116,25 @@ func Default() *Policy {
 			Horizon:     Duration(7 * d),
 			ClockSkew:   Duration(5 * time.Minute),
 		},
+		Renewal: Renewal{
+			Period:  Duration(7 * d),
+			Overlap: Duration(DefaultOverlap),
+		},
 		HolderHint: HintNone,
 		Attestations: Attestations{
-			MaxLifetime:   Duration(72 * time.Hour),
+			MaxLifetime: Duration(72 * time.Hour),
+			Lifetimes: KindLifetimes{
+				TestNegative:   Duration(72 * time.Hour),
+				TestPositive:   Duration(10 * d),
+				Vaccination:    Duration(194 * d),
+				Recovery:       Duration(90 * d),
+				ExposureNotice: Duration(7 * d),
+				IsolationOrder: Duration(14 * d),
+			},
 			MaxPerRequest: 8,
 		},
 		Retention: Retention{
-			Replay:        Duration(4 * d),
+			Replay:        Duration(7 * d),
 			Counts:        Duration(30 * d),
 			Audit:         Duration(365 * d),
 			RetiredKeys:   Duration(30 * d),

@@ -89,10 +89,18 @@ func TestDefaultValues(t *testing.T) {
 	if p.Version != 1 || p.Default != Yellow || p.HolderHint != HintNone || p.Counting ||
 		p.Tokens.Copies != 6 || p.Tokens.Granularity.D() != time.Hour || p.Tokens.Horizon.D() != 7*dy ||
 		p.Tokens.ClockSkew.D() != 5*time.Minute || p.Tokens.Lifetime != (Lifetimes{24 * h, 24 * h, 24 * h}) ||
-		p.Attestations != (Attestations{72 * h, 8}) ||
-		p.Retention != (Retention{4 * d, 30 * d, 365 * d, 30 * d, 90 * d, 10 * m}) ||
+		p.Renewal != (Renewal{7 * d, 2 * d}) ||
+		p.Attestations != (Attestations{72 * h, KindLifetimes{3 * d, 10 * d, 194 * d, 90 * d, 7 * d, 14 * d}, 8}) ||
+		p.Retention != (Retention{7 * d, 30 * d, 365 * d, 30 * d, 90 * d, 10 * m}) ||
 		p.Keys != (Keys{30 * d, 7 * d}) || p.Bundle != (BundleTimes{24 * h, 7 * d}) {
 		t.Fatalf("default values changed: %+v", p)
+	}
+	// Each kind's attestation may live exactly as long as its rule gives
+	// it colour, no longer: the bound Validate enforces.
+	for _, r := range p.Rules {
+		if got := p.Attestations.Lifetimes.Of(r.Kind); got != r.After.D()+r.For.D() {
+			t.Errorf("attestations.lifetimes.%s = %s, want after + for = %s", r.Kind, Duration(got), r.After+r.For)
+		}
 	}
 }
 

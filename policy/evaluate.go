@@ -20,7 +20,7 @@ import (
 //     then cut to the earliest start of a pending rule of a more severe
 //     colour (so a green test never outlasts a red order that begins
 //     tomorrow; this applies to the default colour too), then cut to
-//     now + tokens.horizon.
+//     now + Reach (tokens.horizon + renewal.overlap).
 //   - From is now.
 //
 // Evidence of a kind no rule names is ignored. Until is always after now
@@ -65,11 +65,32 @@ func (p *Policy) Evaluate(ev []attestation.Evidence, now time.Time) Decision {
 			until = s
 		}
 	}
-	if h := now.Add(p.Tokens.Horizon.D()); h.Before(until) {
+	if h := now.Add(p.Reach()); h.Before(until) {
 		until = h
 	}
 	d.Until = until
 	return d
+}
+
+// EvidenceEnd is when evidence e stops earning any colour under the
+// policy: the latest end of a rule for its kind, or its expiry if that is
+// sooner (after it, e can no longer be redeemed or renewed). For a kind no
+// rule names, it is the expiry. The wallet keeps an attestation until then.
+func (p *Policy) EvidenceEnd(e attestation.Evidence) time.Time {
+	var end time.Time
+	for j := range p.Rules {
+		r := &p.Rules[j]
+		if r.Kind != e.Kind {
+			continue
+		}
+		if t := e.At.Add(r.After.D()).Add(r.For.D()); t.After(end) {
+			end = t
+		}
+	}
+	if end.IsZero() || e.Expires.Before(end) {
+		return e.Expires
+	}
+	return end
 }
 
 // Windows cuts a decision into the validity windows of a batch. It is pure
@@ -78,7 +99,7 @@ func (p *Policy) Evaluate(ev []attestation.Evidence, now time.Time) Decision {
 // With L the token lifetime of d's colour and G the granularity, windows sit
 // on a fixed grid: [k*L, (k+1)*L) counted from the Unix epoch in UTC. Let
 // End be d.Until rounded down to a multiple of G (and no later than
-// now + tokens.horizon). The batch is every grid window from the one holding
+// now + Reach). The batch is every grid window from the one holding
 // now up to End, each ending at the earlier of its grid end and End. So:
 //
 //   - every NotBefore and Expires is a multiple of G, and the grid is the
@@ -102,7 +123,7 @@ func (p *Policy) Windows(d Decision, now time.Time) []Window {
 	ls, gs := int64(l/time.Second), int64(g/time.Second)
 	nowS := now.Unix() // rounds down, also before 1970
 	end := floorTo(d.Until.Unix(), gs)
-	if h := floorTo(now.Add(p.Tokens.Horizon.D()).Unix(), gs); h < end {
+	if h := floorTo(now.Add(p.Reach()).Unix(), gs); h < end {
 		end = h
 	}
 	if end <= nowS { // the first window would expire by now

@@ -23,6 +23,7 @@ func TestEvaluate(t *testing.T) {
 	pending := Default()
 	pending.Rules[1] = Rule{Kind: attestation.IsolationOrder, Colour: Red, After: 2 * d, For: 5 * d}
 	pending.Rules[2] = Rule{Kind: attestation.ExposureNotice, Colour: Yellow, After: 12 * h, For: 7 * d}
+	pending.Attestations.Lifetimes.IsolationOrder = 7 * d // as long as its rule now gives colour
 
 	cases := []struct {
 		name   string
@@ -42,7 +43,9 @@ func TestEvaluate(t *testing.T) {
 			[]attestation.Evidence{ev(attestation.TestNegative, ago(72*hr-1))}, Green, now.Add(1)},
 		{"positive dominates negative", nil,
 			[]attestation.Evidence{ev(attestation.TestNegative, ago(hr)), ev(attestation.TestPositive, ago(2*dy))},
-			Red, now.Add(7 * dy)}, // 10d - 2d = 8d left, clipped to the 7d horizon
+			Red, now.Add(8 * dy)}, // 10d - 2d = 8d left, within the 9d reach
+		{"clipped at the reach (horizon + overlap)", nil,
+			[]attestation.Evidence{ev(attestation.TestPositive, ago(hr))}, Red, now.Add(9 * dy)},
 		{"red from the later-ending rule", nil,
 			[]attestation.Evidence{ev(attestation.TestPositive, ago(9*dy)), ev(attestation.IsolationOrder, ago(10*dy))},
 			Red, ago(10 * dy).Add(14 * dy)},
@@ -51,10 +54,10 @@ func TestEvaluate(t *testing.T) {
 			Yellow, ago(3 * dy).Add(7 * dy)},
 		{"vaccination not yet effective: default, not clipped by a later green", nil,
 			[]attestation.Evidence{ev(attestation.Vaccination, ago(5*dy))}, Yellow, now.Add(24 * hr)},
-		{"vaccination effective from 14d, clipped at the horizon", nil,
-			[]attestation.Evidence{ev(attestation.Vaccination, ago(20*dy))}, Green, now.Add(7 * dy)},
+		{"vaccination effective from 14d, clipped at the reach", nil,
+			[]attestation.Evidence{ev(attestation.Vaccination, ago(20*dy))}, Green, now.Add(9 * dy)},
 		{"vaccination effective exactly at After", nil,
-			[]attestation.Evidence{ev(attestation.Vaccination, ago(14*dy))}, Green, now.Add(7 * dy)},
+			[]attestation.Evidence{ev(attestation.Vaccination, ago(14*dy))}, Green, now.Add(9 * dy)},
 		{"latest green end wins", nil,
 			[]attestation.Evidence{ev(attestation.TestNegative, ago(hr)), ev(attestation.Recovery, ago(85*dy))},
 			Green, ago(85 * dy).Add(90 * dy)},
@@ -87,7 +90,7 @@ func TestEvaluate(t *testing.T) {
 		{"future event: pending red clips the default", nil,
 			[]attestation.Evidence{ev(attestation.TestPositive, now.Add(3*hr))}, Yellow, now.Add(3 * hr)},
 		{"red default", withDefault(Red), nil, Red, now.Add(24 * hr)},
-		{"green default, a red rule pending", func() *Policy { p := withDefault(Green); p.Rules = pending.Rules; return p }(),
+		{"green default, a red rule pending", func() *Policy { p := withDefault(Green); p.Rules = pending.Rules; p.Attestations = pending.Attestations; return p }(),
 			[]attestation.Evidence{ev(attestation.IsolationOrder, ago(40*hr))}, Green, ago(40 * hr).Add(48 * hr)},
 	}
 	for _, c := range cases {

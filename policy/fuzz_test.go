@@ -61,7 +61,7 @@ func FuzzParse(f *testing.F) {
 		for _, n := range []int{0, 1, 3, len(evidence)} {
 			now := base.Add(time.Duration(n) * 7 * time.Hour)
 			dec := p.Evaluate(evidence[:n], now)
-			if !dec.Colour.Valid() || !dec.Until.After(now) || dec.Until.After(now.Add(p.Tokens.Horizon.D())) {
+			if !dec.Colour.Valid() || !dec.Until.After(now) || dec.Until.After(now.Add(p.Reach())) {
 				t.Fatalf("decision %+v at %v", dec, now)
 			}
 			if err := checkWindows(p, dec, now, p.Windows(dec, now)); err != nil {
@@ -88,6 +88,11 @@ func FuzzValidate(f *testing.F) {
 		p.Rules[3].After = Duration(after) // test-negative, green
 		p.Rules[3].For = Duration(dur)
 		p.Tokens.ClockSkew = Duration(skew)
+		// The renewal period follows the horizon, as in a document that
+		// leaves it out, so that short horizons are explored too.
+		p.Renewal.Period = Duration(max(p.Tokens.Horizon.D().Truncate(time.Hour), time.Hour))
+		p.Renewal.Overlap = 0
+		p.Attestations.Lifetimes.TestNegative = Duration(min(max(after+dur, 1), int64(72*time.Hour)))
 		if p.Validate() != nil {
 			return
 		}

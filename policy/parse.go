@@ -9,6 +9,10 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/healthcode/healthcode/attestation"
+	"github.com/healthcode/healthcode/internal/clip"
 )
 
 // MaxSize bounds a policy document. The default is under 2 KiB; the bound
@@ -21,6 +25,16 @@ const MaxSize = 64 << 10
 // nulls, values of the wrong type and trailing data; every error names the
 // field path ("rules[1].colour"). On success the policy has passed
 // Validate. Every error is a *ValidationError.
+//
+// Fields added after release 0 may be left out, so that a stored policy
+// and an operator's file from then still load, and mean what they meant:
+//   - renewal.period: tokens.horizon (what a batch covered);
+//   - renewal.overlap: DefaultOverlap (2d), or less if the document's key
+//     lifetime or window count leaves no room for it;
+//   - attestations.lifetimes.<kind>: attestations.max_lifetime, the one
+//     bound every kind had.
+//
+// Parse fills these in before Validate; Validate itself fills in nothing.
 func Parse(b []byte) (*Policy, error) {
 	if len(b) > MaxSize {
 		return nil, fieldErr("", fmt.Sprintf("policy is %d bytes, more than the limit of %d", len(b), MaxSize))
@@ -28,7 +42,7 @@ func Parse(b []byte) (*Policy, error) {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return nil, fieldErr("", "policy is empty")
 	}
-	d := decoder{in: b, dec: json.NewDecoder(bytes.NewReader(b))}
+	d := decoder{in: b, dec: json.NewDecoder(bytes.NewReader(b)), absent: map[string]bool{}}
 	d.dec.UseNumber()
 	var p Policy
 	if err := d.value(reflect.ValueOf(&p).Elem(), ""); err != nil {
@@ -41,6 +55,7 @@ func Parse(b []byte) (*Policy, error) {
 	default:
 		return nil, fieldErr("", "unexpected data after the policy document")
 	}
+	p.fillLaterFields(d.absent)
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
@@ -69,8 +84,9 @@ var (
 // unknown fields without their path, custom-type errors without any field,
 // and silently accepts duplicate keys and case-insensitive names.
 type decoder struct {
-	in  []byte
-	dec *json.Decoder
+	in     []byte
+	dec    *json.Decoder
+	absent map[string]bool // paths of struct fields the document left out
 }
 
 func (d *decoder) value(v reflect.Value, path string) error {
@@ -152,9 +168,9 @@ func (d *decoder) value(v reflect.Value, path string) error {
 		i, err := strconv.ParseInt(string(n), 10, 32)
 		switch {
 		case errors.Is(err, strconv.ErrRange):
-			return fieldErr(path, "is out of range, got "+truncate(string(n)))
+			return fieldErr(path, "is out of range, got "+clip.String(string(n), maxEcho))
 		case err != nil:
-			return fieldErr(path, "must be an integer, got "+truncate(string(n)))
+			return fieldErr(path, "must be an integer, got "+clip.String(string(n), maxEcho))
 		}
 		v.SetInt(i)
 		return nil
@@ -176,14 +192,20 @@ func (d *decoder) object(v reflect.Value, path string) error {
 		name := tok.(string) // the decoder guarantees object keys are strings
 		i := fieldIndex(t, name)
 		if i < 0 {
-			return fieldErr(join(path, truncate(name)), "unknown field")
+			return fieldErr(join(path, clip.String(name, maxEcho)), "unknown field")
 		}
 		if seen[i] {
-			return fieldErr(join(path, name), "duplicate field")
+			return fieldErr(join(path, clip.String(name, maxEcho)), "duplicate field")
 		}
 		seen[i] = true
 		if err := d.value(v.Field(i), join(path, name)); err != nil {
 			return err
+		}
+	}
+	for i, ok := range seen {
+		if !ok {
+			tag, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+			d.absent[join(path, tag)] = true
 		}
 	}
 	return d.closing(path)
@@ -252,21 +274,52 @@ func jsonType(tok json.Token) string {
 	return "null"
 }
 
-// quote echoes a value from the document, shortened: enough to find it,
-// never a whole pasted blob.
-func quote(s string) string { return strconv.Quote(truncate(s)) }
+// maxEcho is how much of a value from the document a message echoes:
+// enough to find it, never a whole pasted blob.
+const maxEcho = 32
 
-func truncate(s string) string {
-	const max = 32
-	if len(s) <= max {
-		return s
-	}
-	// Cut on a rune boundary so the echo stays valid UTF-8.
-	i := max
-	for i > 0 && !utf8RuneStart(s[i]) {
-		i--
-	}
-	return s[:i] + "…"
+// quote echoes a value from the document, shortened and with control
+// characters escaped (clip), in double quotes.
+func quote(s string) string {
+	return `"` + strings.ReplaceAll(clip.String(s, maxEcho), `"`, `\"`) + `"`
 }
 
-func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }
+// DefaultOverlap is renewal.overlap in Default, and in a document written
+// before renewal existed when its other fields leave room for it.
+const DefaultOverlap = 2 * day
+
+// fillLaterFields gives the fields added after release 0 that a document
+// left out the values that keep its meaning (see Parse).
+func (p *Policy) fillLaterFields(absent map[string]bool) {
+	if absent["renewal"] || absent["renewal.period"] {
+		p.Renewal.Period = p.Tokens.Horizon
+	}
+	if absent["renewal"] || absent["renewal.overlap"] {
+		p.Renewal.Overlap = Duration(p.legacyOverlap())
+	}
+	lt := absent["attestations"] || absent["attestations.lifetimes"]
+	for _, k := range attestation.Kinds {
+		if lt || absent["attestations.lifetimes."+string(k)] {
+			*p.Attestations.Lifetimes.field(k) = p.Attestations.MaxLifetime
+		}
+	}
+}
+
+// legacyOverlap is the renewal overlap for a document that predates it:
+// DefaultOverlap, cut so that every check the document passed before
+// (windows per batch, key lifetime, both over the batch's reach) still
+// passes, never negative.
+func (p *Policy) legacyOverlap() time.Duration {
+	o := min(DefaultOverlap, max(p.Tokens.Horizon.D(), 0))
+	h := p.Tokens.Horizon.D()
+	for _, c := range Colours {
+		if l := p.Tokens.Lifetime.Of(c); l > 0 && l < maxDuration/MaxWindows {
+			// 1 + ceil((h+o)/l) <= MaxWindows  <=>  h+o <= (MaxWindows-1)*l
+			o = min(o, (MaxWindows-1)*l-h)
+		}
+	}
+	if signs := max(p.Keys.Rotation.D(), p.Bundle.Lifetime.D()); signs > 0 && p.Keys.Lifetime > 0 {
+		o = min(o, p.Keys.Lifetime.D()-addSat(signs, max(h, 0)))
+	}
+	return max(o, 0)
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -114,12 +115,12 @@ func TestParseErrors(t *testing.T) {
 		{"rule as array", edit(t, `"rules": [`, `"rules": [[],`), `rules[0]: must be an object, got an array`},
 		{"trailing document", string(DefaultJSON()) + `{}`, `unexpected data after the policy document`},
 		{"trailing garbage", string(DefaultJSON()) + `x`,
-			`invalid JSON at line 72, column 1: invalid character 'x' looking for beginning of value`},
+			`invalid JSON at line 84, column 1: invalid character 'x' looking for beginning of value`},
 		{"truncated", string(DefaultJSON()[:200]), `rules[1].colour: invalid JSON: unexpected end of input`},
 		{"syntax error", edit(t, `"copies": 6,`, `"copies": 6,,`),
 			`tokens: invalid JSON at line 44, column 17: invalid character ',' looking for beginning of object key string`},
 		{"bad literal", edit(t, `"verifier_counting": false`, `"verifier_counting": fals`),
-			`verifier_counting: invalid JSON at line 70, column 24: invalid character '\n' in literal false (expecting 'e')`},
+			`verifier_counting: invalid JSON at line 82, column 24: invalid character '\n' in literal false (expecting 'e')`},
 		{"then Validate", edit(t, `"version": 1`, `"version": 0`), `version: must be at least 1, got 0`},
 	}
 	for _, c := range cases {
@@ -183,5 +184,109 @@ func TestParseEveryFieldIsDecoded(t *testing.T) {
 	}
 	if !reflect.DeepEqual(p, q) {
 		t.Fatalf("round trip changed the policy:\n got %+v\nwant %+v", q, p)
+	}
+}
+
+// A document from release 0 (the default then, before renewal and per-kind
+// lifetimes) still loads and means what it meant: every kind lives
+// max_lifetime, the renewal period is the horizon, and the overlap is the
+// default because the document leaves room for it.
+func TestParseRelease0Document(t *testing.T) {
+	doc, err := os.ReadFile("testdata/release0.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Parse(doc)
+	if err != nil {
+		t.Fatalf("Parse(release0.json): %v", err)
+	}
+	if p.Renewal != (Renewal{Period: 7 * d, Overlap: 2 * d}) {
+		t.Errorf("renewal = %+v, want period 7d, overlap 2d", p.Renewal)
+	}
+	if want := (KindLifetimes{3 * d, 3 * d, 3 * d, 3 * d, 3 * d, 3 * d}); p.Attestations.Lifetimes != want {
+		t.Errorf("lifetimes = %+v, want 3d for every kind", p.Attestations.Lifetimes)
+	}
+	if p.Retention.Replay != 4*d || p.Attestations.MaxLifetime != 3*d {
+		t.Errorf("an old field changed: %+v", p)
+	}
+	// Stored again, it is a complete document that reads back the same.
+	c, err := p.Canonical()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := Parse(c)
+	if err != nil || !reflect.DeepEqual(p, q) {
+		t.Fatalf("Parse(Canonical()) = %+v, %v", q, err)
+	}
+	if !bytes.Contains(c, []byte(`"renewal":{"period":"7d","overlap":"2d"}`)) {
+		t.Errorf("canonical form lacks the filled-in renewal: %s", c)
+	}
+}
+
+// The overlap given to an older document never breaks a check it passed:
+// it shrinks to what the key lifetime and the window count leave room for.
+func TestParseOlderDocumentOverlapFits(t *testing.T) {
+	base, err := os.ReadFile("testdata/release0.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name    string
+		old, nw string
+		overlap Duration
+	}{
+		{"room for all of it", `"lifetime": "30d",`, `"lifetime": "16d",`, 2 * d},
+		{"key lifetime leaves a day", `"lifetime": "30d",`, `"lifetime": "15d",`, d},
+		{"key lifetime at the old minimum", `"lifetime": "30d",`, `"lifetime": "14d",`, 0},
+		{"window count at the limit", `"horizon": "7d",`, `"horizon": "31h",`, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			doc := strings.Replace(string(base), c.old, c.nw, 1)
+			if c.name == "window count at the limit" {
+				doc = strings.NewReplacer(`"green": "1d"`, `"green": "1h"`, `"yellow": "1d"`, `"yellow": "1h"`,
+					`"red": "1d"`, `"red": "1h"`).Replace(doc)
+			}
+			if doc == string(base) {
+				t.Fatal("edit changed nothing")
+			}
+			p, err := Parse([]byte(doc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Renewal.Overlap != c.overlap || p.Renewal.Period != p.Tokens.Horizon {
+				t.Fatalf("renewal = %+v, want overlap %s and period %s", p.Renewal, c.overlap, p.Tokens.Horizon)
+			}
+		})
+	}
+}
+
+// Members of the new objects may be left out one by one too.
+func TestParsePartialNewFields(t *testing.T) {
+	doc := edit(t, `"overlap": "2d"`, `"period": "3d"`)
+	doc = strings.Replace(doc, `"period": "7d",`, ``, 1) // renewal now holds only period 3d
+	doc = strings.Replace(doc, `"test-negative": "3d",`, ``, 1)
+	p, err := Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Renewal != (Renewal{Period: 3 * d, Overlap: 2 * d}) {
+		t.Errorf("renewal = %+v", p.Renewal)
+	}
+	if p.Attestations.Lifetimes.TestNegative != p.Attestations.MaxLifetime || p.Attestations.Lifetimes.Vaccination != 194*d {
+		t.Errorf("lifetimes = %+v", p.Attestations.Lifetimes)
+	}
+	// A value written out is never replaced, and an explicit zero is an error.
+	if _, err := Parse([]byte(edit(t, `"overlap": "2d"`, `"overlap": "-1h"`))); err == nil ||
+		err.Error() != "renewal.overlap: must not be negative, got -1h" {
+		t.Errorf("negative overlap: %v", err)
+	}
+	if _, err := Parse([]byte(edit(t, `"vaccination": "194d"`, `"vaccination": "0s"`))); err == nil ||
+		err.Error() != "attestations.lifetimes.vaccination: must be positive, got 0s" {
+		t.Errorf("zero lifetime: %v", err)
+	}
+	if _, err := Parse([]byte(edit(t, `"recovery": "90d",`, `"recovery": "90d", "Recovery": "90d",`))); err == nil ||
+		err.Error() != "attestations.lifetimes.Recovery: unknown field" {
+		t.Errorf("case-folded kind: %v", err)
 	}
 }

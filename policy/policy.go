@@ -26,6 +26,7 @@ type Policy struct {
 	Rules        []Rule       `json:"rules"`
 	Default      Colour       `json:"default_colour"`
 	Tokens       Tokens       `json:"tokens"`
+	Renewal      Renewal      `json:"renewal"`
 	HolderHint   HintMode     `json:"holder_binding"`
 	Attestations Attestations `json:"attestations"`
 	Retention    Retention    `json:"retention"`
@@ -48,7 +49,7 @@ type Tokens struct {
 	Lifetime    Lifetimes `json:"lifetime"`    // longest validity window per colour
 	Copies      int       `json:"copies"`      // tokens per window (invariant 4)
 	Granularity Duration  `json:"granularity"` // every token time is a multiple of this
-	Horizon     Duration  `json:"horizon"`     // a batch covers at most this far ahead
+	Horizon     Duration  `json:"horizon"`     // a batch covers this far ahead, plus renewal.overlap
 	ClockSkew   Duration  `json:"clock_skew"`
 }
 
@@ -67,10 +68,73 @@ const (
 	HintOn   HintMode = "hint"
 )
 
+// Renewal lets long-lived evidence keep the wallet supplied without a
+// revisit: an attestation redeems once per period, and each batch reaches
+// tokens.horizon + overlap ahead, so the wallet may renew from the end of
+// the period (which is at most the horizon) and still has codes for the
+// overlap while it waits to be online.
+type Renewal struct {
+	Period  Duration `json:"period"`  // an attestation redeems once per period
+	Overlap Duration `json:"overlap"` // a batch reaches this far past tokens.horizon
+}
+
 // Attestations limits what redemption accepts.
 type Attestations struct {
-	MaxLifetime   Duration `json:"max_lifetime"`    // longest exp - now accepted
-	MaxPerRequest int      `json:"max_per_request"` // attestations in one POST /v1/tokens
+	// MaxLifetime is the longest exp - now accepted for a kind that
+	// Lifetimes leaves out (every kind, in documents written before
+	// per-kind lifetimes existed).
+	MaxLifetime   Duration      `json:"max_lifetime"`
+	Lifetimes     KindLifetimes `json:"lifetimes"`       // longest exp - now accepted, per kind
+	MaxPerRequest int           `json:"max_per_request"` // attestations in one POST /v1/tokens
+}
+
+// KindLifetimes bounds, per attestation kind, how far ahead of the
+// redemption an attestation may expire. Parse fills a kind the document
+// leaves out (see Parse), so a parsed policy names every kind.
+type KindLifetimes struct {
+	TestNegative   Duration `json:"test-negative"`
+	TestPositive   Duration `json:"test-positive"`
+	Vaccination    Duration `json:"vaccination"`
+	Recovery       Duration `json:"recovery"`
+	ExposureNotice Duration `json:"exposure-notice"`
+	IsolationOrder Duration `json:"isolation-order"`
+}
+
+// field returns the lifetime of kind k, or nil for a kind it does not know.
+func (l *KindLifetimes) field(k attestation.Kind) *Duration {
+	switch k {
+	case attestation.TestNegative:
+		return &l.TestNegative
+	case attestation.TestPositive:
+		return &l.TestPositive
+	case attestation.Vaccination:
+		return &l.Vaccination
+	case attestation.Recovery:
+		return &l.Recovery
+	case attestation.ExposureNotice:
+		return &l.ExposureNotice
+	case attestation.IsolationOrder:
+		return &l.IsolationOrder
+	}
+	return nil
+}
+
+// Of returns the longest lifetime accepted for an attestation of kind k
+// (0 for a kind it does not know).
+func (l KindLifetimes) Of(k attestation.Kind) time.Duration {
+	if f := l.field(k); f != nil {
+		return f.D()
+	}
+	return 0
+}
+
+// Longest is the longest lifetime of any kind.
+func (l KindLifetimes) Longest() time.Duration {
+	var m time.Duration
+	for _, k := range attestation.Kinds {
+		m = max(m, l.Of(k))
+	}
+	return m
 }
 
 // Retention per data category, and the sweep interval.
@@ -93,6 +157,13 @@ type Keys struct {
 type BundleTimes struct {
 	StaleAfter Duration `json:"stale_after"`
 	Lifetime   Duration `json:"lifetime"`
+}
+
+// Reach is how far ahead of a redemption a batch covers at most:
+// tokens.horizon + renewal.overlap.
+// It saturates rather than overflow for a policy that does not validate.
+func (p *Policy) Reach() time.Duration {
+	return addSat(max(p.Tokens.Horizon.D(), 0), max(p.Renewal.Overlap.D(), 0))
 }
 
 // Decision is what the policy makes of the evidence at a time: a colour and

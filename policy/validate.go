@@ -104,9 +104,10 @@ func (p *Policy) Validate() error {
 		ps.add("name", "must be valid UTF-8")
 	}
 
-	p.validateRules(&ps)
+	rulesOK := p.validateRules(&ps)
 	colour(&ps, "default_colour", p.Default)
 	p.validateTokens(&ps)
+	p.validateRenewal(&ps)
 
 	if !p.HolderHint.Valid() {
 		ps.add("holder_binding", "must be %q or %q, got %s", HintNone, HintOn, quote(string(p.HolderHint)))
@@ -114,11 +115,12 @@ func (p *Policy) Validate() error {
 
 	a := p.Attestations
 	maxLifeOK := ps.positive("attestations.max_lifetime", a.MaxLifetime)
+	lifetimesOK := p.validateLifetimes(&ps, maxLifeOK && rulesOK)
 	if a.MaxPerRequest < 1 || a.MaxPerRequest > MaxPerRequest {
 		ps.add("attestations.max_per_request", "must be between 1 and %d, got %d", MaxPerRequest, a.MaxPerRequest)
 	}
 
-	p.validateRetention(&ps, maxLifeOK)
+	p.validateRetention(&ps, maxLifeOK && lifetimesOK)
 	p.validateKeys(&ps)
 
 	b := p.Bundle
@@ -141,16 +143,18 @@ func colour(ps *problems, field string, c Colour) {
 	}
 }
 
-func (p *Policy) validateRules(ps *problems) {
+// validateRules reports whether the rules are valid.
+func (p *Policy) validateRules(ps *problems) bool {
+	before := len(*ps)
 	switch {
 	case len(p.Rules) == 0:
 		ps.add("rules", "must have at least one rule")
-		return
+		return false
 	case len(p.Rules) > MaxRules:
 		// There are only MaxRules kinds; listing every duplicate of a
 		// pasted-in thousand rules helps nobody.
 		ps.add("rules", "must have at most %d rules (one per attestation kind), got %d", MaxRules, len(p.Rules))
-		return
+		return false
 	}
 	for i, r := range p.Rules {
 		f := fmt.Sprintf("rules[%d].", i)
@@ -181,6 +185,7 @@ func (p *Policy) validateRules(ps *problems) {
 			ps.add(f+"for", "must be at most %s, got %s", Duration(MaxRuleDuration), r.For)
 		}
 	}
+	return len(*ps) == before
 }
 
 func (p *Policy) validateTokens(ps *problems) {
@@ -210,6 +215,14 @@ func (p *Policy) validateTokens(ps *problems) {
 	default:
 		hOK = true
 	}
+	// The batch reaches the horizon plus the renewal overlap; an overlap
+	// that is itself wrong is reported under renewal, and the window count
+	// is then checked against the horizon alone.
+	reach := h
+	reachName := "tokens.horizon"
+	if o := p.Renewal.Overlap.D(); hOK && o > 0 && o <= h {
+		reach, reachName = h+o, "tokens.horizon + renewal.overlap"
+	}
 
 	for _, c := range Colours {
 		f := "tokens.lifetime." + c.String()
@@ -221,9 +234,9 @@ func (p *Policy) validateTokens(ps *problems) {
 			ps.add(f, "must be a multiple of tokens.granularity (%s), got %s", t.Granularity, Duration(l))
 		case hOK && l > h:
 			ps.add(f, "must be at most tokens.horizon (%s), got %s", t.Horizon, Duration(l))
-		case hOK && batchWindows(h, l) > MaxWindows:
-			ps.add(f, "must be long enough that a batch over tokens.horizon (%s) has at most %d windows, got %s (%d windows)",
-				t.Horizon, MaxWindows, Duration(l), batchWindows(h, l))
+		case hOK && batchWindows(reach, l) > MaxWindows:
+			ps.add(f, "must be long enough that a batch over %s (%s) has at most %d windows, got %s (%d windows)",
+				reachName, Duration(reach), MaxWindows, Duration(l), batchWindows(reach, l))
 		}
 	}
 
@@ -244,7 +257,7 @@ func batchWindows(h, l time.Duration) int64 {
 	return 1 + int64((h+l-1)/l)
 }
 
-func (p *Policy) validateRetention(ps *problems, maxLifeOK bool) {
+func (p *Policy) validateRetention(ps *problems, lifetimesOK bool) {
 	r := p.Retention
 	fields := [...]struct {
 		name string
@@ -264,13 +277,19 @@ func (p *Policy) validateRetention(ps *problems, maxLifeOK bool) {
 		if shortest < 0 || f.d < fields[shortest].d {
 			shortest = i
 		}
-		if skew := p.Tokens.ClockSkew.D(); i == 0 && maxLifeOK && skew >= 0 && skew <= MaxClockSkew {
-			// An attestation is accepted while now <= exp + skew, and exp
-			// may lie up to max_lifetime + skew after the redemption; a
-			// replay record that goes sooner would let it be redeemed twice.
-			need := addSat(p.Attestations.MaxLifetime.D(), 2*skew)
-			if f.d.D() < need {
-				ps.add(f.name, "must be at least attestations.max_lifetime + 2*tokens.clock_skew (%s), got %s", Duration(need), f.d)
+		if skew := p.Tokens.ClockSkew.D(); i == 0 && lifetimesOK && p.periodOK() && skew >= 0 && skew <= MaxClockSkew {
+			// A replay record lives until the end of the attestation's
+			// renewal period, or until the attestation can no longer be
+			// accepted if that is sooner: now <= exp + skew, where exp may
+			// lie up to its lifetime + skew after the redemption. A record
+			// that goes sooner would let it redeem twice in one period.
+			life, lifeName := p.longestLifetime()
+			need := addSat(life, 2*skew)
+			switch period := p.Renewal.Period.D(); {
+			case period <= need && f.d.D() < period:
+				ps.add(f.name, "must be at least renewal.period (%s), got %s", p.Renewal.Period, f.d)
+			case period > need && f.d.D() < need:
+				ps.add(f.name, "must be at least %s + 2*tokens.clock_skew (%s), got %s", lifeName, Duration(need), f.d)
 			}
 		}
 	}
@@ -294,12 +313,17 @@ func (p *Policy) validateKeys(ps *problems) {
 	if lifeOK && rotOK && h > 0 && h <= MaxHorizon && p.Bundle.Lifetime > 0 {
 		// A key signs until the next one activates: one rotation period,
 		// or longer when a key must first sit in bundles for a whole bundle
-		// lifetime. The last batch it signs reaches tokens.horizon ahead,
+		// lifetime. The last batch it signs reaches tokens.horizon +
+		// renewal.overlap ahead,
 		// and token exp is capped at the key's end, so a shorter key would
 		// cut that batch short.
 		signs := max(k.Rotation.D(), p.Bundle.Lifetime.D())
-		if need := addSat(signs, h); k.Lifetime.D() < need {
-			ps.add("keys.lifetime", "must be at least max(keys.rotation, bundle.lifetime) + tokens.horizon (%s), got %s", Duration(need), k.Lifetime)
+		reach, reachName := h, "tokens.horizon"
+		if o := p.Renewal.Overlap.D(); o > 0 && o <= h {
+			reach, reachName = h+o, "tokens.horizon + renewal.overlap"
+		}
+		if need := addSat(signs, reach); k.Lifetime.D() < need {
+			ps.add("keys.lifetime", "must be at least max(keys.rotation, bundle.lifetime) + %s (%s), got %s", reachName, Duration(need), k.Lifetime)
 		}
 	}
 }
@@ -310,4 +334,99 @@ func addSat(a, b time.Duration) time.Duration {
 		return maxDuration
 	}
 	return a + b
+}
+
+// periodOK reports whether renewal.period is valid by itself and against
+// tokens.horizon.
+func (p *Policy) periodOK() bool {
+	per, h := p.Renewal.Period.D(), p.Tokens.Horizon.D()
+	return per > 0 && per%time.Hour == 0 && h > 0 && h <= MaxHorizon && per <= h
+}
+
+func (p *Policy) validateRenewal(ps *problems) {
+	r := p.Renewal
+	h := p.Tokens.Horizon.D()
+	hOK := h > 0 && h <= MaxHorizon
+	switch per := r.Period.D(); {
+	case per <= 0:
+		ps.add("renewal.period", "must be positive, got %s", r.Period)
+	case per%time.Hour != 0:
+		// Replay deadlines are whole hours (they say little of when an
+		// attestation was redeemed); a period of whole hours keeps every
+		// period the same length.
+		ps.add("renewal.period", "must be a whole number of hours, got %s", r.Period)
+	case hOK && per > h:
+		// A period longer than the batch would leave the wallet without
+		// codes before it may renew.
+		ps.add("renewal.period", "must be at most tokens.horizon (%s), got %s", p.Tokens.Horizon, r.Period)
+	}
+	switch o := r.Overlap.D(); {
+	case o < 0:
+		ps.add("renewal.overlap", "must not be negative, got %s", r.Overlap)
+	case hOK && o > h:
+		// More overlap than a whole batch would let a wallet skip a
+		// renewal and still have codes: the batch would just be longer.
+		ps.add("renewal.overlap", "must be at most tokens.horizon (%s), got %s", p.Tokens.Horizon, r.Overlap)
+	}
+}
+
+// validateLifetimes checks attestations.lifetimes and reports whether all
+// of them are valid. rulesOK says the rules and max_lifetime are valid, so
+// the bound they set can be checked.
+func (p *Policy) validateLifetimes(ps *problems, rulesOK bool) bool {
+	ok := true
+	for _, k := range attestation.Kinds {
+		f := "attestations.lifetimes." + string(k)
+		l := p.Attestations.Lifetimes.Of(k)
+		if l <= 0 {
+			ps.add(f, "must be positive, got %s", Duration(l))
+			ok = false
+			continue
+		}
+		if l > MaxRuleDuration {
+			ps.add(f, "must be at most %s, got %s", Duration(MaxRuleDuration), Duration(l))
+			ok = false
+			continue
+		}
+		if !rulesOK {
+			continue
+		}
+		// An attestation may live as long as the colour its rule gives it
+		// (a vaccination its 14d wait and 180d of green), or as long as
+		// attestations.max_lifetime allows any kind; longer would only
+		// widen what a stolen attestation is good for.
+		if ri, reach := p.ruleReach(k); ri >= 0 && l > max(p.Attestations.MaxLifetime.D(), reach) {
+			ps.add(f, "must be at most the longer of attestations.max_lifetime (%s) and rules[%d].after + rules[%d].for (%s), got %s",
+				p.Attestations.MaxLifetime, ri, ri, Duration(reach), Duration(l))
+			ok = false
+		}
+	}
+	return ok
+}
+
+// ruleReach returns the index of the rule for kind k (-1 if none) and how
+// long after the event it ends (after + for). The rules must be valid.
+func (p *Policy) ruleReach(k attestation.Kind) (index int, reach time.Duration) {
+	for i, r := range p.Rules {
+		if r.Kind == k {
+			return i, r.After.D() + r.For.D()
+		}
+	}
+	return -1, 0
+}
+
+// longestLifetime returns the longest attestation lifetime and the field
+// that sets it: attestations.max_lifetime when a kind takes that value (as
+// every kind does in an older document), else the first kind's field.
+func (p *Policy) longestLifetime() (time.Duration, string) {
+	l := p.Attestations.Lifetimes.Longest()
+	if l == p.Attestations.MaxLifetime.D() {
+		return l, "attestations.max_lifetime"
+	}
+	for _, k := range attestation.Kinds {
+		if p.Attestations.Lifetimes.Of(k) == l {
+			return l, "attestations.lifetimes." + string(k)
+		}
+	}
+	return l, "attestations.lifetimes"
 }

@@ -73,6 +73,8 @@ func TestValidateMessages(t *testing.T) {
 		{"lifetime over horizon", func(p *Policy) { p.Tokens.Lifetime.Red = 8 * d },
 			"tokens.lifetime.red: must be at most tokens.horizon (7d), got 8d"},
 		{"lifetime makes too many windows", func(p *Policy) { p.Tokens.Lifetime.Red = 5 * h },
+			"tokens.lifetime.red: must be long enough that a batch over tokens.horizon + renewal.overlap (9d) has at most 32 windows, got 5h (45 windows)"},
+		{"lifetime makes too many windows with no overlap", func(p *Policy) { p.Renewal.Overlap = 0; p.Tokens.Lifetime.Red = 5 * h },
 			"tokens.lifetime.red: must be long enough that a batch over tokens.horizon (7d) has at most 32 windows, got 5h (35 windows)"},
 		{"copies zero", func(p *Policy) { p.Tokens.Copies = 0 }, "tokens.copies: must be between 1 and 32, got 0"},
 		{"copies too many", func(p *Policy) { p.Tokens.Copies = 33 }, "tokens.copies: must be between 1 and 32, got 33"},
@@ -94,10 +96,34 @@ func TestValidateMessages(t *testing.T) {
 		{"max per request too many", func(p *Policy) { p.Attestations.MaxPerRequest = 17 },
 			"attestations.max_per_request: must be between 1 and 16, got 17"},
 		{"replay zero", func(p *Policy) { p.Retention.Replay = 0 }, "retention.replay: must be positive, got 0s"},
-		{"replay shorter than attestations live", func(p *Policy) { p.Retention.Replay = 24 * h },
+		{"replay shorter than the renewal period", func(p *Policy) { p.Retention.Replay = 24 * h },
+			"retention.replay: must be at least renewal.period (7d), got 1d"},
+		{"replay shorter than attestations live", func(p *Policy) { legacyLifetimes(p); p.Retention.Replay = 24 * h },
 			"retention.replay: must be at least attestations.max_lifetime + 2*tokens.clock_skew (72h10m), got 1d"},
-		{"replay misses the skew", func(p *Policy) { p.Retention.Replay = 72 * h },
+		{"replay misses the skew", func(p *Policy) { legacyLifetimes(p); p.Retention.Replay = 72 * h },
 			"retention.replay: must be at least attestations.max_lifetime + 2*tokens.clock_skew (72h10m), got 3d"},
+		{"replay shorter than the longest kind lives", func(p *Policy) {
+			legacyLifetimes(p)
+			p.Attestations.Lifetimes.Vaccination = 5 * d
+			p.Retention.Replay = 4 * d
+		}, "retention.replay: must be at least attestations.lifetimes.vaccination + 2*tokens.clock_skew (120h10m), got 4d"},
+		{"renewal period zero", func(p *Policy) { p.Renewal.Period = 0 }, "renewal.period: must be positive, got 0s"},
+		{"renewal period negative", func(p *Policy) { p.Renewal.Period = -d }, "renewal.period: must be positive, got -24h"},
+		{"renewal period not whole hours", func(p *Policy) { p.Renewal.Period = 6*d + 30*m },
+			"renewal.period: must be a whole number of hours, got 144h30m"},
+		{"renewal period over the horizon", func(p *Policy) { p.Renewal.Period = 8 * d; p.Retention.Replay = 8 * d },
+			"renewal.period: must be at most tokens.horizon (7d), got 8d"},
+		{"renewal overlap negative", func(p *Policy) { p.Renewal.Overlap = -h }, "renewal.overlap: must not be negative, got -1h"},
+		{"renewal overlap over the horizon", func(p *Policy) { p.Renewal.Overlap = 8 * d; p.Keys.Lifetime = 60 * d },
+			"renewal.overlap: must be at most tokens.horizon (7d), got 8d"},
+		{"kind lifetime zero", func(p *Policy) { p.Attestations.Lifetimes.Recovery = 0 },
+			"attestations.lifetimes.recovery: must be positive, got 0s"},
+		{"kind lifetime longer than its rule", func(p *Policy) { p.Attestations.Lifetimes.Vaccination = 195 * d },
+			"attestations.lifetimes.vaccination: must be at most the longer of attestations.max_lifetime (3d) and rules[4].after + rules[4].for (194d), got 195d"},
+		{"test lifetime longer than its rule", func(p *Policy) { p.Attestations.Lifetimes.TestNegative = 73 * h },
+			"attestations.lifetimes.test-negative: must be at most the longer of attestations.max_lifetime (3d) and rules[3].after + rules[3].for (3d), got 73h"},
+		{"kind lifetime without a rule too long", func(p *Policy) { p.Rules = p.Rules[:4]; p.Attestations.Lifetimes.Recovery = 3651 * d },
+			"attestations.lifetimes.recovery: must be at most 3650d, got 3651d"},
 		{"counts zero", func(p *Policy) { p.Retention.Counts = 0 }, "retention.counts: must be positive, got 0s"},
 		{"audit negative", func(p *Policy) { p.Retention.Audit = -d }, "retention.audit: must be positive, got -24h"},
 		{"retired keys zero", func(p *Policy) { p.Retention.RetiredKeys = 0 },
@@ -108,16 +134,18 @@ func TestValidateMessages(t *testing.T) {
 			"retention.sweep_interval: must be at least 1s, got 0s"},
 		{"sweep sub-second", func(p *Policy) { p.Retention.SweepInterval = Duration(time.Millisecond) },
 			"retention.sweep_interval: must be at least 1s, got 1ms"},
-		{"sweep slower than shortest retention", func(p *Policy) { p.Retention.SweepInterval = 5 * d },
-			"retention.sweep_interval: must be at most the shortest retention (retention.replay, 4d), got 5d"},
+		{"sweep slower than shortest retention", func(p *Policy) { p.Retention.SweepInterval = 8 * d },
+			"retention.sweep_interval: must be at most the shortest retention (retention.replay, 7d), got 8d"},
 		{"sweep slower than counts", func(p *Policy) { p.Retention.Counts = 2 * h; p.Retention.SweepInterval = 3 * h },
 			"retention.sweep_interval: must be at most the shortest retention (retention.counts, 2h), got 3h"},
 		{"key lifetime zero", func(p *Policy) { p.Keys.Lifetime = 0 }, "keys.lifetime: must be positive, got 0s"},
 		{"key rotation zero", func(p *Policy) { p.Keys.Rotation = 0 }, "keys.rotation: must be positive, got 0s"},
 		{"key too short for a batch", func(p *Policy) { p.Keys.Lifetime = 10 * d },
+			"keys.lifetime: must be at least max(keys.rotation, bundle.lifetime) + tokens.horizon + renewal.overlap (16d), got 10d"},
+		{"key too short for a batch with no overlap", func(p *Policy) { p.Renewal.Overlap = 0; p.Keys.Lifetime = 10 * d },
 			"keys.lifetime: must be at least max(keys.rotation, bundle.lifetime) + tokens.horizon (14d), got 10d"},
 		{"key too short for its wait in bundles", func(p *Policy) { p.Keys.Rotation = d; p.Bundle.Lifetime = 20 * d; p.Keys.Lifetime = 21 * d },
-			"keys.lifetime: must be at least max(keys.rotation, bundle.lifetime) + tokens.horizon (27d), got 21d"},
+			"keys.lifetime: must be at least max(keys.rotation, bundle.lifetime) + tokens.horizon + renewal.overlap (29d), got 21d"},
 		{"bundle stale zero", func(p *Policy) { p.Bundle.StaleAfter = 0 },
 			"bundle.stale_after: must be positive, got 0s"},
 		{"bundle lifetime equal to stale", func(p *Policy) { p.Bundle.Lifetime = 24 * h },
@@ -151,18 +179,36 @@ func TestValidateAcceptsEdges(t *testing.T) {
 		name   string
 		change func(p *Policy)
 	}{
-		{"replay exactly max_lifetime + 2*skew", func(p *Policy) { p.Retention.Replay = 72*h + 10*m }},
-		{"replay with no skew", func(p *Policy) { p.Tokens.ClockSkew = 0; p.Retention.Replay = 72 * h }},
-		{"skew 1h", func(p *Policy) { p.Tokens.ClockSkew = h; p.Retention.Replay = 74 * h }},
-		{"key lifetime exactly rotation + horizon", func(p *Policy) { p.Keys.Lifetime = 14 * d }},
-		{"sweep equal to shortest retention", func(p *Policy) { p.Retention.SweepInterval = 4 * d }},
+		{"replay exactly max_lifetime + 2*skew", func(p *Policy) { legacyLifetimes(p); p.Retention.Replay = 72*h + 10*m }},
+		{"replay with no skew", func(p *Policy) { legacyLifetimes(p); p.Tokens.ClockSkew = 0; p.Retention.Replay = 72 * h }},
+		{"skew 1h", func(p *Policy) { legacyLifetimes(p); p.Tokens.ClockSkew = h; p.Retention.Replay = 74 * h }},
+		{"replay exactly the renewal period", func(p *Policy) { p.Renewal.Period = 5 * d; p.Retention.Replay = 5 * d }},
+		{"renewal period 1h", func(p *Policy) { p.Renewal.Period = h; p.Retention.Replay = h; p.Retention.SweepInterval = h }},
+		{"renewal period equal to the horizon, no overlap", func(p *Policy) { p.Renewal.Overlap = 0 }},
+		{"renewal overlap equal to the horizon", func(p *Policy) { p.Renewal.Overlap = 7 * d }},
+		{"kind lifetime exactly its rule", func(p *Policy) { p.Attestations.Lifetimes.Recovery = 90 * d }},
+		{"kind lifetime up to max_lifetime though its rule is shorter", func(p *Policy) {
+			p.Rules[3].For = 48 * h
+			p.Attestations.Lifetimes.TestNegative = 72 * h
+		}},
+		{"key lifetime exactly rotation + horizon + overlap", func(p *Policy) { p.Keys.Lifetime = 16 * d }},
+		{"sweep equal to shortest retention", func(p *Policy) { p.Retention.SweepInterval = 7 * d }},
 		{"sweep 1s", func(p *Policy) { p.Retention.SweepInterval = Duration(time.Second) }},
 		{"copies 1 and 32", func(p *Policy) { p.Tokens.Copies = 1 }},
 		{"copies 32", func(p *Policy) { p.Tokens.Copies = 32 }},
 		{"max per request 16", func(p *Policy) { p.Attestations.MaxPerRequest = 16 }},
-		{"horizon 31d", func(p *Policy) { p.Tokens.Horizon = 31 * d; p.Keys.Lifetime = 38 * d }},
+		{"horizon 31d", func(p *Policy) { p.Tokens.Horizon = 31 * d; p.Renewal.Overlap = 0; p.Keys.Lifetime = 38 * d }},
 		{"lifetime equal to horizon", func(p *Policy) { p.Tokens.Lifetime.Green = 7 * d }},
-		{"exactly 32 windows", func(p *Policy) { p.Tokens.Horizon = 31 * h; p.Tokens.Lifetime = Lifetimes{h, h, h} }},
+		{"exactly 32 windows", func(p *Policy) {
+			p.Tokens.Horizon = 31 * h
+			p.Renewal = Renewal{Period: 31 * h, Overlap: 0}
+			p.Tokens.Lifetime = Lifetimes{h, h, h}
+		}},
+		{"exactly 32 windows with overlap", func(p *Policy) {
+			p.Tokens.Horizon = 29 * h
+			p.Renewal = Renewal{Period: 29 * h, Overlap: 2 * h}
+			p.Tokens.Lifetime = Lifetimes{h, h, h}
+		}},
 		{"granularity 1s", func(p *Policy) { p.Tokens.Granularity = Duration(time.Second) }},
 		{"granularity 24h", func(p *Policy) { p.Tokens.Granularity = 24 * h }},
 		{"one rule", func(p *Policy) { p.Rules = p.Rules[:1] }},
@@ -187,12 +233,17 @@ func TestValidateReportsEverything(t *testing.T) {
 	p.Version = 0
 	p.Rules[2].For = 0
 	p.Tokens.Lifetime.Green = 90 * m
-	p.Retention.Replay = 24 * h
+	p.Renewal.Overlap = -h
+	p.Attestations.Lifetimes.Recovery = 0
+	p.Retention.Replay = 24 * h // not reported: the lifetimes it depends on are wrong
+	p.Retention.Counts = 0
 	err := p.Validate()
 	want := "version: must be at least 1, got 0; " +
 		"rules[2].for: must be positive, got 0s; " +
 		"tokens.lifetime.green: must be a multiple of tokens.granularity (1h), got 1h30m; " +
-		"retention.replay: must be at least attestations.max_lifetime + 2*tokens.clock_skew (72h10m), got 1d"
+		"renewal.overlap: must not be negative, got -1h; " +
+		"attestations.lifetimes.recovery: must be positive, got 0s; " +
+		"retention.counts: must be positive, got 0s"
 	if err == nil || err.Error() != want {
 		t.Fatalf("error\n got: %v\nwant: %s", err, want)
 	}
@@ -204,7 +255,7 @@ func TestValidateReportsEverything(t *testing.T) {
 	for i, f := range ve.Errors {
 		fields[i] = f.Field
 	}
-	if got := strings.Join(fields, ","); got != "version,rules[2].for,tokens.lifetime.green,retention.replay" {
+	if got := strings.Join(fields, ","); got != "version,rules[2].for,tokens.lifetime.green,renewal.overlap,attestations.lifetimes.recovery,retention.counts" {
 		t.Fatalf("fields = %s", got)
 	}
 }
@@ -224,8 +275,15 @@ func TestValidateZeroPolicy(t *testing.T) {
 		"tokens.lifetime.yellow: must be positive, got 0s",
 		"tokens.lifetime.red: must be positive, got 0s",
 		"tokens.copies: must be between 1 and 32, got 0",
+		"renewal.period: must be positive, got 0s",
 		`holder_binding: must be "none" or "hint", got ""`,
 		"attestations.max_lifetime: must be positive, got 0s",
+		"attestations.lifetimes.test-negative: must be positive, got 0s",
+		"attestations.lifetimes.test-positive: must be positive, got 0s",
+		"attestations.lifetimes.vaccination: must be positive, got 0s",
+		"attestations.lifetimes.recovery: must be positive, got 0s",
+		"attestations.lifetimes.exposure-notice: must be positive, got 0s",
+		"attestations.lifetimes.isolation-order: must be positive, got 0s",
 		"attestations.max_per_request: must be between 1 and 16, got 0",
 		"retention.replay: must be positive, got 0s",
 		"retention.counts: must be positive, got 0s",
@@ -263,9 +321,12 @@ func TestValidateDoesNotOverflow(t *testing.T) {
 	// Sums of huge durations must saturate, not wrap into "valid".
 	p := Default()
 	p.Attestations.MaxLifetime = Duration(1<<63 - 1)
+	p.Rules = p.Rules[:5]                                      // no recovery rule: its lifetime is bounded by MaxRuleDuration alone
+	p.Attestations.Lifetimes.Recovery = 3650 * d               // so longest + 2*skew stays in range and the period binds
+	p.Attestations.Lifetimes.Vaccination = Duration(1<<63 - 1) // allowed: max_lifetime is longer than the rule
 	p.Keys.Rotation = Duration(1<<63 - 1)
-	want := "retention.replay: must be at least attestations.max_lifetime + 2*tokens.clock_skew (2562047h47m16.854775807s), got 4d; " +
-		"keys.lifetime: must be at least max(keys.rotation, bundle.lifetime) + tokens.horizon (2562047h47m16.854775807s), got 30d"
+	want := "attestations.lifetimes.vaccination: must be at most 3650d, got 2562047h47m16.854775807s; " +
+		"keys.lifetime: must be at least max(keys.rotation, bundle.lifetime) + tokens.horizon + renewal.overlap (2562047h47m16.854775807s), got 30d"
 	if err := p.Validate(); err == nil || err.Error() != want {
 		t.Fatalf("error\n got: %v\nwant: %s", err, want)
 	}
@@ -278,4 +339,12 @@ func clone(p *Policy) *Policy {
 		q.Rules = nil
 	}
 	return &q
+}
+
+// legacyLifetimes gives every kind attestations.max_lifetime, as Parse
+// does for a document written before per-kind lifetimes.
+func legacyLifetimes(p *Policy) {
+	for _, k := range attestation.Kinds {
+		*p.Attestations.Lifetimes.field(k) = p.Attestations.MaxLifetime
+	}
 }

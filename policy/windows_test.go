@@ -25,6 +25,7 @@ func TestWindowsExamples(t *testing.T) {
 	sixHours := Default()
 	sixHours.Tokens.Lifetime.Green = 6 * h
 	sixHours.Tokens.Granularity = 15 * m
+	sixHours.Renewal.Overlap = 0 // 9d of six-hour windows would be too many
 	cases := []struct {
 		name  string
 		p     *Policy
@@ -61,7 +62,7 @@ func TestWindowsExamples(t *testing.T) {
 				win("2026-03-05T00:00:00Z", "2026-03-06T00:00:00Z"),
 				win("2026-03-06T00:00:00Z", "2026-03-06T02:00:00Z"),
 			}, ""},
-		{"cut at the horizon even if until is later", def,
+		{"cut at the reach (horizon + overlap) even if until is later", def,
 			Decision{Colour: Green, Until: utc("2026-04-01T00:00:00Z")}, "2026-03-05T13:27:00Z",
 			[]Window{
 				win("2026-03-05T00:00:00Z", "2026-03-06T00:00:00Z"),
@@ -71,7 +72,9 @@ func TestWindowsExamples(t *testing.T) {
 				win("2026-03-09T00:00:00Z", "2026-03-10T00:00:00Z"),
 				win("2026-03-10T00:00:00Z", "2026-03-11T00:00:00Z"),
 				win("2026-03-11T00:00:00Z", "2026-03-12T00:00:00Z"),
-				win("2026-03-12T00:00:00Z", "2026-03-12T13:00:00Z"),
+				win("2026-03-12T00:00:00Z", "2026-03-13T00:00:00Z"),
+				win("2026-03-13T00:00:00Z", "2026-03-14T00:00:00Z"),
+				win("2026-03-14T00:00:00Z", "2026-03-14T13:00:00Z"),
 			}, ""},
 		{"six-hour windows, quarter-hour granularity", sixHours,
 			Decision{Colour: Green, Until: utc("2026-03-06T01:10:00Z")}, "2026-03-05T13:27:00Z",
@@ -133,6 +136,11 @@ func TestWindowsProperties(t *testing.T) {
 			}
 		}
 		p.Keys.Lifetime = 60 * d
+		p.Renewal = Renewal{Period: Duration(max(p.Tokens.Horizon.D().Truncate(time.Hour), time.Hour)), Overlap: 0}
+		if p.Tokens.Horizon.D() < time.Hour {
+			p.Tokens.Horizon = Duration(time.Hour)
+		}
+		p.Retention.Replay = 31 * d
 		if err := p.Validate(); err != nil {
 			t.Fatalf("generated an invalid policy: %v", err)
 		}
@@ -161,9 +169,9 @@ func TestWindowsProperties(t *testing.T) {
 func checkWindows(p *Policy, dec Decision, now time.Time, ws []Window) error {
 	l := p.Tokens.Lifetime.Of(dec.Colour)
 	g := p.Tokens.Granularity.D()
-	// End: Until, no later than the horizon, rounded down to G.
+	// End: Until, no later than the reach, rounded down to G.
 	end := dec.Until
-	if hz := now.Add(p.Tokens.Horizon.D()); hz.Before(end) {
+	if hz := now.Add(p.Reach()); hz.Before(end) {
 		end = hz
 	}
 	end = time.Unix(floorTo(end.Unix(), int64(g/time.Second)), 0)
@@ -204,8 +212,8 @@ func checkWindows(p *Policy, dec Decision, now time.Time, ws []Window) error {
 		if w.Expires.After(dec.Until) {
 			return fmt.Errorf("window %d expires after the evidence (%v)", i, dec.Until)
 		}
-		if w.Expires.After(now.Add(p.Tokens.Horizon.D())) {
-			return fmt.Errorf("window %d expires beyond the horizon", i)
+		if w.Expires.After(now.Add(p.Reach())) {
+			return fmt.Errorf("window %d expires beyond the reach", i)
 		}
 		if i > 0 && !w.NotBefore.Equal(ws[i-1].Expires) {
 			return fmt.Errorf("window %d does not follow window %d", i, i-1)
