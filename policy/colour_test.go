@@ -59,7 +59,7 @@ func TestDurationJSON(t *testing.T) {
 func TestQuoteCutsAndEscapes(t *testing.T) {
 	for in, want := range map[string]string{
 		strings.Repeat("a", 31) + "é" + "tail": `"` + strings.Repeat("a", 31) + `…"`, // cut before é, not inside
-		"\x1b[1A\rGREEN":                      `"\x1b[1A\rGREEN"`,
+		"\x1b[1A\rGREEN":                       `"\x1b[1A\rGREEN"`,
 		`say "green"`:                          `"say \"green\""`,
 		"bad\xffutf8":                          "\"bad\uFFFDutf8\"",
 	} {

@@ -90,7 +90,12 @@ func TestEvaluate(t *testing.T) {
 		{"future event: pending red clips the default", nil,
 			[]attestation.Evidence{ev(attestation.TestPositive, now.Add(3*hr))}, Yellow, now.Add(3 * hr)},
 		{"red default", withDefault(Red), nil, Red, now.Add(24 * hr)},
-		{"green default, a red rule pending", func() *Policy { p := withDefault(Green); p.Rules = pending.Rules; p.Attestations = pending.Attestations; return p }(),
+		{"green default, a red rule pending", func() *Policy {
+			p := withDefault(Green)
+			p.Rules = pending.Rules
+			p.Attestations = pending.Attestations
+			return p
+		}(),
 			[]attestation.Evidence{ev(attestation.IsolationOrder, ago(40*hr))}, Green, ago(40 * hr).Add(48 * hr)},
 	}
 	for _, c := range cases {
