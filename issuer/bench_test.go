@@ -89,7 +89,7 @@ func (e *benchIssuer) sign(b *testing.B, attester string, n int, hint string) []
 }
 
 func (e *benchIssuer) redeem(b *testing.B, att string) *issuer.Batch {
-	batch, err := e.iss.Redeem(context.Background(), []string{att})
+	batch, err := e.iss.Redeem(context.Background(), issuer.Request{Attestations: []string{att}})
 	if err != nil {
 		b.Fatal(err)
 	}

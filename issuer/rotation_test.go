@@ -368,7 +368,7 @@ func dirHoldsBytes(t *testing.T, dir string, b []byte) bool {
 func TestNoTokenOutlivesItsKey(t *testing.T) {
 	ctx := context.Background()
 	p := policy.Default()
-	p.Keys.Lifetime = p.Keys.Rotation + p.Tokens.Horizon // the least Validate allows
+	p.Keys.Lifetime = p.Keys.Rotation + p.Tokens.Horizon + p.Renewal.Overlap // the least Validate allows
 	env := issuertest.Start(t, issuertest.WithTime(t0), issuertest.WithPolicy(p))
 	k1 := env.Issuer.Keys()[0]
 
@@ -402,7 +402,7 @@ func TestNoTokenOutlivesItsKey(t *testing.T) {
 	if life := p.Tokens.Lifetime.Green.D(); lastExp > k1.NotAfter.Unix() || lastExp <= k1.NotAfter.Add(-life).Unix() {
 		t.Fatalf("batch ends %s, want within one window before the key's naf %s", unix(lastExp), k1.NotAfter)
 	}
-	if horizon := now.Add(p.Tokens.Horizon.D()); !k1.NotAfter.Before(horizon) {
+	if horizon := now.Add(p.Reach()); !k1.NotAfter.Before(horizon) {
 		t.Fatalf("naf %s is not before the horizon %s: the test checks nothing", k1.NotAfter, horizon)
 	}
 }

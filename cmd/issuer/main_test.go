@@ -35,11 +35,11 @@ func TestPolicyDefaultAndValidate(t *testing.T) {
 		t.Fatalf("validate good: exit %d, %q", code, out)
 	}
 	bad := filepath.Join(dir, "bad.json")
-	if err := os.WriteFile(bad, []byte(strings.Replace(out, `"replay": "4d"`, `"replay": "1d"`, 1)), 0o644); err != nil {
+	if err := os.WriteFile(bad, []byte(strings.Replace(out, `"replay": "7d"`, `"replay": "1d"`, 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	code, _, errOut := runIssuer(t, "policy", "validate", bad)
-	if want := "retention.replay: must be at least attestations.max_lifetime + 2*tokens.clock_skew (72h10m), got 1d"; code != 1 || !strings.Contains(errOut, want) {
+	if want := "retention.replay: must be at least renewal.period (7d), got 1d"; code != 1 || !strings.Contains(errOut, want) {
 		t.Fatalf("validate bad: exit %d, %q; want 1 and %q", code, errOut, want)
 	}
 	unknown := filepath.Join(dir, "unknown.json")

@@ -238,7 +238,7 @@ func TestRedeemRefusesBadInput(t *testing.T) {
 		{"expired", req(sign(env.AttesterKey, expired)), 422, "attestation_expired", "attestation expired at"},
 		{"future", req(sign(env.AttesterKey, future)), 422, "attestation_in_future", "in the future"},
 		{"unknown kind", req(sign(env.AttesterKey, badKind)), 422, "unknown_kind", `kind "antibody" is not one of`},
-		{"lifetime too long", req(sign(env.AttesterKey, tooLong)), 422, "attestation_lifetime_too_long", "expires more than 72h0m0s from now"},
+		{"lifetime too long", req(sign(env.AttesterKey, tooLong)), 422, "attestation_lifetime_too_long", "expires more than 3d from now"},
 		{"not a JWS", req("hello"), 422, "malformed_attestation", "not a compact JWS"},
 		{"malformed JSON", `{"attestations": [`, 400, "malformed_request", "not valid JSON"},
 		{"unknown field", `{"attestations": [], "name": "x"}`, 400, "malformed_request", `unknown field "name"`},
