@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/healthcode/healthcode/internal/kek"
 	"github.com/healthcode/healthcode/issuer"
 	"github.com/healthcode/healthcode/issuer/boltstore"
 	"github.com/healthcode/healthcode/issuer/httpapi"
@@ -171,7 +172,13 @@ func scale(ctx context.Context, o scaleOptions, stdout, stderr io.Writer) (_ *Sc
 	// 1. A fresh store with short partitions, so that one can expire while
 	// we watch; then one issuer start to make its keys, admin token, demo
 	// attester and a policy that sweeps every --sweep-interval.
-	db, err := boltstore.Open(data, boltstore.Options{Epoch: o.epoch})
+	// The key-encryption key, where `issuer serve` looks for it by
+	// default: beside the data directory, not in it.
+	kekKey, _, err := kek.LoadOrCreate(data + ".kek")
+	if err != nil {
+		return nil, err
+	}
+	db, err := boltstore.Open(data, boltstore.Options{Epoch: o.epoch, KEK: kekKey})
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +221,7 @@ func scale(ctx context.Context, o scaleOptions, stdout, stderr io.Writer) (_ *Sc
 	// 3. The fill, through the store's own API, in large calls.
 	res := &ScaleResult{Live: o.live, Expiring: int(math.Round(float64(o.live) * o.expiring))}
 	fillStart := time.Now()
-	deadline, err := fill(ctx, data, o, res.Expiring, say)
+	deadline, err := fill(ctx, data, kekKey, o, res.Expiring, say)
 	if err != nil {
 		return nil, err
 	}
@@ -316,8 +323,8 @@ func scale(ctx context.Context, o scaleOptions, stdout, stderr io.Writer) (_ *Sc
 // periods), then the expiring ones, all with one deadline on an epoch
 // boundary, chosen from the rate of the first part so that it falls
 // --baseline after the load starts. It returns that deadline.
-func fill(ctx context.Context, data string, o scaleOptions, expiring int, say func(string, ...any)) (time.Time, error) {
-	db, err := boltstore.Open(data, boltstore.Options{})
+func fill(ctx context.Context, data string, k *kek.Key, o scaleOptions, expiring int, say func(string, ...any)) (time.Time, error) {
+	db, err := boltstore.Open(data, boltstore.Options{KEK: k})
 	if err != nil {
 		return time.Time{}, err
 	}
