@@ -10,11 +10,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/healthcode/healthcode/internal/clip"
 )
 
 // Kind is what the attestation states.
@@ -128,7 +132,7 @@ func (c Claims) check() error {
 	case c.Kind == "":
 		return errorf(CodeMissingClaim, "attestation has no kind")
 	case !c.Kind.Valid():
-		return errorf(CodeBadKind, "kind %q is not one of: %s", truncate(string(c.Kind)), KindNames())
+		return errorf(CodeBadKind, "kind %q is not one of: %s", clip.String(string(c.Kind), 32), KindNames())
 	case c.At == 0:
 		return errorf(CodeMissingClaim, "attestation has no event time (at)")
 	case c.Expires == 0:
@@ -139,8 +143,9 @@ func (c Claims) check() error {
 		return errorf(CodeMissingClaim, "attestation has no id (jti)")
 	case len(c.ID) > MaxIDLen:
 		return errorf(CodeMalformed, "attestation id (jti) is longer than %d characters", MaxIDLen)
-	case len(c.Hint) > MaxHintLen:
-		return errorf(CodeMalformed, "holder hint is longer than %d characters", MaxHintLen)
+	}
+	if err := CheckHint(c.Hint); err != nil {
+		return errorf(CodeMalformed, "%v", err)
 	}
 	return nil
 }
@@ -184,7 +189,7 @@ func Verify(raw string, keys Keys, o Options) (Evidence, error) {
 	}
 	pub, ok := keys.AttesterKey(claims.Attester)
 	if !ok {
-		return Evidence{}, errorf(CodeUnknownAttester, "attester %q is not registered", truncate(claims.Attester))
+		return Evidence{}, errorf(CodeUnknownAttester, "attester %q is not registered", clip.String(claims.Attester, 32))
 	}
 	var verified Claims
 	_, err = jwt.ParseWithClaims(raw, &verified, func(*jwt.Token) (any, error) { return pub, nil },
@@ -198,7 +203,7 @@ func Verify(raw string, keys Keys, o Options) (Evidence, error) {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return Evidence{}, errorf(CodeExpired, "attestation expired at %s", time.Unix(claims.Expires, 0).UTC().Format(time.RFC3339))
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
-		return Evidence{}, errorf(CodeBadSignature, "attestation signature does not verify under the key of attester %q", truncate(claims.Attester))
+		return Evidence{}, errorf(CodeBadSignature, "attestation signature does not verify under the key of attester %q", clip.String(claims.Attester, 32))
 	case errors.Is(err, jwt.ErrTokenUnverifiable), errors.Is(err, jwt.ErrSignatureInvalid):
 		return Evidence{}, errorf(CodeBadSignature, "attestation is not signed with EdDSA")
 	default:
@@ -233,24 +238,36 @@ func decodeClaims(raw string) (Claims, error) {
 	if err != nil {
 		return Claims{}, errorf(CodeMalformed, "attestation header is not base64url")
 	}
-	var h struct {
-		Alg string `json:"alg"`
+	h, err := members("header", hdr)
+	if err != nil {
+		return Claims{}, err
 	}
-	if err := json.Unmarshal(hdr, &h); err != nil {
-		return Claims{}, errorf(CodeMalformed, "attestation header is not a JSON object")
+	if _, ok := h["crit"]; ok {
+		// RFC 7515 §4.1.11: extensions listed in crit must be understood
+		// or the JWS refused; this issuer understands none.
+		return Claims{}, errorf(CodeMalformed, "attestation header has crit; no header extension is understood here")
+	}
+	for name := range h {
+		if name != "alg" && name != "typ" && name != "kid" {
+			return Claims{}, errorf(CodeMalformed, "attestation header member %q is not allowed; a header carries only alg, typ and kid", clip.String(name, 32))
+		}
+	}
+	var alg string
+	if json.Unmarshal(h["alg"], &alg) != nil {
+		alg = ""
 	}
 	// Named before any key is looked up: "none" and HMAC-with-the-public-key
 	// are refused for what they are.
-	if h.Alg != jwt.SigningMethodEdDSA.Alg() {
-		return Claims{}, errorf(CodeBadSignature, "attestation is not signed with EdDSA (alg %q)", truncate(h.Alg))
+	if alg != jwt.SigningMethodEdDSA.Alg() {
+		return Claims{}, errorf(CodeBadSignature, "attestation is not signed with EdDSA (alg %q)", clip.String(alg, 32))
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {
 		return Claims{}, errorf(CodeMalformed, "attestation payload is not base64url")
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(payload, &fields); err != nil {
-		return Claims{}, errorf(CodeMalformed, "attestation payload is not a JSON object")
+	fields, err := members("payload", payload)
+	if err != nil {
+		return Claims{}, err
 	}
 	var extra []string
 	for name := range fields {
@@ -260,7 +277,7 @@ func decodeClaims(raw string) (Claims, error) {
 	}
 	if len(extra) > 0 {
 		sort.Strings(extra)
-		return Claims{}, errorf(CodeClaimNotAllowed, "claim %q is not allowed; an attestation carries only %s", truncate(extra[0]), strings.Join(AllowedClaims, ", "))
+		return Claims{}, errorf(CodeClaimNotAllowed, "claim %q is not allowed; an attestation carries only %s", clip.String(extra[0], 32), strings.Join(AllowedClaims, ", "))
 	}
 	var c Claims
 	dec := json.NewDecoder(bytes.NewReader(payload))
@@ -283,14 +300,108 @@ func allowed(name string) bool {
 	return false
 }
 
-// truncate keeps echoed names short; values from the input are never echoed
-// whole.
-func truncate(s string) string {
-	const max = 32
-	if len(s) > max {
-		return s[:max] + "…"
+// members reads a JSON object strictly, where encoding/json is lax: every
+// member name once (encoding/json keeps the last of two), and every string
+// valid UTF-8, lone surrogate escapes included (encoding/json turns them
+// into U+FFFD). part names the object in messages.
+func members(part string, b []byte) (map[string]json.RawMessage, error) {
+	what := "attestation " + part
+	if !validStrings(b) {
+		return nil, errorf(CodeMalformed, "%s holds a string that is not valid UTF-8", what)
 	}
-	return s
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, errorf(CodeMalformed, "%s is not a JSON object", what)
+	}
+	m := map[string]json.RawMessage{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, errorf(CodeMalformed, "%s is not a JSON object", what)
+		}
+		name, ok := t.(string)
+		if !ok {
+			return nil, errorf(CodeMalformed, "%s is not a JSON object", what)
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, errorf(CodeMalformed, "%s is not a JSON object", what)
+		}
+		if _, dup := m[name]; dup {
+			noun := "claim"
+			if part == "header" {
+				noun = "header member"
+			}
+			return nil, errorf(CodeMalformed, "%s %q appears twice in the attestation", noun, clip.String(name, 32))
+		}
+		m[name] = v
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, errorf(CodeMalformed, "%s is not a JSON object", what)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errorf(CodeMalformed, "%s has data after the object", what)
+	}
+	return m, nil
+}
+
+// validStrings reports whether b is valid UTF-8 and every \u escape in a
+// string is a character or a whole surrogate pair.
+func validStrings(b []byte) bool {
+	if !utf8.Valid(b) {
+		return false
+	}
+	in := false
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '"':
+			in = !in
+		case c == '\\' && in && i+1 < len(b):
+			if b[i+1] != 'u' {
+				i++ // skip the escaped character, a quote included
+				continue
+			}
+			u, ok := hex4(b, i)
+			if !ok {
+				continue // a syntax error; the decoder names it
+			}
+			i += 5
+			switch {
+			case u >= 0xdc00 && u <= 0xdfff:
+				return false
+			case u >= 0xd800 && u <= 0xdbff:
+				lo, ok := hex4(b, i+1)
+				if !ok || lo < 0xdc00 || lo > 0xdfff {
+					return false
+				}
+				i += 6
+			}
+		}
+	}
+	return true
+}
+
+// hex4 reads the escape \uXXXX at b[i:].
+func hex4(b []byte, i int) (rune, bool) {
+	if i+6 > len(b) || b[i] != '\\' || b[i+1] != 'u' {
+		return 0, false
+	}
+	var u rune
+	for _, h := range b[i+2 : i+6] {
+		var d byte
+		switch {
+		case h >= '0' && h <= '9':
+			d = h - '0'
+		case h >= 'a' && h <= 'f':
+			d = h - 'a' + 10
+		case h >= 'A' && h <= 'F':
+			d = h - 'A' + 10
+		default:
+			return 0, false
+		}
+		u = u<<4 | rune(d)
+	}
+	return u, true
 }
 
 // Codes of Error.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -46,6 +47,14 @@ func FuzzVerify(f *testing.F) {
 	f.Add(hsRaw, `{"alg":"HS256"}`, []byte(`{"iss":"lab-1","name":"Alice"}`))
 	f.Add("a.b.c", `{"alg":"EdDSA","alg":"none"}`, []byte(`{"iss":"lab-1","ISS":"lab-2","kind":"vaccination","at":1,"exp":99999999999,"jti":"y"}`))
 	f.Add("", hdr, []byte(`{"iss":"lab-1","kind":"recovery","at":-5,"exp":1e3,"jti":"\u0000"}`))
+	// The strict rules: duplicates, crit, bad UTF-8, hints outside the set.
+	dup := strings.Replace(string(p), `"kind":"test-negative"`, `"kind":"test-positive","kind":"test-negative"`, 1)
+	f.Add("", hdr, []byte(dup))
+	f.Add("", `{"alg":"EdDSA","crit":["exp"]}`, p)
+	f.Add("", `{"alg":"EdDSA","typ":"JWT","kid":"k1"}`, p)
+	f.Add("", hdr, []byte(strings.Replace(string(p), `"a1"`, `"a\ud800"`, 1)))
+	f.Add("", hdr, []byte(strings.Replace(string(p), `"a1"`, "\"a\xff\"", 1)))
+	f.Add("", hdr, []byte(strings.Replace(string(p), `"AB1990"`, `"\u001b[1A\rGREEN"`, 1)))
 
 	opts := Options{Now: fuzzNow, Skew: 5 * time.Minute, MaxLifetime: 72 * time.Hour}
 	f.Fuzz(func(t *testing.T, raw, header string, payload []byte) {
@@ -84,10 +93,27 @@ func check(t *testing.T, raw string, keys Keys, o Options) {
 	if json.Unmarshal(hb, &h) != nil || h["alg"] != "EdDSA" {
 		t.Fatalf("accepted with header %s", hb)
 	}
+	for name := range h {
+		if name != "alg" && name != "typ" && name != "kid" {
+			t.Fatalf("accepted header member %q", name)
+		}
+	}
 	pb, _ := base64.RawURLEncoding.DecodeString(parts[1])
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(pb, &fields); err != nil {
 		t.Fatalf("accepted a payload that is not an object: %q", pb)
+	}
+	if !utf8.Valid(pb) || !utf8.Valid(hb) {
+		t.Fatalf("accepted invalid UTF-8")
+	}
+	if n := topLevelNames(pb); n != len(fields) {
+		t.Fatalf("accepted %d claims under %d names: %q", n, len(fields), pb)
+	}
+	if n := topLevelNames(hb); n != len(h) {
+		t.Fatalf("accepted %d header members under %d names: %q", n, len(h), hb)
+	}
+	if ev.Hint != "" && CheckHint(ev.Hint) != nil {
+		t.Fatalf("accepted hint %q", ev.Hint)
 	}
 	for name := range fields {
 		if !allowed(name) {
@@ -111,4 +137,25 @@ func check(t *testing.T, raw string, keys Keys, o Options) {
 	case ev.Expires.Sub(o.Now) > o.MaxLifetime+o.Skew:
 		t.Fatalf("accepted exp %v, beyond max lifetime", ev.Expires)
 	}
+}
+
+// topLevelNames counts the member names of a JSON object, duplicates
+// included, without the code under test.
+func topLevelNames(b []byte) int {
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	if _, err := dec.Token(); err != nil {
+		return -1
+	}
+	n := 0
+	for dec.More() {
+		if _, err := dec.Token(); err != nil {
+			return -1
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return -1
+		}
+		n++
+	}
+	return n
 }
