@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -177,6 +178,12 @@ func waitVerdict(t testing.TB, b *webtest.Browser, d time.Duration) verdict {
 	return v
 }
 
+// setPageClock sets the page's clock (common/clock.js) to at, standing still.
+func setPageClock(t testing.TB, b *webtest.Browser, at time.Time) {
+	t.Helper()
+	webtest.Eval[chromedp.Void](t, b, fmt.Sprintf(`window.__healthcodeNow = %d`, at.UnixMilli()))
+}
+
 // clearVerdict taps the result away (a no-op if it already cleared itself).
 func clearVerdict(t testing.TB, b *webtest.Browser) {
 	t.Helper()
@@ -254,6 +261,10 @@ func assertNothingKept(t testing.TB, b *webtest.Browser, countingAllowed bool, s
 	for k, v := range s.Local {
 		switch k {
 		case "healthcode.bundle", "healthcode.pin":
+		case "healthcode.fetched":
+			if _, err := strconv.ParseInt(v, 10, 64); err != nil {
+				t.Errorf("localStorage holds fetched = %q, want this device's clock in Unix ms", v)
+			}
 		case "healthcode.counts":
 			if !countingAllowed {
 				t.Errorf("localStorage holds counts although the policy has counting off: %q", v)
@@ -363,13 +374,17 @@ func TestIssuerScanOfflineShowsColour(t *testing.T) {
 	}
 
 	// The venue turns counting on, offline: the tap clears the verdict, the
-	// same code held up is read again once it is no longer ignored (4 s),
+	// same code held up is read again once it is no longer ignored (4 s on
+	// the page's clock, which the test holds still and then moves by 5 s),
 	// and that scan is counted.
+	frozen := time.Now()
+	setPageClock(t, b, frozen)
 	clearVerdict(t, b)
 	b.Do(t, chromedp.Click(chromedp.ID("counting")))
 	if got := countingView(); got != "shown true on null" {
 		t.Fatalf("after clicking the switch: %q, want it on, the setting stored, no counts yet", got)
 	}
+	setPageClock(t, b, frozen.Add(5*time.Second))
 	if v := waitVerdict(t, b, 20*time.Second); v.Kind != "green" {
 		t.Fatalf("verdict after switching counting on %+v, want green", v)
 	}
@@ -383,17 +398,17 @@ func TestIssuerScanOfflineShowsColour(t *testing.T) {
 	}
 	m = metrics(t, b)
 	t.Logf("QR decode in wasm: %.1f ms/frame mean, %.1f ms max, over %d frames (640×480)", m.DecodeMsTotal/float64(m.Frames), m.DecodeMsMax, m.Frames)
-	// Counting is allowed and switched on: greens today (the scan since,
-	// and any re-read of the same code after the 4 s repeat guard on a
-	// slow machine), nothing else about the scan.
+	// Counting is allowed and switched on: exactly one green today (the
+	// page's clock stands still, so the same code is never read again),
+	// nothing else about the scan.
 	counts := webtest.Eval[string](t, b, `localStorage.getItem('healthcode.counts')`)
 	var c map[string]map[string]int
 	if err := json.Unmarshal([]byte(counts), &c); err != nil || len(c) != 1 {
 		t.Fatalf("counts %q: want one day", counts)
 	}
 	for _, day := range c {
-		if day["green"] < 1 || day["yellow"]+day["red"]+day["invalid"] != 0 {
-			t.Fatalf("counts %q, want greens only", counts)
+		if day["green"] != 1 || day["yellow"]+day["red"]+day["invalid"] != 0 {
+			t.Fatalf("counts %q, want exactly one green", counts)
 		}
 	}
 	assertNothingKept(t, b, true, tok, "AB90")
@@ -480,7 +495,7 @@ func TestKioskExpiredBundleRefusesGreen(t *testing.T) {
 		t.Fatalf("verdict %+v, want refused for an expired bundle", v)
 	}
 	status := webtest.Eval[string](t, b, `document.getElementById('bundle-status').textContent`)
-	if !strings.Contains(status, "The trust list has expired") || !strings.Contains(status, "Trust list updated 9 days ago") {
+	if !strings.Contains(status, "The trust list has expired") || !strings.Contains(status, "Trust list fetched just now") {
 		t.Fatalf("bundle status %q: want its age and that it expired", status)
 	}
 }
@@ -499,7 +514,7 @@ func TestKioskStates(t *testing.T) {
 		t.Fatalf("camera message %q", msg)
 	}
 	b.Screenshot(t, "no-camera")
-	if s := webtest.Eval[string](t, b, `document.getElementById('bundle-status').textContent`); s != "Trust list updated 1 hour ago." {
+	if s := webtest.Eval[string](t, b, `document.getElementById('bundle-status').textContent`); s != "Trust list fetched just now." {
 		t.Fatalf("bundle status %q", s)
 	}
 	if !webtest.Eval[bool](t, b, `document.getElementById('counting-switch').hidden && document.getElementById('counts').hidden`) {
@@ -758,7 +773,7 @@ func TestKioskStaleBundleChinese(t *testing.T) {
 		t.Fatalf("title %q, want Chinese", title)
 	}
 	status := webtest.Eval[string](t, b, `document.getElementById('bundle-status').textContent`)
-	if !strings.Contains(status, "信任列表已过旧") || !strings.Contains(status, "3天前") {
+	if !strings.Contains(status, "信任列表已过旧") || !strings.Contains(status, "信任列表获取于刚刚") {
 		t.Fatalf("bundle status %q: want its age and the stale warning", status)
 	}
 	b.Screenshot(t, "stale-zh")

@@ -16,6 +16,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -24,6 +25,13 @@ var verifyFiles embed.FS
 
 //go:embed wallet
 var walletFiles embed.FS
+
+// commonFiles are the modules both apps share (translations, clock, QR
+// reading, service-worker core). Each app serves them as its own
+// common/ directory, so either works alone under its own prefix.
+//
+//go:embed common
+var commonFiles embed.FS
 
 // Build artifacts the verifier app cannot run without.
 const (
@@ -47,7 +55,7 @@ func Verify() fs.FS {
 	if err != nil {
 		panic(err) // the directory is embedded at compile time
 	}
-	return withBuildCheck(sub)
+	return withBuildCheck(withCommon(sub))
 }
 
 // Wallet returns the resident wallet app, rooted at its index.html.
@@ -56,7 +64,28 @@ func Wallet() fs.FS {
 	if err != nil {
 		panic(err)
 	}
-	return sub
+	return withCommon(sub)
+}
+
+// withCommon adds the shared modules to app as common/.
+func withCommon(app fs.FS) fs.FS {
+	common, err := fs.Sub(commonFiles, "common")
+	if err != nil {
+		panic(err)
+	}
+	return commonFS{app: app, common: common}
+}
+
+type commonFS struct{ app, common fs.FS }
+
+func (c commonFS) Open(name string) (fs.File, error) {
+	if name == "common" {
+		return c.common.Open(".")
+	}
+	if rest, ok := strings.CutPrefix(name, "common/"); ok {
+		return c.common.Open(rest)
+	}
+	return c.app.Open(name)
 }
 
 // VerifyBuilt reports which build artifact, if any, is missing from the

@@ -59,7 +59,9 @@ func TestEmbeddedAppHasItsFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"index.html", "app.js", "i18n.js", "style.css", "manifest.webmanifest", "icons/icon.svg", "icons/icon-192.png", "icons/icon-512.png"} {
+	sub = withCommon(sub)
+	for _, name := range []string{"index.html", "app.js", "i18n.js", "style.css", "manifest.webmanifest", "icons/icon.svg", "icons/icon-192.png", "icons/icon-512.png",
+		"common/clock.js", "common/i18n.js", "common/qrread.js"} {
 		if _, err := fs.Stat(sub, name); err != nil {
 			t.Errorf("%s not embedded: %v", name, err)
 		}
@@ -67,8 +69,24 @@ func TestEmbeddedAppHasItsFiles(t *testing.T) {
 			t.Errorf("sw.js does not precache %s", name)
 		}
 	}
-	if _, err := fs.Stat(Wallet(), "index.html"); err != nil {
-		t.Errorf("wallet index.html: %v", err)
+	// Likewise the wallet's, and the sw core both import.
+	wsw, err := fs.ReadFile(Wallet(), "sw.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"app.js", "texts.js", "ui.js", "store.js", "protocol.js", "renewal.js", "scan.js", "door.js", "home.js",
+		"common/clock.js", "common/i18n.js", "common/qrread.js", "style.css", "manifest.json", "vendor/qrcode.js", "vendor/jsQR.js"} {
+		if _, err := fs.Stat(Wallet(), name); err != nil {
+			t.Errorf("wallet %s not embedded: %v", name, err)
+		}
+		if !strings.Contains(string(wsw), "'"+name+"'") {
+			t.Errorf("wallet sw.js does not precache %s", name)
+		}
+	}
+	for _, app := range []fs.FS{Wallet(), Verify()} {
+		if _, err := fs.Stat(app, "common/sw-core.js"); err != nil {
+			t.Errorf("common/sw-core.js not served: %v", err)
+		}
 	}
 }
 

@@ -1,18 +1,27 @@
 // Verifier web app. The rules live in Go (verifier.wasm, see web/wasm);
-// this file only moves pixels and strings between the camera, the module and
-// the screen.
+// this module only moves pixels and strings between the camera, the module
+// and the screen.
 //
-// Storage (invariant 3): only the trust bundle and its pin are written
-// (localStorage, and the service worker's cache of the bundle response),
-// plus, only when the bundle's policy allows counting and the venue switched
-// it on for this device, that setting and per-day counts per colour.
-// No token, hint or scan time is ever stored.
-'use strict';
+// Storage (invariant 3): only the trust bundle, its pin and when this
+// device last fetched it are written (localStorage, and the service
+// worker's cache of the bundle response), plus, only when the bundle's
+// policy allows counting and the venue switched it on for this device,
+// that setting and per-day counts per colour. No token, hint or scan time
+// is ever stored. Everything printed from a token goes through
+// textContent, never innerHTML.
+//
+// Time: every reading of the clock goes through common/clock.js now(); a
+// test sets window.__healthcodeNow to move it.
+import { now } from './common/clock.js';
+import { Texts } from './common/i18n.js';
+import { FrameReader, scanRegions, photoRegions } from './common/qrread.js';
+import { STRINGS } from './i18n.js';
 
 const BUNDLE_URL = '/.well-known/healthcode/bundle';
 const PIN_URL = '/.well-known/healthcode/pin';
 const K_BUNDLE = 'healthcode.bundle';
 const K_PIN = 'healthcode.pin';
+const K_FETCHED = 'healthcode.fetched'; // this device's clock at the last fetch of the held bundle
 const K_COUNTS = 'healthcode.counts';
 const K_COUNTING = 'healthcode.counting'; // "on" when the venue switched counting on here
 const RESULT_MS = 5000;       // the result clears itself after this
@@ -20,20 +29,25 @@ const SAME_CODE_MS = 4000;    // the same code held up again is ignored this lon
 const SCAN_INTERVAL_MS = 80;  // pause between frames
 const MAX_FRAME_SIDE = 640;   // frames are scaled down to this before decoding
 const COUNT_DAYS = 7;         // counts older than this are dropped
+const SYNC_MS = 10 * 60 * 1000; // how often an open page fetches the bundle again
+const PIN_TEXT = /^sha256:[0-9a-f]{64}$/; // the pin poster's QR (contract 5)
 
 const $ = (id) => document.getElementById(id);
+const tx = new Texts(STRINGS, new URLSearchParams(location.search).get('lang'), navigator.languages || [navigator.language]);
+const t = (key, vars) => tx.t(key, vars);
 const state = {
-  lang: pickLanguage(location.search, navigator.languages || [navigator.language]),
   jws: '',
   pin: '',
   info: null,          // healthcode.openBundle result
-  offline: false,
+  offline: false,      // the last fetch failed
   camera: 'starting',  // starting | on | denied | none | error
   stream: null,
   showing: false,
   clearTimer: 0,
   lastText: '',
-  lastClearedAt: 0,
+  lastClearedAt: -Infinity,
+  posterPin: '',       // a scanned poster's pin that differs from the held one
+  pinMessage: '',
 };
 
 // Scan metrics, in memory only, for the browser test and for operators
@@ -43,24 +57,22 @@ window.healthcodeMetrics = metrics;
 
 // ---- language -------------------------------------------------------------
 
-function t(key, vars) { return tr(state.lang, key, vars); }
-
 function applyLanguage() {
-  document.documentElement.lang = state.lang === 'zh' ? 'zh-Hans' : 'en';
+  tx.apply(document);
   document.title = t('title');
-  for (const el of document.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
   const b = $('lang');
   b.textContent = t('switchTo');
-  b.lang = state.lang === 'zh' ? 'en' : 'zh-Hans';
+  b.lang = tx.lang === 'zh' ? 'en' : 'zh-Hans';
   renderBundle();
   renderCamera();
   renderCounts();
+  renderPin();
 }
 
 $('lang').addEventListener('click', () => {
-  state.lang = state.lang === 'zh' ? 'en' : 'zh';
+  tx.lang = tx.lang === 'zh' ? 'en' : 'zh';
   const u = new URL(location.href);
-  u.searchParams.set('lang', state.lang);
+  u.searchParams.set('lang', tx.lang);
   history.replaceState(null, '', u);
   applyLanguage();
 });
@@ -68,7 +80,7 @@ $('lang').addEventListener('click', () => {
 // ---- the WebAssembly module ----------------------------------------------
 
 async function loadEngine() {
-  const go = new Go();
+  const go = new window.Go();
   // instantiate from bytes, not instantiateStreaming: servers differ on the
   // application/wasm content type and the service worker's copy has it too.
   const resp = await fetch('verifier.wasm');
@@ -87,27 +99,30 @@ async function fetchText(url) {
   return (await r.text()).trim();
 }
 
-// loadBundle takes the pin on first use from the origin the page came from,
-// then accepts a fetched bundle only if it opens under that pin and is not
-// older than the one held (no rollback). Offline, the held bundle is used.
+// loadBundle takes the pin on first use from the origin the page came from
+// (or from the pin poster, scanned before), then accepts a fetched bundle
+// only if it opens under that pin and is not older than the one held (no
+// rollback). Offline, the held bundle is used.
 async function loadBundle() {
   let pin = localStorage.getItem(K_PIN) || '';
   let jws = localStorage.getItem(K_BUNDLE) || '';
-  const now = Date.now();
-  const held = jws && pin ? healthcode.openBundle(jws, pin, now) : null;
+  const at = now();
+  const held = jws && pin ? window.healthcode.openBundle(jws, pin, at) : null;
   try {
     if (!pin) pin = await fetchText(PIN_URL);
     const fresh = await fetchText(BUNDLE_URL);
-    const info = healthcode.openBundle(fresh, pin, now);
+    const info = window.healthcode.openBundle(fresh, pin, at);
     if (info.ok || info.reason === 'bundle_expired') {
       if (!held || !held.ok || held.reason === 'bundle_expired' || info.seq >= held.seq) {
         jws = fresh;
         localStorage.setItem(K_PIN, pin);
         localStorage.setItem(K_BUNDLE, jws);
+        localStorage.setItem(K_FETCHED, String(at));
       }
     } else if (!held) {
       // Nothing held and what came does not open: show why, keep nothing.
       state.jws = ''; state.pin = ''; state.info = info;
+      state.offline = false;
       return;
     }
     state.offline = false;
@@ -116,34 +131,40 @@ async function loadBundle() {
   }
   state.jws = jws;
   state.pin = jws ? pin : '';
-  state.info = jws ? healthcode.openBundle(jws, pin, now) : { ok: false, reason: 'no_bundle' };
+  state.info = jws ? window.healthcode.openBundle(jws, pin, at) : { ok: false, reason: 'no_bundle' };
 }
 
-function bundleState(now) {
+async function sync() {
+  if (document.body.dataset.engine !== 'ready') return;
+  await loadBundle();
+  renderBundle();
+  renderCounts();
+  renderPin();
+  // For tests and staff tools: how many syncs have finished.
+  document.body.dataset.syncs = String(Number(document.body.dataset.syncs || 0) + 1);
+}
+
+function bundleState(at) {
   const i = state.info;
   if (!i) return 'loading';
   if (i.ok && i.expired) return 'expired';
   if (!i.ok) return i.reason === 'bundle_expired' ? 'expired' : (i.reason === 'no_bundle' ? 'none' : 'invalid');
-  return now >= i.staleAfter ? 'stale' : 'ok';
+  return at >= i.staleAfter ? 'stale' : 'ok';
 }
 
-function age(ms) {
-  const rtf = new Intl.RelativeTimeFormat(state.lang === 'zh' ? 'zh-Hans' : 'en', { numeric: 'auto' });
-  const s = Math.round(ms / 1000);
-  if (s < 60) return rtf.format(-s, 'second');
-  if (s < 3600) return rtf.format(-Math.round(s / 60), 'minute');
-  if (s < 86400) return rtf.format(-Math.round(s / 3600), 'hour');
-  return rtf.format(-Math.round(s / 86400), 'day');
+function ago(ms) {
+  return now() - ms < 60 * 1000 ? t('justNow') : tx.ago(ms, now());
 }
 
 function renderBundle() {
-  const now = Date.now();
-  const bs = bundleState(now);
+  const at = now();
+  const bs = bundleState(at);
   document.body.dataset.bundle = bs;
   const el = $('bundle-status');
   const lines = [];
   if (bs === 'loading') lines.push(t('bundleLoading'));
-  if (state.info && state.info.issuedAt) lines.push(t('bundleAge', { age: age(now - state.info.issuedAt) }));
+  const fetched = Number(localStorage.getItem(K_FETCHED) || 0);
+  if (state.jws && fetched > 0) lines.push(t('bundleFetched', { age: ago(fetched) }));
   if (state.offline && state.jws) lines.push(t('bundleOffline'));
   if (bs === 'stale') lines.push(t('bundleStale'));
   if (bs === 'expired') lines.push(t('bundleExpired'));
@@ -151,12 +172,81 @@ function renderBundle() {
   if (bs === 'invalid') lines.push(t('bundleInvalid'));
   el.textContent = lines.join(' ');
   el.className = bs;
+  renderOffline();
 }
+
+function renderOffline() {
+  const off = state.offline || !navigator.onLine;
+  const el = $('offline');
+  el.hidden = !off;
+  el.textContent = off ? t('offline') : '';
+  document.body.dataset.online = off ? 'no' : 'yes';
+}
+
+window.addEventListener('offline', renderOffline);
+window.addEventListener('online', () => { renderOffline(); sync(); });
+
+// ---- the pin: shown in settings, set or confirmed from the poster -----------
+
+function renderPin() {
+  const held = state.pin || localStorage.getItem(K_PIN) || '';
+  $('pin-value').textContent = held;
+  $('pin-value').hidden = !held;
+  $('pin-held').textContent = held ? t('pinHeld') : t('pinNone');
+  $('pin-status').textContent = state.pinMessage ? t(state.pinMessage) : '';
+  $('pin-replace').hidden = !state.posterPin;
+}
+
+function openSettings(open) {
+  $('settings').hidden = !open;
+  $('settings-toggle').setAttribute('aria-expanded', open ? 'true' : 'false');
+  if (open) renderPin();
+}
+
+$('settings-toggle').addEventListener('click', () => openSettings($('settings').hidden));
+$('pin-scan').addEventListener('click', () => {
+  state.pinMessage = 'pinLooking';
+  state.posterPin = '';
+  renderPin();
+});
+
+// posterPin handles the text of a pin poster, wherever it was read.
+async function onPoster(pin) {
+  openSettings(true);
+  const held = localStorage.getItem(K_PIN) || '';
+  state.posterPin = '';
+  if (!held) {
+    localStorage.setItem(K_PIN, pin);
+    state.pinMessage = 'pinSet';
+    await sync();
+  } else if (held === pin) {
+    state.pinMessage = 'pinMatch';
+  } else {
+    state.posterPin = pin;
+    state.pinMessage = 'pinDiffers';
+  }
+  $('pin-status').dataset.result = state.pinMessage;
+  renderPin();
+}
+
+$('pin-replace').addEventListener('click', async () => {
+  const pin = state.posterPin;
+  if (!pin) return;
+  // A new pin: the bundle held under the old one, and its rollback floor,
+  // go; the next fetch is checked against the poster's key.
+  localStorage.removeItem(K_BUNDLE);
+  localStorage.removeItem(K_FETCHED);
+  localStorage.setItem(K_PIN, pin);
+  state.posterPin = '';
+  state.pinMessage = 'pinReplaced';
+  $('pin-status').dataset.result = 'pinReplaced';
+  await sync();
+});
 
 // ---- counts (only when the policy allows them and the venue turns them on) --
 
 function today() {
-  const d = new Date();
+  const d = new Date(now());
   return d.getFullYear() + '-' + String(d.getMonth() + 1).padStart(2, '0') + '-' + String(d.getDate()).padStart(2, '0');
 }
 
@@ -212,15 +302,18 @@ $('counting').addEventListener('change', (ev) => {
 
 const SYMBOL = { green: '✓', yellow: '!', red: '✕', invalid: '✕', refused: '⚠' };
 
-function formatTime(ms) {
-  return new Intl.DateTimeFormat(state.lang === 'zh' ? 'zh-Hans' : 'en', { dateStyle: 'medium', timeStyle: 'short' }).format(new Date(ms));
+// read handles any text the camera, a photo or the paste box gave: a pin
+// poster goes to the settings, anything else is checked as a code.
+function read(text, started) {
+  if (PIN_TEXT.test(text)) { onPoster(text); return; }
+  check(text, started);
 }
 
 // check verifies text and shows the verdict. started is the performance.now()
 // at which the frame holding it was grabbed (or the user acted).
 function check(text, started) {
   const t0 = performance.now();
-  const v = healthcode.verify(text, state.jws, state.pin, Date.now());
+  const v = window.healthcode.verify(text, state.jws, state.pin, now());
   metrics.lastVerifyMs = performance.now() - t0;
   let kind;
   if (v.valid) kind = v.colour;
@@ -232,15 +325,21 @@ function check(text, started) {
   if (kind !== 'refused') count(kind);
 }
 
+function reasonText(reason) {
+  const key = 'reason_' + reason;
+  return tx.has(key) ? t(key) : t('reason_invalid');
+}
+
 function showResult(kind, v) {
   const r = $('result');
   r.dataset.verdict = kind;
   r.dataset.reason = v.valid ? '' : v.reason;
   $('result-symbol').textContent = SYMBOL[kind];
   $('result-word').textContent = t(kind);
-  $('result-detail').textContent = v.valid ? t('validUntil', { time: formatTime(v.expires) }) : t('reason_' + v.reason);
+  $('result-detail').textContent = v.valid ? t('validUntil', { time: tx.when(v.expires, now()) }) : reasonText(v.reason);
   // The hint is only there when the policy turns it on (the module refuses
-  // a token carrying one otherwise).
+  // a token carrying one otherwise); it is text from the token, so
+  // textContent only.
   $('result-hint').textContent = v.valid && v.hint ? t('hint', { hint: v.hint }) : '';
   $('result-warning').textContent = v.valid && v.stale ? t('staleOnResult') : '';
   r.hidden = false;
@@ -260,21 +359,23 @@ function clearResult() {
   for (const id of ['result-symbol', 'result-word', 'result-detail', 'result-hint', 'result-warning']) $(id).textContent = '';
   delete document.body.dataset.verdict;
   state.showing = false;
-  state.lastClearedAt = performance.now();
+  state.lastClearedAt = now();
 }
 
 $('result').addEventListener('click', clearResult);
 
 // ---- camera ----------------------------------------------------------------
 
+// The photo and paste fallbacks are always there; the camera's state only
+// decides the message and the retry button.
 function renderCamera() {
   document.body.dataset.camera = state.camera;
   const msg = { denied: 'cameraDenied', none: 'cameraNone', error: 'cameraError' }[state.camera];
-  $('fallback').hidden = !msg;
   $('scanner').hidden = !!msg;
   $('camera-message').textContent = msg ? t(msg) : '';
-  if (state.camera === 'starting') $('scan-hint').textContent = t('cameraStarting');
-  else $('scan-hint').textContent = t('pointCamera');
+  $('camera-message').hidden = !msg;
+  $('retry-camera').hidden = !msg;
+  $('scan-hint').textContent = state.camera === 'starting' ? t('cameraStarting') : t('pointCamera');
 }
 
 async function startCamera() {
@@ -310,20 +411,9 @@ function stopCamera() {
   $('video').srcObject = null;
 }
 
-function grab(source, sw, sh) {
-  const scale = Math.min(1, MAX_FRAME_SIDE / Math.max(sw, sh));
-  const w = Math.max(1, Math.round(sw * scale));
-  const h = Math.max(1, Math.round(sh * scale));
-  const canvas = $('frame');
-  if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
-  const ctx = canvas.getContext('2d', { willReadFrequently: true });
-  ctx.drawImage(source, 0, 0, w, h);
-  return ctx.getImageData(0, 0, w, h);
-}
-
-function decodeFrame(img) {
+function decodePixels(img) {
   const t0 = performance.now();
-  const text = healthcode.decode(img.data, img.width, img.height);
+  const text = window.healthcode.decode(img.data, img.width, img.height);
   const ms = performance.now() - t0;
   metrics.frames++;
   metrics.decodeMsTotal += ms;
@@ -332,24 +422,30 @@ function decodeFrame(img) {
   return text;
 }
 
+const reader = new FrameReader($('frame'), decodePixels, MAX_FRAME_SIDE);
+
 let scanTimer = 0;
+let frameNo = 0;
 function scheduleScan() {
   clearTimeout(scanTimer);
   scanTimer = setTimeout(scanOnce, SCAN_INTERVAL_MS);
 }
 
+// Each frame is read whole or, every other frame, its centre scaled up.
 function scanOnce() {
   if (state.camera !== 'on' || !state.stream) return;
   const video = $('video');
   if (!state.showing && !document.hidden && video.readyState >= 2 && video.videoWidth > 0) {
     const started = performance.now();
-    const img = grab(video, video.videoWidth, video.videoHeight);
+    const regions = scanRegions(video.videoWidth, video.videoHeight);
+    const region = regions[frameNo++ % regions.length];
+    const img = reader.pixels(video, region);
     metrics.lastGrabMs = performance.now() - started;
-    const text = decodeFrame(img);
-    const again = text && text === state.lastText && started - state.lastClearedAt < SAME_CODE_MS;
+    const text = decodePixels(img);
+    const again = text && text === state.lastText && now() - state.lastClearedAt < SAME_CODE_MS;
     if (text && !again) {
       state.lastText = text;
-      check(text, started);
+      read(text, started);
     }
   }
   scheduleScan();
@@ -360,7 +456,7 @@ document.addEventListener('visibilitychange', () => {
   else if (document.body.dataset.engine === 'ready') startCamera();
 });
 
-// ---- fallback: a photo or pasted text -------------------------------------
+// ---- always there: a photo or pasted text -------------------------------------
 
 $('file').addEventListener('change', async (ev) => {
   const f = ev.target.files && ev.target.files[0];
@@ -370,18 +466,19 @@ $('file').addEventListener('change', async (ev) => {
   let text = '';
   try {
     const bmp = await createImageBitmap(f);
-    text = decodeFrame(grab(bmp, bmp.width, bmp.height));
+    text = reader.readAny(bmp, photoRegions(bmp.width, bmp.height));
     bmp.close();
   } catch { text = ''; }
-  if (text) check(text, started);
-  else $('camera-message').textContent = t('noCodeInImage');
+  if (text) read(text, started);
+  else $('fallback-message').textContent = t('noCodeInImage');
 });
 
 $('check').addEventListener('click', () => {
   const box = $('paste');
   const text = box.value.trim();
   box.value = '';
-  if (text) check(text, performance.now());
+  $('fallback-message').textContent = '';
+  if (text) read(text, performance.now());
 });
 
 $('retry-camera').addEventListener('click', startCamera);
@@ -401,10 +498,9 @@ async function main() {
     return;
   }
   document.body.dataset.engine = 'ready';
-  await loadBundle();
-  renderBundle();
-  renderCounts();
+  await sync();
   setInterval(renderBundle, 60 * 1000);
+  setInterval(sync, SYNC_MS);
   startCamera();
 }
 

@@ -1,9 +1,9 @@
-// Strings for the verifier app: English and Simplified Chinese. Keys are
-// shared; the page picks a language from navigator.language and the switch
-// keeps the choice in the URL (?lang=), never in storage.
-'use strict';
+// Strings for the verifier app: English and Simplified Chinese, held the
+// way both apps hold theirs (common/i18n.js). The page picks a language
+// from navigator.languages and the switch keeps the choice in the URL
+// (?lang=), never in storage.
 
-const STRINGS = {
+export const STRINGS = {
   en: {
     title: 'Health code check',
     switchTo: '中文',
@@ -16,11 +16,25 @@ const STRINGS = {
     cameraNone: 'No camera found. Choose a photo of the code or paste its text.',
     cameraError: 'The camera could not be started. Choose a photo of the code or paste its text.',
     cameraStarting: 'Starting the camera…',
+    justNow: 'just now',
     engineLoading: 'Loading…',
     engineFailed: 'The checker could not be loaded. Reload the page while online.',
     bundleLoading: 'Loading the trust list…',
-    bundleAge: 'Trust list updated {age}.',
+    bundleFetched: 'Trust list fetched {age}.',
     bundleOffline: 'Offline: using the saved trust list.',
+    offline: 'Offline. Codes are checked with the trust list saved on this device.',
+    settings: 'Settings',
+    settingsClose: 'Close settings',
+    pinHeading: 'Trusted key (pin)',
+    pinHeld: 'This device trusts trust lists signed by the key with fingerprint:',
+    pinNone: 'This device has no pinned key yet.',
+    pinScan: 'Scan the pin poster to confirm',
+    pinLooking: 'Point the camera at the pin poster, choose a photo of it, or paste its text.',
+    pinMatch: '✓ The poster matches this device\u2019s pin.',
+    pinSet: '✓ Pin set from the poster. The trust list is checked against it from now on.',
+    pinDiffers: '✕ The poster\u2019s pin is not this device\u2019s pin. Replace it only if your operator told you to.',
+    pinReplace: 'Use the poster\u2019s pin',
+    pinReplaced: 'Pin replaced. The trust list is now checked against the poster\u2019s key.',
     bundleStale: '! The trust list is old. Connect to the network to update it.',
     bundleExpired: '✕ The trust list has expired. Codes cannot be checked until it is updated.',
     bundleNone: '✕ No trust list. Open this page once while online.',
@@ -34,6 +48,11 @@ const STRINGS = {
     reason_expired: 'This code has expired. Ask for a current code.',
     reason_not_yet_valid: 'This code is not valid yet. Check the clock on both devices.',
     reason_unknown_key: 'Signed by a key this trust list does not know. Update the trust list; until then treat as not valid.',
+    reason_unknown_issuer: 'From an issuer this device does not trust. This is not a code from this health-code service.',
+    reason_key_withdrawn: 'Signed with a key the issuer has withdrawn. Ask for a new code.',
+    reason_window_too_long: 'This code claims a longer validity than the issuer allows: it is forged.',
+    reason_off_grid: 'This code\u2019s times are not ones the issuer uses: it is forged.',
+    reason_lab_attestation: 'This is a lab\u2019s test result, not a health code. Ask for the health code from the wallet.',
     reason_key_window: 'The code is outside its signing key\u2019s validity.',
     reason_malformed: 'This is not a health code.',
     reason_algorithm_not_allowed: 'This code uses a signature method that is not allowed.',
@@ -57,11 +76,25 @@ const STRINGS = {
     cameraNone: '未找到摄像头。请选择二维码照片或粘贴二维码文字。',
     cameraError: '无法启动摄像头。请选择二维码照片或粘贴二维码文字。',
     cameraStarting: '正在启动摄像头…',
+    justNow: '刚刚',
     engineLoading: '正在加载…',
     engineFailed: '核验程序加载失败。请联网后重新加载本页。',
     bundleLoading: '正在加载信任列表…',
-    bundleAge: '信任列表更新于{age}。',
+    bundleFetched: '信任列表获取于{age}。',
     bundleOffline: '离线：使用已保存的信任列表。',
+    offline: '当前离线。将使用本设备保存的信任列表核验。',
+    settings: '设置',
+    settingsClose: '关闭设置',
+    pinHeading: '受信任的密钥（指纹）',
+    pinHeld: '本设备只信任由以下指纹的密钥签名的信任列表：',
+    pinNone: '本设备尚未固定受信任的密钥。',
+    pinScan: '扫描指纹海报以确认',
+    pinLooking: '请将摄像头对准指纹海报，或选择其照片、粘贴其文字。',
+    pinMatch: '✓ 海报与本设备的指纹一致。',
+    pinSet: '✓ 已根据海报设置指纹。此后信任列表将据此核对。',
+    pinDiffers: '✕ 海报上的指纹与本设备的不一致。仅在管理员要求时才替换。',
+    pinReplace: '改用海报上的指纹',
+    pinReplaced: '指纹已替换。信任列表现按海报上的密钥核对。',
     bundleStale: '! 信任列表已过旧，请联网更新。',
     bundleExpired: '✕ 信任列表已过期，更新前无法核验。',
     bundleNone: '✕ 没有信任列表。请联网打开本页一次。',
@@ -75,6 +108,11 @@ const STRINGS = {
     reason_expired: '此码已过期，请出示当前的码。',
     reason_not_yet_valid: '此码尚未生效，请检查两台设备的时间。',
     reason_unknown_key: '签名密钥不在信任列表中。请更新信任列表；在此之前视为无效。',
+    reason_unknown_issuer: '此码来自本设备不信任的签发方，不是本健康码服务的码。',
+    reason_key_withdrawn: '此码的签名密钥已被签发方撤回。请出示新码。',
+    reason_window_too_long: '此码声称的有效期超过签发方允许的上限：系伪造。',
+    reason_off_grid: '此码的时间不符合签发方的规则：系伪造。',
+    reason_lab_attestation: '这是检测机构的检测结果，不是健康码。请出示钱包中的健康码。',
     reason_key_window: '此码超出其签名密钥的有效期。',
     reason_malformed: '这不是健康码。',
     reason_algorithm_not_allowed: '此码使用了不允许的签名方式。',
@@ -87,21 +125,3 @@ const STRINGS = {
     countingSwitch: '在本设备统计今日各颜色人数',
   },
 };
-
-// pickLanguage returns "en" or "zh": the URL's choice, else the browser's.
-function pickLanguage(search, navLanguages) {
-  const q = new URLSearchParams(search).get('lang');
-  if (q === 'en' || q === 'zh') return q;
-  for (const l of navLanguages || []) {
-    const low = String(l).toLowerCase();
-    if (low.startsWith('zh')) return 'zh';
-    if (low.startsWith('en')) return 'en';
-  }
-  return 'en';
-}
-
-// tr formats a string with {name} placeholders.
-function tr(lang, key, vars) {
-  const s = (STRINGS[lang] && STRINGS[lang][key]) || STRINGS.en[key] || key;
-  return s.replace(/\{(\w+)\}/g, (_, k) => (vars && k in vars ? String(vars[k]) : ''));
-}
