@@ -195,9 +195,24 @@ func (i *Issuer) Redeem(ctx context.Context, req Request) (*Batch, error) {
 	if !ok {
 		return nil, errNoKey
 	}
+	untrimmedEnd := windows[len(windows)-1].Expires
 	windows = trimToKey(windows, key, p)
 	if len(windows) == 0 {
 		return nil, errNoKey
+	}
+	if end := windows[len(windows)-1].Expires; end.Before(untrimmedEnd) {
+		// The key ends before the batch would (its successor was published
+		// late): end the period early too, so that the wallet may renew,
+		// under the next key, while it still has the overlap's codes.
+		early := end.Add(-p.Renewal.Overlap.D()).Truncate(time.Hour)
+		if !early.After(now) {
+			early = hour.Add(time.Hour)
+		}
+		for n := range replay {
+			if early.Before(replay[n].Deadline) {
+				replay[n].Deadline = early
+			}
+		}
 	}
 
 	// A replay is refused by a read, before any signature is spent on it.
