@@ -7,84 +7,70 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/healthcode/healthcode/bundle"
+	"github.com/healthcode/healthcode/internal/atomicfile"
 )
 
-// bundleFile is what sync writes: the signed bundle exactly as the issuer
-// served it, and the pin it was accepted under. Every load opens it again
-// under that pin, so an edited file is refused rather than trusted.
-type bundleFile struct {
+// The bundle file holds the signed bundle exactly as the issuer served it,
+// and nothing else: it is checked on every load under the pin from the
+// verifier's configuration (config.go), never under anything the file
+// says. Files written by earlier releases, a JSON object {"pin","bundle"},
+// are still read; their pin is ignored.
+type legacyBundleFile struct {
 	Pin    string `json:"pin"`
 	Bundle string `json:"bundle"`
 }
 
-// maxBundleFile bounds what a load reads: a signed bundle plus the pin and
-// JSON quoting.
+// maxBundleFile bounds what a load reads: a signed bundle plus, in the
+// legacy form, the pin and JSON quoting.
 const maxBundleFile = bundle.MaxLen + 1024
 
-// loadBundle reads path and opens the bundle in it under its pin. It does not
-// judge time: the caller decides between fine, stale and expired.
-func loadBundle(path string) (*bundle.Bundle, bundleFile, error) {
-	var bf bundleFile
+// loadBundle reads path and opens the bundle in it under t's pin, refusing a
+// sequence below t's floor. It returns the signed text too, for the kiosk
+// page. It does not judge time: the caller decides between fine, stale and
+// expired.
+func loadBundle(path string, t trust) (*bundle.Bundle, string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, bf, err
+		return nil, "", err
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxBundleFile+1))
 	if err != nil {
-		return nil, bf, fmt.Errorf("read %s: %w", path, err)
+		return nil, "", fmt.Errorf("read %s: %w", path, err)
 	}
 	if len(data) > maxBundleFile {
-		return nil, bf, fmt.Errorf("%s is larger than %d bytes; not a bundle file", path, maxBundleFile)
+		return nil, "", fmt.Errorf("%s is larger than %d bytes; not a bundle file", path, maxBundleFile)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&bf); err != nil {
-		return nil, bf, fmt.Errorf("%s is not a bundle file written by 'verifier sync': %v", path, err)
+	raw := string(bytes.TrimSpace(data))
+	if bytes.HasPrefix(bytes.TrimSpace(data), []byte("{")) {
+		var lf legacyBundleFile
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&lf); err != nil {
+			return nil, "", fmt.Errorf("%s is not a bundle file written by 'verifier sync': %v", path, err)
+		}
+		if dec.More() {
+			return nil, "", fmt.Errorf("%s is not a bundle file written by 'verifier sync': data after the object", path)
+		}
+		raw = lf.Bundle
 	}
-	if dec.More() {
-		return nil, bf, fmt.Errorf("%s is not a bundle file written by 'verifier sync': data after the object", path)
-	}
-	b, err := bundle.Open(bf.Bundle, bf.Pin)
+	b, err := bundle.Open(raw, t.pin)
 	if err != nil {
-		return nil, bf, fmt.Errorf("%s: %w", path, err)
+		return nil, "", fmt.Errorf("%s: %w", path, err)
 	}
-	return b, bf, nil
+	if b.Sequence < t.floor {
+		return nil, "", fmt.Errorf("%s: %w: sequence %d, and this verifier has accepted %d; run 'verifier sync'",
+			path, bundle.ErrRollback, b.Sequence, t.floor)
+	}
+	return b, raw, nil
 }
 
-// saveBundle writes path atomically: a reader sees the old file or the new
-// one, never half of either.
-func saveBundle(path string, bf bundleFile) error {
-	data, err := json.MarshalIndent(bf, "", "  ")
-	if err != nil {
-		return err
-	}
-	data = append(data, '\n')
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+// saveBundle replaces path with the signed bundle, atomically.
+func saveBundle(path, raw string) error {
+	return atomicfile.Write(path, []byte(raw+"\n"), 0o644)
 }
 
 // isNotExist reports a missing file, however wrapped.

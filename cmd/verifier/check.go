@@ -9,51 +9,64 @@ import (
 	"strings"
 	"time"
 
+	"github.com/healthcode/healthcode/internal/clip"
 	"github.com/healthcode/healthcode/qr"
 	"github.com/healthcode/healthcode/token"
 	"github.com/healthcode/healthcode/verifier"
 )
 
-const checkUsage = `Usage: verifier check --bundle FILE [--json] [--at TIME] TOKEN|-
+const checkUsage = `Usage: verifier check --bundle FILE [--json] [--at TIME] [--pin FINGERPRINT] [--config FILE] TOKEN|-
 
 Checks a colour token offline against the trust bundle in FILE and prints
 the colour and until when it is valid (and the holder hint, if the policy
 uses them). TOKEN "-" reads the token from standard input. Nothing about the
-token is kept.
+token is kept. The bundle file is opened under the pin in the verifier's
+configuration (written by 'verifier sync') and refused if it is older than a
+bundle accepted before.
 
 Flags:
-  --bundle FILE  the bundle written by 'verifier sync' (required)
-  --json         print one JSON object instead of text
-  --at TIME      check as if the time were TIME (RFC 3339); default: now
+  --bundle FILE       the bundle written by 'verifier sync' (required)
+  --json              print one JSON object instead of text
+  --at TIME           check as if the time were TIME (RFC 3339); default: now
+  --pin FINGERPRINT   open the bundle under this pin instead of the
+                      configured one
+  --config FILE       the verifier's configuration (default: ` + defaultConfigName + `
+                      under the user's configuration directory)
 
 Output (exit 0):
   GREEN  valid until 2026-11-23T12:00:00Z
   hint: AB1990
 Refused (exit 1):
   INVALID  expired: token has expired: at 2026-11-20T10:00:00Z
+  NOT A HEALTH CODE  lab_attestation: this is a lab's attestation, ...
 With --json:
   {"valid":true,"colour":"green","not_before":"...","expires":"...","hint":"AB1990",...}
   {"valid":false,"reason":"expired","message":"..."}
-Reasons: malformed, bad_signature, unknown_key, key_window, expired,
-not_yet_valid, algorithm_not_allowed, bundle_expired, no_bundle, no_code.
+Reasons: malformed, bad_signature, unknown_key, unknown_issuer, key_window,
+key_withdrawn, window_too_long, off_grid, expired, not_yet_valid,
+algorithm_not_allowed, lab_attestation, bundle_expired, no_bundle, no_code.
 
 Example:
-  verifier check --bundle bundle.json eyJhbGciOiJFZERTQSIs...
-  pbpaste | verifier check --bundle bundle.json --json -
+  verifier check --bundle bundle.jws eyJhbGciOiJFZERTQSIs...
+  pbpaste | verifier check --bundle bundle.jws --json -
 `
 
-const scanUsage = `Usage: verifier scan --bundle FILE [--json] [--at TIME] IMAGE
+const scanUsage = `Usage: verifier scan --bundle FILE [--json] [--at TIME] [--pin FINGERPRINT] [--config FILE] IMAGE
 
 Reads the QR code in IMAGE (PNG or JPEG) and checks the token in it exactly
 as 'verifier check' does, with the same output and exit status.
 
 Flags:
-  --bundle FILE  the bundle written by 'verifier sync' (required)
-  --json         print one JSON object instead of text
-  --at TIME      check as if the time were TIME (RFC 3339); default: now
+  --bundle FILE       the bundle written by 'verifier sync' (required)
+  --json              print one JSON object instead of text
+  --at TIME           check as if the time were TIME (RFC 3339); default: now
+  --pin FINGERPRINT   open the bundle under this pin instead of the
+                      configured one
+  --config FILE       the verifier's configuration (default: ` + defaultConfigName + `
+                      under the user's configuration directory)
 
 Example:
-  verifier scan --bundle bundle.json door.png
+  verifier scan --bundle bundle.jws door.png
 `
 
 // Reasons of the CLI's own, beside verifier's.
@@ -67,10 +80,12 @@ type checkFlags struct {
 	file   *string
 	asJSON *bool
 	at     *string
+	trust  trustFlags
 }
 
 func newCheckFlags(fs *flag.FlagSet) checkFlags {
-	return checkFlags{file: fs.String("bundle", "", ""), asJSON: fs.Bool("json", false, ""), at: fs.String("at", "", "")}
+	return checkFlags{file: fs.String("bundle", "", ""), asJSON: fs.Bool("json", false, ""), at: fs.String("at", "", ""),
+		trust: newTrustFlags(fs)}
 }
 
 // args parses what check and scan share: one positional argument (what),
@@ -110,7 +125,7 @@ func (e env) check(args []string) int {
 		}
 		raw = string(data)
 	}
-	return c.verify(strings.TrimSpace(raw), *f.file, *f.asJSON, now)
+	return c.verify(strings.TrimSpace(raw), f, now)
 }
 
 func (e env) scan(args []string) int {
@@ -130,13 +145,19 @@ func (e env) scan(args []string) int {
 	if err != nil {
 		return c.refuse(*f.asJSON, reasonNoCode, err.Error())
 	}
-	return c.verify(raw, *f.file, *f.asJSON, now)
+	return c.verify(raw, f, now)
 }
 
 // verify loads the bundle, checks raw and reports. The bundle is opened under
-// its pin on every check: the file is only as trusted as its signature.
-func (c cmd) verify(raw, file string, asJSON bool, now time.Time) int {
-	b, _, err := loadBundle(file)
+// the configured pin (or --pin) on every check: the file is only as trusted
+// as its signature, and only as new as the floor allows.
+func (c cmd) verify(raw string, f checkFlags, now time.Time) int {
+	file, asJSON := *f.file, *f.asJSON
+	t, err := c.trust(f.trust)
+	if err != nil {
+		return c.refuse(asJSON, reasonNoBundle, err.Error())
+	}
+	b, _, err := loadBundle(file, t)
 	if err != nil {
 		msg := err.Error()
 		if isNotExist(err) {
@@ -164,17 +185,26 @@ func (c cmd) verify(raw, file string, asJSON bool, now time.Time) int {
 	}
 	fmt.Fprintf(c.stdout, "%s  valid until %s\n", strings.ToUpper(res.Colour.String()), res.Expires.Format(time.RFC3339))
 	if res.Hint != "" {
-		fmt.Fprintf(c.stdout, "hint: %s\n", res.Hint)
+		// The verifier already refuses hints outside their set; escape
+		// anyway, so the terminal never acts on what a token says.
+		fmt.Fprintf(c.stdout, "hint: %s\n", clip.String(res.Hint, 64))
 	}
 	return exitValid
 }
 
+// refuse reports a refusal. Messages quote token and file content only
+// through internal/clip; they are escaped once more here, since nothing a
+// token or a file says may move the terminal's cursor under a verdict.
 func (c cmd) refuse(asJSON bool, reason, msg string) int {
 	if asJSON {
 		c.printJSON(invalidJSON{Reason: reason, Message: msg})
-	} else {
-		fmt.Fprintf(c.stdout, "INVALID  %s: %s\n", reason, msg)
+		return exitInvalid
 	}
+	verdict := "INVALID"
+	if reason == verifier.ReasonLabAttestation {
+		verdict = "NOT A HEALTH CODE"
+	}
+	fmt.Fprintf(c.stdout, "%s  %s: %s\n", verdict, reason, clip.Printable(msg))
 	return exitInvalid
 }
 

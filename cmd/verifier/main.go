@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/healthcode/healthcode/internal/cliflag"
+	"github.com/healthcode/healthcode/internal/clip"
 )
 
 // Exit statuses.
@@ -29,22 +30,26 @@ const (
 const mainUsage = `verifier checks Healthcode colour tokens offline.
 
 Usage:
-  verifier sync URL --pin FINGERPRINT --bundle FILE [--timeout DURATION]
-  verifier check --bundle FILE [--json] [--at TIME] TOKEN|-
-  verifier scan  --bundle FILE [--json] [--at TIME] IMAGE.png
-  verifier serve --bundle FILE [--addr 127.0.0.1:8088]
+  verifier sync URL --pin FINGERPRINT --bundle FILE [--pin-qr IMAGE] [--config FILE] [--timeout DURATION]
+  verifier check --bundle FILE [--json] [--at TIME] [--pin FINGERPRINT] [--config FILE] TOKEN|-
+  verifier scan  --bundle FILE [--json] [--at TIME] [--pin FINGERPRINT] [--config FILE] IMAGE
+  verifier serve --bundle FILE [--addr 127.0.0.1:8088] [--pin FINGERPRINT] [--config FILE]
   verifier help [COMMAND]
 
-Set up once (and again whenever the bundle turns stale), with the
-fingerprint the issuer's administrator gave you out of band:
-  verifier sync https://issuer.example --pin sha256:3f1c... --bundle bundle.json
+Set up once, with the fingerprint the issuer's administrator gave you out of
+band (or a photo of the issuer's pin poster, --pin-qr poster.png); sync
+keeps the pin in the verifier's configuration, apart from the bundle:
+  verifier sync https://issuer.example --pin sha256:3f1c... --bundle bundle.jws
+
+Sync again whenever the bundle turns stale (the pin is remembered):
+  verifier sync https://issuer.example --bundle bundle.jws
 
 Then, at the door, with no network:
-  verifier check --bundle bundle.json eyJhbGciOiJFZERTQSIs...
-  verifier scan  --bundle bundle.json photo-of-phone.png
+  verifier check --bundle bundle.jws eyJhbGciOiJFZERTQSIs...
+  verifier scan  --bundle bundle.jws photo-of-phone.png
 
 Exit status: 0 valid (or success), 1 invalid (or failure), 2 usage error.
-Run 'verifier help COMMAND' for a command's flags.
+Run 'verifier help COMMAND' or 'verifier COMMAND --help' for a command's flags.
 `
 
 func main() {
@@ -57,11 +62,12 @@ type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	now            func() time.Time
+	configDir      func() (string, error) // where the configuration lives by default
 }
 
 // run is main without the process: tests call it directly.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	return env{stdin: stdin, stdout: stdout, stderr: stderr, now: time.Now}.run(args)
+	return env{stdin: stdin, stdout: stdout, stderr: stderr, now: time.Now, configDir: os.UserConfigDir}.run(args)
 }
 
 func (e env) run(args []string) int {
@@ -81,7 +87,7 @@ func (e env) run(args []string) int {
 	case "help", "-h", "-help", "--help":
 		return e.help(args[1:])
 	default:
-		fmt.Fprintf(e.stderr, "verifier: unknown command %q\nrun 'verifier help' for usage\n", truncate(args[0]))
+		fmt.Fprintf(e.stderr, "verifier: unknown command %q (commands: sync, check, scan, serve, help)\nrun 'verifier help' for usage\n", clipArg(args[0]))
 		return exitUsage
 	}
 }
@@ -105,7 +111,7 @@ func (e env) help(args []string) int {
 	}
 	u, ok := usages[args[0]]
 	if !ok {
-		fmt.Fprintf(e.stderr, "verifier help: unknown command %q\n", truncate(args[0]))
+		fmt.Fprintf(e.stderr, "verifier help: unknown command %q (commands: sync, check, scan, serve)\n", clipArg(args[0]))
 		return exitUsage
 	}
 	fmt.Fprint(e.stdout, u)
@@ -119,7 +125,7 @@ type cmd struct {
 }
 
 func (c cmd) usageErr(format string, a ...any) int {
-	fmt.Fprintf(c.stderr, "verifier %s: %s\nrun 'verifier %s -h' for usage\n", c.name, fmt.Sprintf(format, a...), c.name)
+	fmt.Fprintf(c.stderr, "verifier %s: %s\nrun 'verifier %s --help' for usage\n", c.name, fmt.Sprintf(format, a...), c.name)
 	return exitUsage
 }
 
@@ -143,9 +149,26 @@ func (c cmd) parse(fs *flag.FlagSet, args []string) (pos []string, code int, don
 		return nil, exitValid, true
 	}
 	if err != nil {
-		return nil, c.usageErr("%v", err), true
+		return nil, c.usageErr("%s", flagError(err)), true
 	}
 	return pos, 0, false
+}
+
+// flagError restates the flag package's messages in the --flag style the
+// help uses ("flag provided but not defined: -x" says "-x").
+func flagError(err error) string {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		return "unknown flag --" + clipArg(strings.TrimPrefix(name, "-"))
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
+		return "--" + clipArg(strings.TrimPrefix(name, "-")) + " needs a value"
+	}
+	if rest, ok := strings.CutPrefix(msg, "invalid value "); ok {
+		// invalid value "x" for flag -timeout: parse error
+		return "invalid value " + strings.Replace(clip.Printable(rest), " for flag -", " for --", 1)
+	}
+	return clip.Printable(msg)
 }
 
 // at parses an --at value, or returns the clock's time when it is empty.
@@ -155,16 +178,12 @@ func (c cmd) at(s string) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339, s)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("--at %q is not an RFC 3339 time (like 2026-11-20T12:00:00Z)", truncate(s))
+		return time.Time{}, fmt.Errorf("--at %q is not an RFC 3339 time (like 2026-11-20T12:00:00Z)", clipArg(s))
 	}
 	return t, nil
 }
 
-// truncate bounds user text quoted back in a message, so a token pasted in
-// the wrong place is not repeated whole.
-func truncate(s string) string {
-	if len(s) > 24 {
-		s = s[:24] + "…"
-	}
-	return strings.ToValidUTF8(s, "?")
-}
+// clipArg bounds user text quoted back in a message, so a token pasted in
+// the wrong place is not repeated whole, and escapes what a terminal would
+// act on.
+func clipArg(s string) string { return clip.String(s, 24) }

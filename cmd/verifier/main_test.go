@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"image"
 	"image/png"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/healthcode/healthcode/attestation"
 	"github.com/healthcode/healthcode/bundle"
 	"github.com/healthcode/healthcode/policy"
 	"github.com/healthcode/healthcode/qr"
@@ -23,6 +25,35 @@ import (
 
 // t0 is the clock of every test; nothing sleeps.
 var t0 = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
+
+// configHome is the configuration directory the commands of a test see in
+// place of the user's: never the real one. freshConfig gives a test its own.
+var configHome string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "verifier-config-")
+	if err != nil {
+		panic(err)
+	}
+	configHome = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// freshConfig starts the test on an empty configuration directory and
+// returns where the configuration will be.
+func freshConfig(t *testing.T) string {
+	t.Helper()
+	configHome = t.TempDir()
+	return filepath.Join(configHome, filepath.FromSlash(defaultConfigName))
+}
+
+// testEnv is an env on the test's configuration directory.
+func testEnv(stdin io.Reader, stdout, stderr io.Writer, now func() time.Time) env {
+	return env{stdin: stdin, stdout: stdout, stderr: stderr, now: now,
+		configDir: func() (string, error) { return configHome, nil }}
+}
 
 func seedKey(n byte) ed25519.PrivateKey {
 	return ed25519.NewKeyFromSeed(bytes.Repeat([]byte{n}, ed25519.SeedSize))
@@ -43,6 +74,7 @@ type issuer struct {
 
 func newIssuer(t *testing.T) *issuer {
 	t.Helper()
+	freshConfig(t)
 	is := &issuer{bundleKey: seedKey(1), tokenKey: seedKey(2)}
 	is.pin = bundle.Fingerprint(is.bundleKey.Public().(ed25519.PublicKey))
 	var err error
@@ -114,7 +146,7 @@ type result struct {
 // runAt runs the command line with the clock at now.
 func runAt(now time.Time, stdin string, args ...string) result {
 	var out, errb bytes.Buffer
-	e := env{stdin: strings.NewReader(stdin), stdout: &out, stderr: &errb, now: func() time.Time { return now }}
+	e := testEnv(strings.NewReader(stdin), &out, &errb, func() time.Time { return now })
 	code := e.run(args)
 	return result{code, out.String(), errb.String()}
 }
@@ -155,18 +187,32 @@ func TestSync(t *testing.T) {
 	if st.Mode().Perm() != 0o644 {
 		t.Fatalf("mode %v, want 0644", st.Mode().Perm())
 	}
-	var bf bundleFile
-	data, _ := os.ReadFile(file)
-	if err := json.Unmarshal(data, &bf); err != nil {
+	// The bundle file holds the bundle as served, and no pin.
+	if data, _ := os.ReadFile(file); string(data) != is.body+"\n" {
+		t.Fatalf("file holds %q", data)
+	}
+	// The pin and the floor are in the configuration.
+	cfgPath := filepath.Join(configHome, defaultConfigName)
+	cf, err := loadConfig(cfgPath)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if bf.Pin != is.pin || bf.Bundle != is.body {
-		t.Fatalf("file holds %+v", bf)
+	if cf != (config{Pin: is.pin, Floor: 5}) {
+		t.Fatalf("configuration %+v", cf)
+	}
+	if !strings.Contains(r.stdout, "pin "+is.pin+" and rollback floor 5 kept in "+cfgPath) {
+		t.Fatalf("stdout does not say where the pin is kept:\n%s", r.stdout)
 	}
 	// No temp files left behind.
-	if ents, _ := os.ReadDir(filepath.Dir(file)); len(ents) != 1 {
-		t.Fatalf("directory holds %d entries, want 1", len(ents))
+	for _, dir := range []string{filepath.Dir(file), filepath.Dir(cfgPath)} {
+		if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+			t.Fatalf("%s holds %d entries, want 1", dir, len(ents))
+		}
 	}
+
+	// Later syncs need no pin.
+	r = runAt(t0, "", "sync", is.srv.URL, "--bundle", file)
+	r.want(t, exitValid)
 }
 
 func TestSyncURLForms(t *testing.T) {
@@ -276,7 +322,6 @@ func TestSyncUsage(t *testing.T) {
 	for name, args := range map[string][]string{
 		"no URL":       {"sync", "--pin", pin, "--bundle", "f"},
 		"two URLs":     {"sync", "http://a", "http://b", "--pin", pin, "--bundle", "f"},
-		"no pin":       {"sync", "http://127.0.0.1:1", "--bundle", "f"},
 		"bad pin":      {"sync", "http://127.0.0.1:1", "--pin", "sha256:abc", "--bundle", "f"},
 		"no bundle":    {"sync", "http://127.0.0.1:1", "--pin", pin},
 		"ftp":          {"sync", "ftp://127.0.0.1/", "--pin", pin, "--bundle", "f"},
@@ -287,7 +332,7 @@ func TestSyncUsage(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			r := runAt(t0, "", args...)
 			r.want(t, exitUsage)
-			if !strings.Contains(r.stderr, "verifier sync -h") {
+			if !strings.Contains(r.stderr, "verifier sync --help") {
 				t.Fatalf("stderr lacks the usage hint: %s", r.stderr)
 			}
 		})
@@ -403,45 +448,259 @@ func TestCheckBundleTimes(t *testing.T) {
 	}
 }
 
-func TestCheckRefusesEditedBundleFile(t *testing.T) {
+// A bundle file is only as trusted as its signature under the configured
+// pin: one an attacker wrote (their own bundle key, and a legacy file naming
+// their pin), one edited, one corrupted or garbage is refused at check, and
+// the configuration is untouched.
+func TestCheckRefusesAttackerBundleFile(t *testing.T) {
 	is, file := synced(t)
 	tok := is.token(t, policy.Green, t0.Add(-time.Hour), t0.Add(time.Hour), "")
-	data, _ := os.ReadFile(file)
-	var bf bundleFile
-	if err := json.Unmarshal(data, &bf); err != nil {
-		t.Fatal(err)
-	}
+	genuine, _ := os.ReadFile(file)
+	cfgPath := filepath.Join(configHome, defaultConfigName)
+	cfgBefore, _ := os.ReadFile(cfgPath)
 
-	// A bundle signed by another key, with the pin edited to match it.
+	// The attacker's own bundle key, vouching for the real token key and a
+	// month-long window, and their token, green.
 	evil := &issuer{bundleKey: seedKey(8), signer: is.signer, tokenKey: is.tokenKey}
-	forged := bundleFile{Pin: bf.Pin, Bundle: evil.signBundle(t, 99, t0, false)}
-	// A payload byte changed under the original signature.
-	parts := strings.Split(bf.Bundle, ".")
-	edited := bundleFile{Pin: bf.Pin, Bundle: parts[0] + "." + parts[1][:10] + "x" + parts[1][11:] + "." + parts[2]}
-
-	for name, content := range map[string]string{
-		"other key": mustJSON(t, forged),
-		"edited":    mustJSON(t, edited),
-		"not json":  "pin=x",
-		"extra":     `{"pin":"` + bf.Pin + `","bundle":"` + bf.Bundle + `","trust":"all"}`,
+	evilBundle := evil.signBundle(t, 99, t0, false)
+	evilPin := bundle.Fingerprint(evil.bundleKey.Public().(ed25519.PublicKey))
+	parts := strings.Split(strings.TrimSpace(string(genuine)), ".")
+	for name, tc := range map[string]struct{ content, msg string }{
+		"attacker's bundle": {evilBundle, "bundle is not signed by the pinned key: key " + evilPin + ", pinned " + is.pin},
+		"attacker's legacy file with their pin": {mustJSON(t, legacyBundleFile{Pin: evilPin, Bundle: evilBundle}),
+			"bundle is not signed by the pinned key: key " + evilPin + ", pinned " + is.pin},
+		"edited payload": {parts[0] + "." + parts[1][:10] + "x" + parts[1][11:] + "." + parts[2], "bundle signature does not verify"},
+		"truncated":      {string(genuine[:len(genuine)/2]), "bundle is malformed"},
+		"empty":          {"", "bundle is malformed: not a compact JWS"},
+		"not a bundle":   {"pin=x", "bundle is malformed: not a compact JWS"},
+		"extra json":     {`{"pin":"` + is.pin + `","bundle":"","trust":"all"}`, `is not a bundle file written by 'verifier sync': json: unknown field "trust"`},
+		"binary garbage": {"\x00\xff\x1b[2J", "bundle is malformed: not a compact JWS"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
+			if err := os.WriteFile(file, []byte(tc.content), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			r := runAt(t0, "", "check", "--json", "--bundle", file, tok)
 			r.want(t, exitInvalid)
-			if !strings.Contains(r.stdout, `"reason":"no_bundle"`) {
-				t.Fatalf("stdout %s", r.stdout)
+			var got invalidJSON
+			if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
+				t.Fatalf("%v: %s", err, r.stdout)
+			}
+			if got.Reason != "no_bundle" || !strings.Contains(got.Message, tc.msg) {
+				t.Fatalf("got %+v, want no_bundle and %q", got, tc.msg)
+			}
+			if cfg, _ := os.ReadFile(cfgPath); !bytes.Equal(cfg, cfgBefore) {
+				t.Fatal("a check changed the configuration")
 			}
 		})
 	}
+
+	// The legacy form is still read, its pin ignored.
+	legacy := mustJSON(t, legacyBundleFile{Pin: evilPin, Bundle: strings.TrimSpace(string(genuine))})
+	if err := os.WriteFile(file, []byte(legacy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runAt(t0, "", "check", "--bundle", file, tok).want(t, exitValid)
 
 	r := runAt(t0, "", "check", "--bundle", filepath.Join(t.TempDir(), "none.json"), tok)
 	r.want(t, exitInvalid)
 	if !strings.Contains(r.stdout, "run 'verifier sync' first") {
 		t.Fatalf("missing file: %s", r.stdout)
 	}
+}
+
+// The attacker's bundle is also refused by scan and serve.
+func TestScanAndServeRefuseAttackerBundleFile(t *testing.T) {
+	is, file := synced(t)
+	evil := &issuer{bundleKey: seedKey(8), signer: is.signer, tokenKey: is.tokenKey}
+	if err := os.WriteFile(file, []byte(evil.signBundle(t, 99, t0, false)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(t.TempDir(), "code.png")
+	pngData, err := qr.PNG(is.token(t, policy.Green, t0.Add(-time.Hour), t0.Add(time.Hour), ""), 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(img, pngData, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := runAt(t0, "", "scan", "--bundle", file, img)
+	r.want(t, exitInvalid)
+	if !strings.HasPrefix(r.stdout, "INVALID  no_bundle: ") || !strings.Contains(r.stdout, "not signed by the pinned key") {
+		t.Fatalf("scan: %q", r.stdout)
+	}
+	r = runAt(t0, "", "serve", "--bundle", file, "--addr", "127.0.0.1:0")
+	r.want(t, exitInvalid)
+	if !strings.Contains(r.stderr, "not signed by the pinned key") {
+		t.Fatalf("serve: %q", r.stderr)
+	}
+}
+
+// The rollback floor lives with the pin: deleting or corrupting the bundle
+// file does not let an older bundle in at the next sync, and an older
+// bundle file put back in its place is refused at check.
+func TestRollbackFloorSurvivesTheBundleFile(t *testing.T) {
+	is, file := synced(t) // sequence 5
+	old := is.body
+	is.serve(is.signBundle(t, 6, t0, false))
+	runAt(t0, "", "sync", is.srv.URL, "--bundle", file).want(t, exitValid)
+	tok := is.token(t, policy.Green, t0.Add(-time.Hour), t0.Add(time.Hour), "")
+
+	// The older, genuine bundle put back in the file.
+	if err := os.WriteFile(file, []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := runAt(t0, "", "check", "--bundle", file, tok)
+	r.want(t, exitInvalid)
+	if want := "INVALID  no_bundle: " + file + ": bundle is older than the one held: sequence 5, and this verifier has accepted 6; run 'verifier sync'\n"; r.stdout != want {
+		t.Fatalf("stdout %q, want %q", r.stdout, want)
+	}
+
+	for name, damage := range map[string]func(){
+		"deleted":   func() { os.Remove(file) },
+		"corrupted": func() { os.WriteFile(file, []byte("\x00garbage"), 0o644) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			damage()
+			is.serve(old) // the issuer's URL now serves the older bundle
+			r := runAt(t0, "", "sync", is.srv.URL, "--bundle", file)
+			r.want(t, exitInvalid)
+			if !strings.Contains(r.stderr, "bundle is older than the one held: sequence 5, held 6") {
+				t.Fatalf("stderr %q", r.stderr)
+			}
+		})
+	}
+	// A newer one is taken and raises the floor.
+	is.serve(is.signBundle(t, 7, t0, false))
+	runAt(t0, "", "sync", is.srv.URL, "--bundle", file).want(t, exitValid)
+	if cf, err := loadConfig(filepath.Join(configHome, defaultConfigName)); err != nil || cf.Floor != 7 {
+		t.Fatalf("configuration %+v, %v", cf, err)
+	}
+}
+
+// The configuration itself: missing (check says to sync first, or take
+// --pin), corrupted (refused everywhere, sync included: its floor cannot be
+// guessed), and --pin, which beats it.
+func TestConfiguration(t *testing.T) {
+	is, file := synced(t)
+	tok := is.token(t, policy.Green, t0.Add(-time.Hour), t0.Add(time.Hour), "")
+	cfgPath := filepath.Join(configHome, defaultConfigName)
+	good, _ := os.ReadFile(cfgPath)
+
+	// --pin on the command, and the configuration's own.
+	runAt(t0, "", "check", "--pin", is.pin, "--bundle", file, tok).want(t, exitValid)
+	other := bundle.Fingerprint(seedKey(9).Public().(ed25519.PublicKey))
+	r := runAt(t0, "", "check", "--pin", other, "--bundle", file, tok)
+	r.want(t, exitInvalid)
+	if !strings.Contains(r.stdout, "not signed by the pinned key") {
+		t.Fatalf("--pin of another key: %s", r.stdout)
+	}
+	r = runAt(t0, "", "check", "--pin", "sha256:abc", "--bundle", file, tok)
+	r.want(t, exitInvalid)
+	if !strings.Contains(r.stdout, "--pin: pin must be sha256: followed by 64 hex digits") {
+		t.Fatalf("bad --pin: %s", r.stdout)
+	}
+
+	// --config elsewhere: none there yet.
+	elsewhere := filepath.Join(t.TempDir(), "v.json")
+	r = runAt(t0, "", "check", "--config", elsewhere, "--bundle", file, tok)
+	r.want(t, exitInvalid)
+	if want := "INVALID  no_bundle: no pin: no verifier configuration at " + elsewhere +
+		"; run 'verifier sync URL --pin FINGERPRINT' first, or pass --pin\n"; r.stdout != want {
+		t.Fatalf("stdout %q, want %q", r.stdout, want)
+	}
+	runAt(t0, "", "check", "--config", elsewhere, "--pin", is.pin, "--bundle", file, tok).want(t, exitValid)
+	r = runAt(t0, "", "sync", is.srv.URL, "--config", elsewhere, "--bundle", file)
+	r.want(t, exitUsage)
+	if !strings.Contains(r.stderr, "--pin (or --pin-qr) is required: no pin is configured yet in "+elsewhere) {
+		t.Fatalf("sync without a pin: %s", r.stderr)
+	}
+
+	for name, content := range map[string]string{
+		"garbage":     "\x00\x01",
+		"bad pin":     `{"pin":"sha256:00","floor":3}`,
+		"extra field": `{"pin":"` + is.pin + `","floor":3,"trust":"all"}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if err := os.WriteFile(cfgPath, []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			for _, args := range [][]string{
+				{"check", "--bundle", file, tok},
+				{"check", "--pin", is.pin, "--bundle", file, tok},
+			} {
+				r := runAt(t0, "", args...)
+				r.want(t, exitInvalid)
+				if !strings.Contains(r.stdout, cfgPath+" is not a verifier configuration") {
+					t.Fatalf("%q: %s", args, r.stdout)
+				}
+			}
+			r := runAt(t0, "", "sync", is.srv.URL, "--pin", is.pin, "--bundle", file)
+			r.want(t, exitInvalid)
+			if !strings.Contains(r.stderr, cfgPath+" is not a verifier configuration") ||
+				!strings.Contains(r.stderr, "starts the rollback floor afresh") {
+				t.Fatalf("sync: %s", r.stderr)
+			}
+		})
+	}
+	if err := os.WriteFile(cfgPath, good, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// A new pin given to sync replaces the old one, floor and all, saying so.
+	other2 := &issuer{bundleKey: seedKey(6), signer: is.signer, tokenKey: is.tokenKey}
+	otherPin := bundle.Fingerprint(other2.bundleKey.Public().(ed25519.PublicKey))
+	is.serve(other2.signBundle(t, 1, t0, false))
+	r = runAt(t0, "", "sync", is.srv.URL, "--pin", otherPin, "--bundle", file)
+	r.want(t, exitValid)
+	if !strings.Contains(r.stderr, "replacing the configured pin "+is.pin+" with "+otherPin+"; the rollback floor (sequence 5) starts afresh") {
+		t.Fatalf("stderr %q", r.stderr)
+	}
+	if cf, _ := loadConfig(cfgPath); cf != (config{Pin: otherPin, Floor: 1}) {
+		t.Fatalf("configuration %+v", cf)
+	}
+}
+
+// contract 5: the pin poster's QR holds exactly the fingerprint; sync takes
+// it from --pin as text and from --pin-qr as an image.
+func TestSyncPinFromPosterQR(t *testing.T) {
+	is := newIssuer(t)
+	dir := t.TempDir()
+	poster := filepath.Join(dir, "poster.png")
+	png, err := qr.PNG(is.pin, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(poster, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "bundle.jws")
+	r := runAt(t0, "", "sync", is.srv.URL, "--pin-qr", poster, "--bundle", file)
+	r.want(t, exitValid)
+	if cf, _ := loadConfig(filepath.Join(configHome, defaultConfigName)); cf.Pin != is.pin {
+		t.Fatalf("configured pin %q, want %q", cf.Pin, is.pin)
+	}
+
+	// The QR's text pasted as --pin, upper-case hex and all.
+	freshConfig(t)
+	runAt(t0, "", "sync", is.srv.URL, "--pin", " sha256:"+strings.ToUpper(is.pin[7:])+"\n", "--bundle", file).want(t, exitValid)
+
+	// A QR that holds something else, and one and the other at once.
+	notPin := filepath.Join(dir, "other.png")
+	png, _ = qr.PNG("https://evil.example/\x1b[2J", 512)
+	os.WriteFile(notPin, png, 0o644)
+	r = runAt(t0, "", "sync", is.srv.URL, "--pin-qr", notPin, "--bundle", file)
+	r.want(t, exitInvalid)
+	if want := `verifier sync: --pin-qr: ` + notPin + ` holds "https://evil.example/\\x1b[2…", not a pin: pin must be sha256: followed by 64 hex digits` + "\n"; r.stderr != want {
+		t.Fatalf("stderr %q, want %q", r.stderr, want)
+	}
+	r = runAt(t0, "", "sync", is.srv.URL, "--pin-qr", poster, "--pin", is.pin, "--bundle", file)
+	r.want(t, exitUsage)
+	if !strings.Contains(r.stderr, "--pin and --pin-qr both give the pin; use one") {
+		t.Fatalf("stderr %q", r.stderr)
+	}
+	r = runAt(t0, "", "sync", is.srv.URL, "--pin-qr", filepath.Join(dir, "missing.png"), "--bundle", file)
+	r.want(t, exitInvalid)
 }
 
 func mustJSON(t *testing.T, v any) string {
@@ -542,5 +801,118 @@ func TestUsageDoesNotEchoTokens(t *testing.T) {
 	r.want(t, exitUsage)
 	if strings.Contains(r.stderr, tok[:30]) {
 		t.Fatalf("stderr echoes the token: %s", r.stderr)
+	}
+}
+
+// A lab's attestation checked or scanned at the door is named for what it
+// is (issue 14): not "malformed", and not a colour.
+func TestLabAttestationIsNotAHealthCode(t *testing.T) {
+	_, file := synced(t)
+	att, err := attestation.Sign(seedKey(3), attestation.Claims{Attester: "lab-1", Kind: attestation.TestNegative,
+		At: t0.Add(-time.Hour).Unix(), Expires: t0.Add(48 * time.Hour).Unix(), ID: "a1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = "NOT A HEALTH CODE  lab_attestation: this is a lab's attestation, not a health code; the resident exchanges it for health codes in the wallet\n"
+	r := runAt(t0, "", "check", "--bundle", file, att)
+	r.want(t, exitInvalid)
+	if r.stdout != want {
+		t.Fatalf("check: %q, want %q", r.stdout, want)
+	}
+	img := filepath.Join(t.TempDir(), "att.png")
+	pngData, err := qr.PNG(att, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(img, pngData, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = runAt(t0, "", "scan", "--bundle", file, img)
+	r.want(t, exitInvalid)
+	if r.stdout != want {
+		t.Fatalf("scan: %q, want %q", r.stdout, want)
+	}
+	r = runAt(t0, "", "scan", "--json", "--bundle", file, img)
+	r.want(t, exitInvalid)
+	if !strings.Contains(r.stdout, `"reason":"lab_attestation"`) {
+		t.Fatalf("scan --json: %s", r.stdout)
+	}
+}
+
+// Nothing a token says reaches the terminal raw (issue 11): a hint made to
+// redraw the verdict line is refused, and the output holds no control
+// character; so is an echoed command name.
+func TestOutputIsEscaped(t *testing.T) {
+	is := newIssuer(t)
+	is.serve(is.signBundle(t, 5, t0.Add(-time.Hour), true))
+	file := filepath.Join(t.TempDir(), "bundle.jws")
+	runAt(t0, "", "sync", is.srv.URL, "--pin", is.pin, "--bundle", file).want(t, exitValid)
+	tok := is.token(t, policy.Red, t0.Add(-time.Hour), t0.Add(time.Hour), "\x1b[1A\r\x1b[2KGREEN")
+	for _, args := range [][]string{{"check", "--bundle", file, tok}, {"check", "--json", "--bundle", file, tok}} {
+		r := runAt(t0, "", args...)
+		r.want(t, exitInvalid)
+		if strings.ContainsAny(r.stdout+r.stderr, "\x1b\r") || strings.Contains(r.stdout, "GREEN") {
+			t.Fatalf("%q: output %q", args, r.stdout+r.stderr)
+		}
+		if !strings.Contains(r.stdout, "holder hint has a character at byte 0 outside") {
+			t.Fatalf("%q: %q", args, r.stdout)
+		}
+	}
+	r := runAt(t0, "", "\x1b[2Jsync")
+	r.want(t, exitUsage)
+	if strings.Contains(r.stderr, "\x1b") || !strings.Contains(r.stderr, `unknown command "\\x1b[2Jsync"`) {
+		t.Fatalf("stderr %q", r.stderr)
+	}
+}
+
+// 'verifier help COMMAND' and 'verifier COMMAND --help' print the same
+// help, on stdout, in --flag style; unknown commands are named as unknown.
+func TestHelpPerCommand(t *testing.T) {
+	for name, usage := range usages {
+		h := runAt(t0, "", "help", name)
+		h.want(t, exitValid)
+		for _, flagForm := range []string{"--help", "-h", "-help"} {
+			r := runAt(t0, "", name, flagForm)
+			r.want(t, exitValid)
+			if r.stdout != h.stdout || r.stdout != usage {
+				t.Fatalf("%s %s printed %q, want the command's help", name, flagForm, r.stdout)
+			}
+		}
+		if !strings.HasPrefix(usage, "Usage: verifier "+name+" ") {
+			t.Fatalf("%s help starts %q", name, usage[:40])
+		}
+		for _, line := range strings.Split(usage, "\n") {
+			if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], "-") && !strings.HasPrefix(f[0], "--") {
+				t.Fatalf("%s help lists a single-dash flag: %q", name, line)
+			}
+		}
+		if !strings.Contains(usage, "--config FILE") || !strings.Contains(usage, "--bundle FILE") {
+			t.Fatalf("%s help lacks --config or --bundle", name)
+		}
+	}
+	for args, want := range map[string]string{
+		"frobnicate":      `verifier: unknown command "frobnicate" (commands: sync, check, scan, serve, help)` + "\nrun 'verifier help' for usage\n",
+		"help frobnicate": `verifier help: unknown command "frobnicate" (commands: sync, check, scan, serve)` + "\n",
+	} {
+		r := runAt(t0, "", strings.Fields(args)...)
+		r.want(t, exitUsage)
+		if r.stderr != want {
+			t.Fatalf("%s: stderr %q, want %q", args, r.stderr, want)
+		}
+	}
+	r := runAt(t0, "", "check", "--frobnicate")
+	r.want(t, exitUsage)
+	if want := "verifier check: unknown flag --frobnicate\nrun 'verifier check --help' for usage\n"; r.stderr != want {
+		t.Fatalf("unknown flag: %q", r.stderr)
+	}
+	r = runAt(t0, "", "check", "--bundle")
+	r.want(t, exitUsage)
+	if !strings.HasPrefix(r.stderr, "verifier check: --bundle needs a value\n") {
+		t.Fatalf("flag without value: %q", r.stderr)
+	}
+	r = runAt(t0, "", "sync", "http://x", "--timeout", "soon")
+	r.want(t, exitUsage)
+	if !strings.HasPrefix(r.stderr, `verifier sync: invalid value "soon" for --timeout: parse error`) {
+		t.Fatalf("bad value: %q", r.stderr)
 	}
 }

@@ -18,25 +18,31 @@ import (
 	"github.com/healthcode/healthcode/web"
 )
 
-const serveUsage = `Usage: verifier serve --bundle FILE [--addr 127.0.0.1:8088] [--tls-cert FILE --tls-key FILE]
+const serveUsage = `Usage: verifier serve --bundle FILE [--addr 127.0.0.1:8088] [--tls-cert FILE --tls-key FILE] [--pin FINGERPRINT] [--config FILE]
 
 Runs the verifier web app as a kiosk on this machine: open the address it
 prints in a browser on the same machine and point the camera at the codes.
 The page checks codes in the browser, offline, with the same rules as
 'verifier check'; it keeps nothing about a scan. The bundle in FILE (written
 by 'verifier sync') is read again on every page load, so a later sync is
-picked up without a restart.
+picked up without a restart; it is opened under the pin in the verifier's
+configuration (or --pin) and refused below its rollback floor, at start and
+on every load.
 
 Flags:
-  --bundle FILE   the bundle file written by 'verifier sync' (required)
-  --addr ADDR     where to listen (default 127.0.0.1:8088); without TLS it
-                  must be a loopback address, because browsers only give
-                  the camera to plain-http pages on localhost
-  --tls-cert FILE TLS certificate (PEM), with --tls-key: serve HTTPS, so
-  --tls-key FILE  tablets on the venue's network can use the kiosk
+  --bundle FILE       the bundle file written by 'verifier sync' (required)
+  --addr ADDR         where to listen (default 127.0.0.1:8088); without TLS it
+                      must be a loopback address, because browsers only give
+                      the camera to plain-http pages on localhost
+  --tls-cert FILE     TLS certificate (PEM), with --tls-key: serve HTTPS, so
+  --tls-key FILE      tablets on the venue's network can use the kiosk
+  --pin FINGERPRINT   open the bundle under this pin instead of the
+                      configured one
+  --config FILE       the verifier's configuration (default: ` + defaultConfigName + `
+                      under the user's configuration directory)
 
 Example:
-  verifier serve --bundle bundle.json --addr 127.0.0.1:8088
+  verifier serve --bundle bundle.jws --addr 127.0.0.1:8088
 `
 
 func (e env) serve(args []string) int {
@@ -46,6 +52,7 @@ func (e env) serve(args []string) int {
 	addr := fs.String("addr", "127.0.0.1:8088", "")
 	certFile := fs.String("tls-cert", "", "")
 	keyFile := fs.String("tls-key", "", "")
+	tf := newTrustFlags(fs)
 	pos, code, done := c.parse(fs, args)
 	if done {
 		return code
@@ -68,7 +75,7 @@ func (e env) serve(args []string) int {
 	} else if err := checkLoopback(*addr); err != nil {
 		return c.usageErr("--addr: %v (or serve HTTPS with --tls-cert and --tls-key)", err)
 	}
-	srv, err := c.kiosk(*file)
+	srv, err := c.kiosk(*file, tf)
 	if err != nil {
 		return c.fail("%v", err)
 	}
@@ -93,26 +100,30 @@ func (e env) serve(args []string) int {
 func checkLoopback(addr string) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("%q is not host:port", truncate(addr))
+		return fmt.Errorf("%q is not host:port", clipArg(addr))
 	}
 	if host == "localhost" {
 		return nil
 	}
 	ip := net.ParseIP(host)
 	if ip == nil || !ip.IsLoopback() {
-		return fmt.Errorf("%q is not a loopback address (use 127.0.0.1 or [::1]): browsers only give the camera to http pages on localhost", truncate(host))
+		return fmt.Errorf("%q is not a loopback address (use 127.0.0.1 or [::1]): browsers only give the camera to http pages on localhost", clipArg(host))
 	}
 	return nil
 }
 
-// kiosk checks the bundle file once up front, so a wrong path fails at
-// start rather than in the browser, warns about its age, and returns the
-// server.
-func (c cmd) kiosk(file string) (*http.Server, error) {
+// kiosk checks the bundle file once up front, so a wrong path or a bundle
+// that does not open under the pin fails at start rather than in the
+// browser, warns about its age, and returns the server.
+func (c cmd) kiosk(file string, tf trustFlags) (*http.Server, error) {
 	if err := web.VerifyBuilt(); err != nil {
 		return nil, err
 	}
-	b, _, err := loadBundle(file)
+	t, err := c.trust(tf)
+	if err != nil {
+		return nil, err
+	}
+	b, _, err := loadBundle(file, t)
 	if err != nil {
 		return nil, err
 	}
@@ -123,13 +134,18 @@ func (c cmd) kiosk(file string) (*http.Server, error) {
 		c.warn("the bundle in %s is stale: run 'verifier sync' soon", file)
 	}
 	src := func() (string, string, error) {
-		_, bf, err := loadBundle(file)
-		if err != nil {
-			// Detail for the operator; the page only learns there is none.
-			c.warn("%v", err)
-			return "", "", err
+		// The configuration too is read again: a sync may have raised the
+		// floor or changed the pin.
+		t, err := c.trust(tf)
+		if err == nil {
+			var raw string
+			if _, raw, err = loadBundle(file, t); err == nil {
+				return raw, t.pin, nil
+			}
 		}
-		return bf.Bundle, bf.Pin, nil
+		// Detail for the operator; the page only learns there is none.
+		c.warn("%v", err)
+		return "", "", err
 	}
 	return &http.Server{
 		Handler:           web.Kiosk(src),

@@ -48,7 +48,10 @@ func kioskBundle(t *testing.T, dir string, seq uint64, now time.Time) (path, jws
 	}
 	pin = bundle.Fingerprint(bk.Public().(ed25519.PublicKey))
 	path = filepath.Join(dir, "bundle.json")
-	if err := saveBundle(path, bundleFile{Pin: pin, Bundle: jws}); err != nil {
+	if err := saveBundle(path, jws); err != nil {
+		t.Fatal(err)
+	}
+	if err := saveConfig(filepath.Join(configHome, defaultConfigName), config{Pin: pin}); err != nil {
 		t.Fatal(err)
 	}
 	return path, jws, pin
@@ -63,8 +66,9 @@ func startKiosk(t *testing.T, file string, now time.Time) (base string, stderr *
 	}
 	var out bytes.Buffer
 	stderr = &bytes.Buffer{}
-	c := cmd{env: env{stdout: &out, stderr: stderr, now: func() time.Time { return now }}, name: "serve", usage: serveUsage}
-	srv, err := c.kiosk(file)
+	c := cmd{env: testEnv(nil, &out, stderr, func() time.Time { return now }), name: "serve", usage: serveUsage}
+	none := ""
+	srv, err := c.kiosk(file, trustFlags{config: &none, pin: &none})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +151,7 @@ func TestServeKioskInBrowser(t *testing.T) {
 
 func TestServeKioskBadFile(t *testing.T) {
 	var stderr bytes.Buffer
-	code := env{stdout: io.Discard, stderr: &stderr, now: time.Now}.serve([]string{"--bundle", filepath.Join(t.TempDir(), "missing.json"), "--addr", "127.0.0.1:0"})
+	code := testEnv(nil, io.Discard, &stderr, time.Now).serve([]string{"--bundle", filepath.Join(t.TempDir(), "missing.json"), "--addr", "127.0.0.1:0"})
 	if code != exitInvalid || !strings.Contains(stderr.String(), "missing.json") {
 		t.Fatalf("serve with a missing file: exit %d, stderr %q", code, stderr.String())
 	}
@@ -185,7 +189,7 @@ func TestServeUsage(t *testing.T) {
 		{[]string{"--bundle", "b.json", "--addr", "8088"}, `--addr: "8088" is not host:port`},
 	} {
 		var stdout, stderr bytes.Buffer
-		code := env{stdout: &stdout, stderr: &stderr, now: time.Now}.serve(c.args)
+		code := testEnv(nil, &stdout, &stderr, time.Now).serve(c.args)
 		if code != exitUsage || !strings.Contains(stderr.String(), c.want) {
 			t.Errorf("serve %q: exit %d, stderr %q; want %d and %q", c.args, code, stderr.String(), exitUsage, c.want)
 		}
@@ -211,7 +215,7 @@ func TestServeKioskTLS(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	done := make(chan int, 1)
 	go func() {
-		done <- env{stdout: &stdout, stderr: &stderr, now: time.Now}.serve([]string{"--bundle", file, "--addr", addr, "--tls-cert", certFile, "--tls-key", keyFile})
+		done <- testEnv(nil, &stdout, &stderr, time.Now).serve([]string{"--bundle", file, "--addr", addr, "--tls-cert", certFile, "--tls-key", keyFile})
 	}()
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	var status int
@@ -254,7 +258,7 @@ func TestServeKioskTLS(t *testing.T) {
 
 func TestServeTLSFlagsGoTogether(t *testing.T) {
 	var stderr bytes.Buffer
-	code := env{stdout: io.Discard, stderr: &stderr, now: time.Now}.serve([]string{"--bundle", "b.json", "--tls-cert", "c.pem"})
+	code := testEnv(nil, io.Discard, &stderr, time.Now).serve([]string{"--bundle", "b.json", "--tls-cert", "c.pem"})
 	if code != exitUsage || !strings.Contains(stderr.String(), "--tls-cert and --tls-key go together") {
 		t.Fatalf("exit %d, stderr %q", code, stderr.String())
 	}
