@@ -12,11 +12,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/healthcode/healthcode/internal/kek"
+	"github.com/healthcode/healthcode/internal/preload"
 	"github.com/healthcode/healthcode/issuer"
 	"github.com/healthcode/healthcode/issuer/boltstore"
 	"github.com/healthcode/healthcode/issuer/httpapi"
@@ -329,32 +329,9 @@ func fill(ctx context.Context, data string, k *kek.Key, o scaleOptions, expiring
 		return time.Time{}, err
 	}
 	defer db.Close()
-	now := time.Now().UTC()
-	day := now.Truncate(24 * time.Hour)
 	longLived := o.live - expiring
-	far := make([]time.Time, 3)
-	for n := range far {
-		far[n] = now.Add(time.Duration(n+1) * 24 * time.Hour).Truncate(time.Hour)
-	}
-	id := 0
-	write := func(n int, deadline func(i int) time.Time) error {
-		for done := 0; done < n; {
-			m := min(o.fillCall, n-done)
-			keys := make([]issuer.ReplayKey, m)
-			for k := range keys {
-				keys[k] = issuer.ReplayKey{Attester: scaleAttester, ID: "fill-" + strconv.Itoa(id), Deadline: deadline(id)}
-				id++
-			}
-			if err := redeemFill(ctx, db, issuer.Redemption{Replay: keys, Colour: policy.Green, Day: day,
-				CountDeadline: day.Add(24*time.Hour + policy.Default().Retention.Counts.D())}); err != nil {
-				return fmt.Errorf("fill: %w", err)
-			}
-			done += m
-		}
-		return nil
-	}
 	t := time.Now()
-	if err := write(longLived, func(i int) time.Time { return far[i%len(far)] }); err != nil {
+	if err := preload.Replay(ctx, db, t, longLived, o.fillCall, scaleAttester, "live-", preload.Spread(t, 3)); err != nil {
 		return time.Time{}, err
 	}
 	rate := float64(longLived) / time.Since(t).Seconds()
@@ -364,17 +341,11 @@ func fill(ctx context.Context, data string, k *kek.Key, o scaleOptions, expiring
 	// requests (a few seconds even on a slow store).
 	ahead := time.Duration(2*float64(expiring)/rate*float64(time.Second)) + 10*time.Second + o.baseline + warmUp
 	deadline := time.Now().Add(ahead).Truncate(o.epoch).Add(o.epoch)
-	if err := write(expiring, func(int) time.Time { return deadline }); err != nil {
+	if err := preload.Replay(ctx, db, time.Now(), expiring, o.fillCall, scaleAttester, "expiring-", func(int) time.Time { return deadline }); err != nil {
 		return time.Time{}, err
 	}
 	say("filled %d records expiring at %s", expiring, deadline.UTC().Format("15:04:05"))
 	return deadline, db.Close()
-}
-
-// redeemFill is one large store call.
-func redeemFill(ctx context.Context, db *boltstore.DB, r issuer.Redemption) error {
-	_, err := db.Redeem(ctx, r)
-	return err
 }
 
 // replayCount is the replay_records count of GET /v1/inventory.
