@@ -6,6 +6,7 @@
 package issuer
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -43,9 +44,17 @@ type Issuer struct {
 	clock Clock
 	log   *slog.Logger
 
+	// sched serialises the key schedule and the policy (SPIRE's CA
+	// manager): creating, rotating, revoking and reloading keys, installing
+	// a policy and signing a bundle happen one at a time, each check held
+	// with its act, so no two keys are published for one slot and no
+	// bundle is served with a lower sequence than one served before.
+	sched sync.Mutex
+
 	mu        sync.RWMutex
 	pol       *policy.Policy
 	keys      []SigningKey // oldest first
+	withdrawn []WithdrawnKey
 	signers   map[string]*token.Signer
 	attesters map[string]ed25519.PublicKey
 	admins    []AdminToken
@@ -69,22 +78,29 @@ func New(ctx context.Context, cfg Config) (*Issuer, error) {
 	i := &Issuer{store: cfg.Store, state: cfg.State, clock: cfg.Clock, log: cfg.Logger}
 
 	rec, err := i.state.Policy(ctx)
+	stored := err == nil
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("issuer: load policy: %w", err)
+	}
 	switch {
-	case errors.Is(err, ErrNotFound) && cfg.Policy == nil:
-		cfg.Policy = policy.Default()
-		fallthrough
-	case cfg.Policy != nil:
-		if err := i.putPolicy(ctx, "startup", cfg.Policy, err == nil); err != nil {
+	case cfg.Policy != nil && stored:
+		if err := i.startPolicy(ctx, cfg.Policy, rec); err != nil {
 			return nil, err
 		}
-	case err != nil:
-		return nil, fmt.Errorf("issuer: load policy: %w", err)
-	default:
+	case cfg.Policy != nil:
+		if err := i.putPolicy(ctx, "startup", cfg.Policy, false); err != nil {
+			return nil, err
+		}
+	case stored:
 		p, err := policy.Parse(rec.Raw)
 		if err != nil {
 			return nil, fmt.Errorf("issuer: stored policy: %w", err)
 		}
 		i.pol = p
+	default:
+		if err := i.putPolicy(ctx, "startup", policy.Default(), false); err != nil {
+			return nil, err
+		}
 	}
 
 	bk, err := i.state.BundleKey(ctx)
@@ -107,7 +123,10 @@ func New(ctx context.Context, cfg Config) (*Issuer, error) {
 	if err := i.reloadAdmins(ctx); err != nil {
 		return nil, err
 	}
-	if err := i.reloadKeys(ctx); err != nil {
+	i.sched.Lock()
+	err = i.reloadKeys(ctx)
+	i.sched.Unlock()
+	if err != nil {
 		return nil, err
 	}
 	if err := i.Maintain(ctx); err != nil {
@@ -222,6 +241,8 @@ func (i *Issuer) SetPolicy(ctx context.Context, admin string, p *policy.Policy) 
 	if err := p.Validate(); err != nil {
 		return &InputError{Code: "invalid_policy", Message: err.Error()}
 	}
+	i.sched.Lock()
+	defer i.sched.Unlock()
 	cur := i.Policy()
 	if cur != nil && p.Version <= cur.Version {
 		return &InputError{Code: "invalid_policy", Message: fmt.Sprintf("version: must be greater than the current version (%d), got %d", cur.Version, p.Version)}
@@ -254,6 +275,29 @@ func (i *Issuer) putPolicy(ctx context.Context, admin string, p *policy.Policy, 
 		detail = fmt.Sprintf("policy version %d replaced version %d", p.Version, old.Version)
 	}
 	return i.audit(ctx, admin, "policy.set", detail)
+}
+
+// startPolicy installs the policy given at start over the stored one,
+// never rolling it back: a lower version, or the same version with another
+// document, is refused (a restart with an old file once silently replaced
+// a newer policy set through the admin API).
+func (i *Issuer) startPolicy(ctx context.Context, p *policy.Policy, rec PolicyRecord) error {
+	switch {
+	case p.Version < rec.Version:
+		return fmt.Errorf("issuer: the policy given at start has version %d, lower than the stored version %d: a start never rolls the policy back (give it a version above %d, or start without one to keep version %d)",
+			p.Version, rec.Version, rec.Version, rec.Version)
+	case p.Version == rec.Version:
+		raw, err := p.Canonical()
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(raw, rec.Raw) {
+			return fmt.Errorf("issuer: the policy given at start has version %d, the stored version, but another content: give it a version above %d", p.Version, rec.Version)
+		}
+		i.pol = p // the same document: nothing to install
+		return nil
+	}
+	return i.putPolicy(ctx, "startup", p, true)
 }
 
 // --- audit -----------------------------------------------------------------

@@ -7,10 +7,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
 	"github.com/healthcode/healthcode/bundle"
+	"github.com/healthcode/healthcode/internal/clip"
 	"github.com/healthcode/healthcode/policy"
 	"github.com/healthcode/healthcode/token"
 )
@@ -22,10 +24,16 @@ import (
 // could have signed has expired (NotAfter); its private part is destroyed
 // retention.retired_keys later by the sweeper.
 
+// reloadKeys reads the keys and withdrawals from the store. Callers hold
+// i.sched: two reloads racing could install the older read last.
 func (i *Issuer) reloadKeys(ctx context.Context) error {
 	keys, err := i.state.SigningKeys(ctx)
 	if err != nil {
 		return fmt.Errorf("issuer: load signing keys: %w", err)
+	}
+	withdrawn, err := i.state.WithdrawnKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("issuer: load withdrawn keys: %w", err)
 	}
 	sort.Slice(keys, func(a, b int) bool { return keyBefore(keys[a], keys[b]) })
 	signers := make(map[string]*token.Signer, len(keys))
@@ -37,7 +45,7 @@ func (i *Issuer) reloadKeys(ctx context.Context) error {
 		signers[k.ID] = s
 	}
 	i.mu.Lock()
-	i.keys, i.signers = keys, signers
+	i.keys, i.signers, i.withdrawn = keys, signers, withdrawn
 	i.mu.Unlock()
 	return nil
 }
@@ -74,6 +82,7 @@ func maxLifetime(p *policy.Policy) time.Duration {
 	return m
 }
 
+// newKey makes, stores and loads a key. Callers hold i.sched.
 func (i *Issuer) newKey(ctx context.Context, now, activeAt time.Time) (SigningKey, error) {
 	p := i.Policy()
 	i.mu.RLock()
@@ -124,6 +133,8 @@ func (i *Issuer) newKey(ctx context.Context, now, activeAt time.Time) (SigningKe
 // content changed or it is half-way to stale. It is called at start and by
 // Run.
 func (i *Issuer) Maintain(ctx context.Context) error {
+	i.sched.Lock()
+	defer i.sched.Unlock()
 	now := i.clock.Now()
 	p := i.Policy()
 	i.mu.RLock()
@@ -163,6 +174,8 @@ func (i *Issuer) Maintain(ctx context.Context) error {
 // immediate (for a compromised key) it signs at once and verifiers must
 // sync. Returns the new key's id and activation time.
 func (i *Issuer) RotateKeys(ctx context.Context, admin string, immediate bool) (string, time.Time, error) {
+	i.sched.Lock()
+	defer i.sched.Unlock()
 	now := i.clock.Now()
 	activeAt := now.Add(i.Policy().Bundle.Lifetime.D())
 	if immediate {
@@ -190,6 +203,88 @@ func (i *Issuer) RotateKeys(ctx context.Context, admin string, immediate bool) (
 		mode = "immediate"
 	}
 	return k.ID, k.ActiveAt, i.audit(ctx, admin, "keys.rotate", fmt.Sprintf("%s rotation: key %s signs from %s", mode, k.ID, k.ActiveAt.UTC().Format(time.RFC3339)))
+}
+
+// Revocation is what RevokeKey did.
+type Revocation struct {
+	Revoked string `json:"kid"`
+	// Signing is the key that signs now: a new one if the revoked key was
+	// signing.
+	Signing string `json:"signing_kid"`
+	// Sequence is the bundle, signed at once, that withdraws the key.
+	Sequence uint64 `json:"bundle_sequence"`
+}
+
+// RevokeKey withdraws signing key kid at once (a stolen key): its private
+// part is deleted, a new bundle (a new sequence) is signed without it and
+// names it as withdrawn until its naf, so verifiers that sync refuse its
+// tokens; if it was signing, a new key signs from now. Tokens of other
+// keys stay valid. The deletion is made physical by a sweep right after.
+func (i *Issuer) RevokeKey(ctx context.Context, admin, kid string) (Revocation, error) {
+	rev, detail, err := i.revoke(ctx, kid)
+	if err != nil {
+		return Revocation{}, err
+	}
+	if err := i.audit(ctx, admin, "keys.revoke", detail); err != nil {
+		return rev, err
+	}
+	// Compact now rather than at the next scheduled sweep: until then the
+	// sealed private key sits in a freed page.
+	if _, err := i.Sweep(ctx); err != nil {
+		i.log.Error("sweep after a key revocation failed; the next sweep retries", "err", err)
+	}
+	return rev, nil
+}
+
+func (i *Issuer) revoke(ctx context.Context, kid string) (Revocation, string, error) {
+	i.sched.Lock()
+	defer i.sched.Unlock()
+	now := i.clock.Now()
+	i.mu.RLock()
+	cur, hasCur := i.current(now)
+	var target *SigningKey
+	for n := range i.keys {
+		if i.keys[n].ID == kid {
+			target = &i.keys[n]
+		}
+	}
+	already := false
+	for _, w := range i.withdrawn {
+		already = already || w.ID == kid
+	}
+	i.mu.RUnlock()
+	if target == nil {
+		if already {
+			return Revocation{}, "", &InputError{Code: "conflict", Status: 409, Message: fmt.Sprintf("key %s is already revoked", kid)}
+		}
+		return Revocation{}, "", &InputError{Code: "not_found", Status: 404, Message: fmt.Sprintf("no signing key %q", clip.String(kid, 64))}
+	}
+	k := *target
+	status := keyStatus(k, cur, now)
+	if err := i.state.WithdrawSigningKey(ctx, WithdrawnKey{ID: k.ID, At: now.UTC(), Until: k.NotAfter}); err != nil {
+		return Revocation{}, "", fmt.Errorf("issuer: withdraw key %s: %w", k.ID, err)
+	}
+	if err := i.reloadKeys(ctx); err != nil {
+		return Revocation{}, "", err
+	}
+	detail := fmt.Sprintf("key %s (%s) revoked", k.ID, status)
+	signing := cur.ID
+	if hasCur && cur.ID == k.ID {
+		nk, err := i.newKey(ctx, now, now)
+		if err != nil {
+			return Revocation{}, "", err
+		}
+		signing = nk.ID
+		detail += fmt.Sprintf("; key %s signs from %s", nk.ID, nk.ActiveAt.UTC().Format(time.RFC3339))
+	}
+	if err := i.refreshBundle(ctx, true); err != nil {
+		return Revocation{}, "", err
+	}
+	i.mu.RLock()
+	seq := i.bundle.Sequence
+	i.mu.RUnlock()
+	i.log.Warn("signing key revoked; verifiers must sync", "kid", k.ID, "bundle_sequence", seq)
+	return Revocation{Revoked: k.ID, Signing: signing, Sequence: seq}, detail + fmt.Sprintf("; bundle %d withdraws it", seq), nil
 }
 
 // KeyInfo describes a signing key without its private part.
@@ -230,7 +325,8 @@ func keyStatus(k, cur SigningKey, now time.Time) string {
 }
 
 // refreshBundle re-signs the bundle if forced, if its keys or policy
-// changed, or if it is half-way to stale.
+// changed, or if it is half-way to stale. Callers hold i.sched, so the
+// sequence drawn and the bundle installed go up together.
 func (i *Issuer) refreshBundle(ctx context.Context, force bool) error {
 	now := i.clock.Now()
 	p := i.Policy()
@@ -243,6 +339,12 @@ func (i *Issuer) refreshBundle(ctx context.Context, force bool) error {
 		}
 		keys = append(keys, bundle.Key{ID: k.ID, Public: k.Public(), NotBefore: k.NotBefore.Unix(), NotAfter: k.NotAfter.Unix(), Status: keyStatus(k, cur, now)})
 	}
+	var withdrawn []string
+	for _, w := range i.withdrawn {
+		if now.Before(w.Until) {
+			withdrawn = append(withdrawn, w.ID)
+		}
+	}
 	old := i.bundle
 	i.mu.RUnlock()
 
@@ -253,7 +355,7 @@ func (i *Issuer) refreshBundle(ctx context.Context, force bool) error {
 		Lifetime: bundle.Lifetimes{Green: secs(p.Tokens.Lifetime.Green.D()), Yellow: secs(p.Tokens.Lifetime.Yellow.D()),
 			Red: secs(p.Tokens.Lifetime.Red.D())},
 		GranularitySeconds: secs(p.Tokens.Granularity.D())}
-	if !force && old != nil && old.Policy == display && sameKeys(old.Keys, keys) &&
+	if !force && old != nil && old.Policy == display && sameKeys(old.Keys, keys) && slices.Equal(old.Withdrawn, withdrawn) &&
 		now.Unix() < old.IssuedAt+(old.StaleAfter-old.IssuedAt)/2 {
 		return nil
 	}
@@ -268,6 +370,7 @@ func (i *Issuer) refreshBundle(ctx context.Context, force bool) error {
 		Expires:    now.Add(p.Bundle.Lifetime.D()).Unix(),
 		Keys:       keys,
 		Policy:     display,
+		Withdrawn:  withdrawn,
 	}
 	raw, err := bundle.Sign(b, i.bundleKey)
 	if err != nil {

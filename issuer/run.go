@@ -14,7 +14,10 @@ func (i *Issuer) Sweep(ctx context.Context) (SweepStats, error) {
 	if err != nil {
 		return st, fmt.Errorf("issuer: sweep: %w", err)
 	}
-	if err := i.reloadKeys(ctx); err != nil {
+	i.sched.Lock()
+	err = i.reloadKeys(ctx)
+	i.sched.Unlock()
+	if err != nil {
 		return st, err
 	}
 	total := 0

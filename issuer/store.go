@@ -104,6 +104,15 @@ type SigningKey struct {
 // Public returns the public half.
 func (k SigningKey) Public() ed25519.PublicKey { return k.Private.Public().(ed25519.PublicKey) }
 
+// WithdrawnKey is a revoked signing key: its private part is gone, and
+// the bundle names it as withdrawn until Until, when every token it signed
+// has expired.
+type WithdrawnKey struct {
+	ID    string
+	At    time.Time
+	Until time.Time
+}
+
 // Attester is a registered lab, clinic or health officer.
 type Attester struct {
 	ID     string
@@ -152,6 +161,11 @@ type SweepStats struct {
 type StateStore interface {
 	SigningKeys(ctx context.Context) ([]SigningKey, error)
 	PutSigningKey(ctx context.Context, k SigningKey) error
+	// WithdrawSigningKey deletes signing key id at once (a revocation) and,
+	// in the same transaction, records its withdrawal until w.Until (the
+	// key's naf). ErrNotFound if no such key is held.
+	WithdrawSigningKey(ctx context.Context, w WithdrawnKey) error
+	WithdrawnKeys(ctx context.Context) ([]WithdrawnKey, error)
 
 	BundleKey(ctx context.Context) (ed25519.PrivateKey, error) // ErrNotFound before the first start
 	PutBundleKey(ctx context.Context, k ed25519.PrivateKey) error

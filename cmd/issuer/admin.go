@@ -37,6 +37,7 @@ Usage:
   issuer admin audit
   issuer admin keys list
   issuer admin keys rotate [--immediate]
+  issuer admin keys revoke KID                         (a stolen key: withdrawn from the next bundle at once)
   issuer admin tokens list
   issuer admin tokens create NAME                      (prints the new token once)
   issuer admin tokens revoke NAME
@@ -261,6 +262,14 @@ func cmdAdmin(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		return a.print(ctx, "POST", "/v1/admin/keys/rotate", body, &out, func(w io.Writer) {
 			fmt.Fprintf(w, "key %s published; it signs from %s\n", out.Kid, out.ActiveAt.UTC().Format(time.RFC3339))
+		})
+	case "keys revoke":
+		if err := want(1, "KID"); err != nil {
+			return err
+		}
+		var out issuer.Revocation
+		return a.print(ctx, "POST", "/v1/admin/keys/"+url.PathEscape(pos[0])+"/revoke", nil, &out, func(w io.Writer) {
+			fmt.Fprintf(w, "key %s revoked: bundle %d withdraws it; key %s signs. Verifiers must sync now.\n", out.Revoked, out.Sequence, out.Signing)
 		})
 	case "tokens list":
 		var out struct{ Names []string }

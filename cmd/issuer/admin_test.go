@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/healthcode/healthcode/attestation"
 	"github.com/healthcode/healthcode/bundle"
+	"github.com/healthcode/healthcode/issuer"
 	"github.com/healthcode/healthcode/issuer/issuertest"
 )
 
@@ -153,4 +157,95 @@ func kidOf(t *testing.T, tok string) string {
 		t.Fatal(err)
 	}
 	return hdr.Kid
+}
+
+// 'issuer admin keys revoke KID' (POST /v1/admin/keys/{kid}/revoke): the
+// signing key leaves the served bundle at once, in a new sequence that
+// lists it as withdrawn; a new key signs; the audit log names the admin.
+func TestAdminKeysRevoke(t *testing.T) {
+	t.Setenv("HEALTHCODE_ADMIN_TOKEN", "")
+	env := issuertest.Start(t, issuertest.WithTime(t0))
+	stolen := env.Issuer.Keys()[0].ID
+	before := env.Bundle(t)
+
+	code, out, errOut := admin(t, env, "keys", "revoke", stolen)
+	if code != 0 {
+		t.Fatalf("revoke: exit %d: %s", code, errOut)
+	}
+	after := env.Bundle(t)
+	signing := ""
+	for _, k := range env.Issuer.Keys() {
+		if k.Status == bundle.StatusCurrent {
+			signing = k.ID
+		}
+	}
+	if want := fmt.Sprintf("key %s revoked: bundle %d withdraws it; key %s signs. Verifiers must sync now.\n", stolen, after.Sequence, signing); out != want {
+		t.Fatalf("revoke printed %q, want %q", out, want)
+	}
+	if after.Sequence <= before.Sequence {
+		t.Fatalf("bundle sequence %d after revocation, %d before", after.Sequence, before.Sequence)
+	}
+	if _, ok := after.Find(stolen); ok || len(after.Withdrawn) != 1 || after.Withdrawn[0] != stolen {
+		t.Fatalf("served bundle after revocation: keys %+v, withdrawn %v", after.Keys, after.Withdrawn)
+	}
+	_, toks := env.Redeem(t, env.Attest(t, attestation.TestNegative, time.Time{}, ""))
+	if kid := kidOf(t, toks[0]); kid != signing || kid == stolen {
+		t.Fatalf("signed by %s after the revocation, want the new key %s", kid, signing)
+	}
+
+	code, _, errOut = admin(t, env, "keys", "revoke", stolen)
+	if want := "issuer: key " + stolen + " is already revoked (conflict, HTTP 409)\n"; code != 1 || errOut != want {
+		t.Fatalf("second revocation: exit %d %q, want %q", code, errOut, want)
+	}
+	code, _, errOut = admin(t, env, "keys", "revoke", "nokey")
+	if want := "issuer: no signing key \"nokey\" (not_found, HTTP 404)\n"; code != 1 || errOut != want {
+		t.Fatalf("unknown key: exit %d %q, want %q", code, errOut, want)
+	}
+	code, _, errOut = admin(t, env, "keys", "revoke")
+	if want := "issuer: usage: issuer admin keys revoke KID\n"; code != 2 || !strings.HasPrefix(errOut, want) {
+		t.Fatalf("no kid: exit %d %q", code, errOut)
+	}
+
+	// Over HTTP: authentication first, a strict (empty) body, JSON answer.
+	post := func(tok, body string) (int, string) {
+		req, _ := http.NewRequest("POST", env.URL+"/v1/admin/keys/"+signing+"/revoke", strings.NewReader(body))
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(raw)
+	}
+	if code, body := post("", ""); code != 401 {
+		t.Fatalf("unauthenticated revoke: %d %s", code, body)
+	}
+	if code, body := post(env.AdminToken, `{"why":"x"}`); code != 400 || !strings.Contains(body, `"unknown field \"why\""`) {
+		t.Fatalf("revoke with an unknown field: %d %s", code, body)
+	}
+	if _, ok := env.Bundle(t).Find(signing); !ok {
+		t.Fatal("a refused revocation withdrew the key")
+	}
+	code2, body := post(env.AdminToken, "")
+	var rev issuer.Revocation
+	if code2 != 200 || json.Unmarshal([]byte(body), &rev) != nil || rev.Revoked != signing || rev.Signing == signing || rev.Sequence != env.Bundle(t).Sequence {
+		t.Fatalf("revoke over HTTP: %d %s", code2, body)
+	}
+
+	code, out, _ = admin(t, env, "audit")
+	revocations := 0
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) >= 4 && f[2] == "keys.revoke" {
+			if f[1] != env.AdminName || f[4] != []string{stolen, signing}[revocations] {
+				t.Fatalf("audit line %q", line)
+			}
+			revocations++
+		}
+	}
+	if code != 0 || revocations != 2 {
+		t.Fatalf("audit:\n%s", out)
+	}
 }

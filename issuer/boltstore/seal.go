@@ -91,6 +91,9 @@ func (s *DB) resealAll(tx *bolt.Tx, from, to *kek.Key) (int, error) {
 	type rec struct{ k, v []byte }
 	var recs []rec
 	if err := keys.ForEach(func(k, v []byte) error {
+		if isWithdrawal(k) {
+			return nil // no private part
+		}
 		recs = append(recs, rec{append([]byte(nil), k...), append([]byte(nil), v...)})
 		return nil
 	}); err != nil {

@@ -340,9 +340,10 @@ func TestRotateKEK(t *testing.T) {
 	}
 }
 
-// TestDeleteSigningKey: a revoked key's record goes at once, and the next
-// sweep's compaction leaves not even its sealed copy on disk.
-func TestDeleteSigningKey(t *testing.T) {
+// TestWithdrawSigningKey: a revoked key's record goes at once, replaced by
+// its withdrawal until its naf, and the next sweep's compaction leaves not
+// even its sealed copy on disk.
+func TestWithdrawSigningKey(t *testing.T) {
 	dir := t.TempDir()
 	s := openTest(t, dir, nil)
 	ctx := context.Background()
@@ -367,11 +368,15 @@ func TestDeleteSigningKey(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DeleteSigningKey(ctx, "k1"); err != nil {
+	w := issuer.WithdrawnKey{ID: "k1", At: t0, Until: k1.NotAfter}
+	if err := s.WithdrawSigningKey(ctx, w); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DeleteSigningKey(ctx, "k1"); !errors.Is(err, issuer.ErrNotFound) {
-		t.Fatalf("second delete: %v, want ErrNotFound", err)
+	if err := s.WithdrawSigningKey(ctx, w); !errors.Is(err, issuer.ErrNotFound) {
+		t.Fatalf("second withdrawal: %v, want ErrNotFound", err)
+	}
+	if got, err := s.WithdrawnKeys(ctx); err != nil || len(got) != 1 || got[0].ID != "k1" || !got[0].Until.Equal(k1.NotAfter) || !got[0].At.Equal(t0) {
+		t.Fatalf("WithdrawnKeys = %+v, %v", got, err)
 	}
 	keys, err := s.SigningKeys(ctx)
 	if err != nil || len(keys) != 1 || keys[0].ID != "k2" {
@@ -383,6 +388,21 @@ func TestDeleteSigningKey(t *testing.T) {
 	}
 	if got := hits(t, dir, []pattern{{"k1 sealed", sealed}}); len(got) > 0 {
 		t.Fatalf("revoked key after the sweep: %v", got)
+	}
+	// The withdrawal lives until the key's naf, then the sweep drops it.
+	if got, _ := s.WithdrawnKeys(ctx); len(got) != 1 {
+		t.Fatalf("withdrawal lost before its deadline: %v", got)
+	}
+	if _, err := s.Sweep(ctx, k1.NotAfter); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.WithdrawnKeys(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("withdrawal past its deadline: %v, %v", got, err)
+	}
+	// A store reopened after a withdrawal and a KEK rotation still works.
+	s.Close()
+	if _, err := RotateKEK(ctx, dir, Options{KEK: testKEK}, otherKEK(t)); err != nil {
+		t.Fatal(err)
 	}
 }
 

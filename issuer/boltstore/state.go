@@ -38,6 +38,9 @@ func (s *DB) SigningKeys(ctx context.Context) ([]issuer.SigningKey, error) {
 	var out []issuer.SigningKey
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		return bucket(tx, issuer.CategorySigningKeys).ForEach(func(k, v []byte) error {
+			if isWithdrawal(k) {
+				return nil
+			}
 			_, payload, err := splitValue(v)
 			if err != nil {
 				return err
@@ -111,17 +114,43 @@ func (s *DB) PutSigningKey(ctx context.Context, k issuer.SigningKey) error {
 	})
 }
 
-// DeleteSigningKey removes the signing key id at once (a revocation: its
-// private part must not wait for its deadline), or returns
-// issuer.ErrNotFound. The next sweep compacts, so no freed page keeps even
-// the sealed copy.
-func (s *DB) DeleteSigningKey(ctx context.Context, id string) error {
+// withdrawnPrefix starts the suffix of a withdrawal record in the signing
+// keys bucket (deadline || "withdrawn/" || id): it lives until the key's
+// naf, like the key's place in the bundle.
+const withdrawnPrefix = "withdrawn/"
+
+func isWithdrawal(k []byte) bool {
+	return len(k) > 8 && bytes.HasPrefix(k[8:], []byte(withdrawnPrefix))
+}
+
+type storedWithdrawal struct {
+	ID    string    `json:"id"`
+	At    time.Time `json:"at"`
+	Until time.Time `json:"until"`
+}
+
+// WithdrawSigningKey deletes the signing key w.ID at once (its private
+// part must not wait for its deadline) and records the withdrawal until
+// w.Until, in one transaction; or returns issuer.ErrNotFound. The next
+// sweep compacts, so no freed page keeps even the sealed copy.
+func (s *DB) WithdrawSigningKey(ctx context.Context, w issuer.WithdrawnKey) error {
+	if w.ID == "" {
+		return errors.New("boltstore: withdrawn key: id is required")
+	}
+	deadline, err := deadlineSeconds(w.Until, "withdrawn key "+w.ID)
+	if err != nil {
+		return err
+	}
+	payload, err := json.Marshal(storedWithdrawal(w))
+	if err != nil {
+		return err
+	}
 	return s.update(ctx, func(tx *bolt.Tx) error {
 		b := bucket(tx, issuer.CategorySigningKeys)
 		var found [][]byte
 		c := b.Cursor()
 		for ck, _ := c.First(); ck != nil; ck, _ = c.Next() {
-			if len(ck) > 8 && string(ck[8:]) == id {
+			if len(ck) > 8 && string(ck[8:]) == w.ID {
 				found = append(found, bytes.Clone(ck))
 			}
 		}
@@ -133,8 +162,35 @@ func (s *DB) DeleteSigningKey(ctx context.Context, id string) error {
 				return err
 			}
 		}
+		if err := b.Put(deadlineKey(deadline, []byte(withdrawnPrefix+w.ID)), s.value(payload)); err != nil {
+			return err
+		}
 		return s.markCompaction(tx)
 	})
+}
+
+// WithdrawnKeys returns the withdrawals held, by id.
+func (s *DB) WithdrawnKeys(ctx context.Context) ([]issuer.WithdrawnKey, error) {
+	var out []issuer.WithdrawnKey
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		return bucket(tx, issuer.CategorySigningKeys).ForEach(func(k, v []byte) error {
+			if !isWithdrawal(k) {
+				return nil
+			}
+			_, payload, err := splitValue(v)
+			if err != nil {
+				return err
+			}
+			var w storedWithdrawal
+			if err := json.Unmarshal(payload, &w); err != nil {
+				return fmt.Errorf("boltstore: stored key withdrawal is malformed: %w", err)
+			}
+			out = append(out, issuer.WithdrawnKey(w))
+			return nil
+		})
+	})
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	return out, err
 }
 
 // BundleKey returns the bundle signing key, or issuer.ErrNotFound.

@@ -132,6 +132,20 @@ func (s *Server) adminRoutes(r fiber.Router) {
 		return c.JSON(fiber.Map{"kid": kid, "active_at": at.UTC()})
 	})
 
+	r.Post("/keys/:kid/revoke", func(c *fiber.Ctx) error {
+		if len(c.Body()) > 0 {
+			var req struct{}
+			if err := decodeStrict(c.Body(), &req); err != nil {
+				return err
+			}
+		}
+		rev, err := s.iss.RevokeKey(c.UserContext(), adminName(c), c.Params("kid"))
+		if err != nil {
+			return coreError(err)
+		}
+		return c.JSON(rev)
+	})
+
 	r.Get("/tokens", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"names": s.iss.AdminTokens()}) })
 	r.Post("/tokens", func(c *fiber.Ctx) error {
 		var req struct {
