@@ -345,5 +345,12 @@ func rawRequest(t *testing.T, env *issuertest.Env, head string) (int, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Past the client, so checked here: the answer must be one the
+	// document describes (a head the server refused is no valid request).
+	if req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(head))); err == nil {
+		if err := apiCheck.Check(req, nil, resp, raw); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return resp.StatusCode, raw
 }

@@ -82,6 +82,9 @@ func FuzzRedeemBody(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if err := apiCheck.Check(req, body, resp, raw); err != nil {
+			t.Fatal(err)
+		}
 		if resp.StatusCode == http.StatusOK {
 			var tr httpapi.TokensResponse
 			if err := json.Unmarshal(raw, &tr); err != nil || len(tr.Tokens) == 0 {

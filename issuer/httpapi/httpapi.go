@@ -102,6 +102,7 @@ func New(iss *issuer.Issuer, o Options) *Server {
 		return c.JSON(fiber.Map{"keys": s.iss.JWKS()})
 	})
 	a.Get("/v1/inventory", s.getInventory)
+	a.Get("/openapi.yaml", getOpenAPI)
 
 	redeem := []fiber.Handler{}
 	if o.RedeemPerMinute > 0 {
