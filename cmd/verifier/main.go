@@ -124,18 +124,20 @@ type cmd struct {
 	name, usage string
 }
 
+// usageErr, fail and warn escape what they print: messages quote servers,
+// files and tokens, and none of them may move the terminal's cursor.
 func (c cmd) usageErr(format string, a ...any) int {
-	fmt.Fprintf(c.stderr, "verifier %s: %s\nrun 'verifier %s --help' for usage\n", c.name, fmt.Sprintf(format, a...), c.name)
+	fmt.Fprintf(c.stderr, "verifier %s: %s\nrun 'verifier %s --help' for usage\n", c.name, clip.Printable(fmt.Sprintf(format, a...)), c.name)
 	return exitUsage
 }
 
 func (c cmd) fail(format string, a ...any) int {
-	fmt.Fprintf(c.stderr, "verifier %s: %s\n", c.name, fmt.Sprintf(format, a...))
+	fmt.Fprintf(c.stderr, "verifier %s: %s\n", c.name, clip.Printable(fmt.Sprintf(format, a...)))
 	return exitInvalid
 }
 
 func (c cmd) warn(format string, a ...any) {
-	fmt.Fprintf(c.stderr, "verifier %s: warning: %s\n", c.name, fmt.Sprintf(format, a...))
+	fmt.Fprintf(c.stderr, "verifier %s: warning: %s\n", c.name, clip.Printable(fmt.Sprintf(format, a...)))
 }
 
 // parse parses flags that may come before, between or after the positional

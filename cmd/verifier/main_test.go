@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"image"
 	"image/png"
+	"net"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -914,5 +915,32 @@ func TestHelpPerCommand(t *testing.T) {
 	r.want(t, exitUsage)
 	if !strings.HasPrefix(r.stderr, `verifier sync: invalid value "soon" for --timeout: parse error`) {
 		t.Fatalf("bad value: %q", r.stderr)
+	}
+}
+
+// What an issuer's server says is escaped too: a status line made to clear
+// the screen reaches stderr as text.
+func TestSyncEscapesTheServer(t *testing.T) {
+	freshConfig(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 4096)
+		c.Read(buf)
+		c.Write([]byte("HTTP/1.1 503 Busy\x1b[2J\x1b[HGREEN\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+	}()
+	pin := bundle.Fingerprint(seedKey(1).Public().(ed25519.PublicKey))
+	r := runAt(t0, "", "sync", "http://"+ln.Addr().String(), "--pin", pin, "--bundle", filepath.Join(t.TempDir(), "b.jws"))
+	r.want(t, exitInvalid)
+	if strings.Contains(r.stderr, "\x1b") || !strings.Contains(r.stderr, `503 Busy\x1b[2J\x1b[HGREEN`) {
+		t.Fatalf("stderr %q", r.stderr)
 	}
 }
