@@ -108,7 +108,7 @@ func TestServeKiosk(t *testing.T) {
 	file, jws, pin := kioskBundle(t, dir, 1, now)
 	base, _ := startKiosk(t, file, now)
 
-	if code, body, h := get(t, base+"/verify/"); code != 200 || !strings.Contains(body, `<script src="app.js">`) ||
+	if code, body, h := get(t, base+"/verify/"); code != 200 || !strings.Contains(body, `src="app.js"></script>`) ||
 		!strings.Contains(h.Get("Content-Security-Policy"), "connect-src 'self'") {
 		t.Fatalf("GET /verify/: %d %q csp=%q", code, body[:min(len(body), 80)], h.Get("Content-Security-Policy"))
 	}
