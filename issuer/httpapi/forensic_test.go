@@ -15,6 +15,7 @@ import (
 
 	"github.com/healthcode/healthcode/attestation"
 	"github.com/healthcode/healthcode/internal/forensic"
+	"github.com/healthcode/healthcode/issuer/httpapi"
 	"github.com/healthcode/healthcode/issuer/issuertest"
 )
 
@@ -47,7 +48,18 @@ func TestForensicDataDirectoryAfterDeadlines(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		env.Redeem(t, att)
+		// Each with a wallet secret: only a keyed hash of it may be stored.
+		secret := bytes.Repeat([]byte{byte(0xA0 + n)}, 32)
+		if status, raw := env.Post(t, "/v1/tokens", httpapi.TokensRequest{Attestations: []string{att},
+			Secret: base64.RawURLEncoding.EncodeToString(secret)}); status != 200 {
+			t.Fatalf("redeem with a secret: %d %s", status, raw)
+		}
+		secretSum := sha256.Sum256(secret)
+		needles["secret "+id] = secret
+		needles["base64url secret "+id] = []byte(base64.RawURLEncoding.EncodeToString(secret))
+		needles["sha256(secret) "+id] = secretSum[:]
+		needles["sha256(secret)[:16] "+id] = secretSum[:16]
+		needles["hex sha256(secret) "+id] = []byte(hex.EncodeToString(secretSum[:]))
 		attSum := sha256.Sum256([]byte(att))
 		idSum := sha256.Sum256([]byte(id))
 		needles["id "+id] = []byte(id)

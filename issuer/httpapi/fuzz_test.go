@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -64,6 +65,17 @@ func FuzzRedeemBody(f *testing.F) {
 	f.Add([]byte(`{"attestations":["`+strings.Repeat("a", 3000)+`"]}`), "APPLICATION/JSON")
 	f.Add([]byte(`["attestations"]`), "application/json")
 	f.Add([]byte{0xff, 0xfe, '{'}, "application/json")
+	// Issue 11 item 5: the body is matched exactly.
+	secret := base64.RawURLEncoding.EncodeToString(bytes.Repeat([]byte{3}, 32))
+	withSecret, _ := json.Marshal(httpapi.TokensRequest{Attestations: []string{fuzzAttestation(f, attestation.Recovery, "seed-3", "")}, Secret: secret})
+	f.Add(withSecret, "application/json")
+	f.Add([]byte(`{"Attestations":["`+neg+`"]}`), "application/json")
+	f.Add([]byte(`{"attestations":["`+neg+`"],"attestations":["`+pos+`"]}`), "application/json")
+	f.Add([]byte(`{"attestations":["`+neg+`"],"secret":"`+secret+`","secret":"`+secret+`"}`), "application/json")
+	f.Add([]byte(`{"attestations":["`+neg+`"],"secret":null}`), "application/json")
+	f.Add([]byte(`{"attestations":["`+neg+`"],"secret":"`+secret+`=="}`), "application/json")
+	f.Add([]byte(`{"attestations":[null],"secret":"`+secret[:42]+`"}`), "application/json")
+	f.Add([]byte(`{"attestation\u0073":["`+neg+`"]}`), "application/json")
 
 	f.Fuzz(func(t *testing.T, body []byte, contentType string) {
 		req := httptest.NewRequest(http.MethodPost, "/v1/tokens", bytes.NewReader(body))
@@ -85,10 +97,17 @@ func FuzzRedeemBody(f *testing.F) {
 		if err := apiCheck.Check(req, body, resp, raw); err != nil {
 			t.Fatal(err)
 		}
+		// A body whose members are not exactly "attestations" and an
+		// optional "secret", each once, is a 400 malformed_request.
+		keys, isObject := topLevelKeys(body)
+		strict := isObject && !exactMembers(keys)
 		if resp.StatusCode == http.StatusOK {
 			var tr httpapi.TokensResponse
-			if err := json.Unmarshal(raw, &tr); err != nil || len(tr.Tokens) == 0 {
-				t.Fatalf("200 without tokens: %s", raw)
+			if err := json.Unmarshal(raw, &tr); err != nil || len(tr.Tokens) == 0 || tr.RenewAfter <= 0 || tr.EvidenceUntil <= 0 {
+				t.Fatalf("200 without tokens, renew_after or evidence_until: %s", raw)
+			}
+			if strict {
+				t.Fatalf("members %q accepted", keys)
 			}
 			return
 		}
@@ -107,7 +126,54 @@ func FuzzRedeemBody(f *testing.F) {
 		if len(e.Error.Message) > 300 {
 			t.Fatalf("status %d, message of %d bytes: %.200q", resp.StatusCode, len(e.Error.Message), e.Error.Message)
 		}
+		if strict && (resp.StatusCode != http.StatusBadRequest || e.Error.Code != "malformed_request") && resp.StatusCode != http.StatusUnsupportedMediaType {
+			t.Fatalf("members %q: status %d %s, want 400 malformed_request", keys, resp.StatusCode, e.Error.Code)
+		}
 	})
+}
+
+// topLevelKeys lists the member names of a body that is one well-formed
+// JSON object (as decoded, escapes resolved); ok is false for anything else.
+func topLevelKeys(body []byte) (keys []string, ok bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, false
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, false
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, false
+		}
+		keys = append(keys, tok.(string))
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, false
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, false
+	}
+	return keys, true
+}
+
+// exactMembers reports whether keys are "attestations" and at most one
+// "secret", each once, names exactly so.
+func exactMembers(keys []string) bool {
+	att, sec := 0, 0
+	for _, k := range keys {
+		switch k {
+		case "attestations":
+			att++
+		case "secret":
+			sec++
+		default:
+			return false
+		}
+	}
+	return att == 1 && sec <= 1
 }
 
 // validHeaderValue reports whether net/http's client would send v.

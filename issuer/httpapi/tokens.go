@@ -194,7 +194,8 @@ var secretChars = base64.RawURLEncoding.EncodedLen(issuer.SecretSize)
 // padding) holding 32 bytes. Anything else is a 400 naming the field.
 func decodeSecret(raw json.RawMessage) ([]byte, error) {
 	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
+	// A null would unmarshal silently to "".
+	if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
 		return nil, malformed(fmt.Sprintf("field secret must be a string of %d base64url characters", secretChars))
 	}
 	if len(s) != secretChars {
