@@ -282,8 +282,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		sampler = startRSS(cfg.PID, rest, cmp.Or(cfg.SampleEvery, time.Second))
 	}
 	var bareBefore *bareCost
+	var calls *bareCalls
 	if cfg.Bare {
 		if bareBefore, err = measureBare(cfg.Key, atts[0]); err != nil {
+			return nil, err
+		}
+		if calls, err = newBareCalls(cfg.Key, atts[0]); err != nil {
 			return nil, err
 		}
 	}
@@ -298,6 +302,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	stats := make([]workerStats, cfg.Concurrency)
 	start := time.Now()
 	deadline := start.Add(cfg.Duration)
+	stopBare := make(chan struct{})
+	var bareLoad <-chan bareResult
+	if calls != nil {
+		bareLoad = bareDuring(calls, stopBare)
+	}
 	var wg sync.WaitGroup
 	for w := range cfg.Concurrency {
 		wg.Add(1)
@@ -317,6 +326,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	close(stopBare)
 	var cpuAfter cpuTicks
 	if cfg.PID > 0 {
 		if cpuAfter, err = readCPU(cfg.PID); err != nil {
@@ -358,12 +368,17 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.LatencyMs = latency(lat)
 	if cfg.PID > 0 {
-		res.CPU = &CPU{IssuerSeconds: cpuAfter.sub(cpuBefore).Seconds()}
+		res.CPU = &CPU{IssuerSeconds: cpuAfter.sub(cpuBefore).Seconds(),
+			IssuerUserSeconds: cpuAfter.userSince(cpuBefore).Seconds(), IssuerSystemSeconds: cpuAfter.systemSince(cpuBefore).Seconds()}
 		if res.OK > 0 {
 			res.CPU.IssuerPerRedemptionUs = res.CPU.IssuerSeconds / float64(res.OK) * 1e6
 		}
 	}
 	if cfg.Bare {
+		during := <-bareLoad
+		if during.err != nil {
+			return nil, during.err
+		}
 		after, err := measureBare(cfg.Key, atts[0])
 		if err != nil {
 			return nil, err
@@ -371,7 +386,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		if res.CPU == nil {
 			res.CPU = &CPU{}
 		}
-		res.CPU.setBare(*bareBefore, *after, res.TokensPerBatch)
+		res.CPU.setBare(*bareBefore, during.c, *after, res.TokensPerBatch)
 	}
 	return res, nil
 }

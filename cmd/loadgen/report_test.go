@@ -74,7 +74,7 @@ func TestTableJudgesEachFigureAgainstItsLimit(t *testing.T) {
 		RSS: &Memory{Rest: 20480, Peak: 40960, End: 40000, FirstHalfAvg: 39000, SecondHalfAvg: 39500, GrowthPercent: 1.3, Flat: true,
 			RestAnon: 4096, PeakAnon: 11264, AnonFirstHalfAvg: 10240, AnonSecondHalfAvg: 10752, AnonGrowthPercent: 5, AnonFlat: true, EndFile: 20480},
 		CPU: &CPU{IssuerSeconds: 30, IssuerPerRedemptionUs: 1000}}
-	load.CPU.setBare(bareCost{sign: 25, verify: 60}, bareCost{sign: 25, verify: 60}, 24)
+	load.CPU.setBare(bareCost{sign: 20, verify: 50}, bareCost{sign: 25, verify: 60}, bareCost{sign: 20, verify: 50}, 24)
 	b, err := json.Marshal(load)
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +101,7 @@ func TestTableJudgesEachFigureAgainstItsLimit(t *testing.T) {
 		"redeem 1 attestation → 24":                       {"3.90 ms", "7.40× (paired)", "2900 µs more", "MISSED"},
 		"redeem, 64 at once (in-process), empty":          {"2270 redemptions/s", "1.25× (paired)", "ok"},
 		"redeem, 64 at once (in-process), 1M live":        {"2010 redemptions/s", "1.45× (paired)", "MISSED"},
-		"HTTP: issuer CPU per redemption":                 {"1000 µs", "bare 24× Sign + 2× Verify 720 µs", "1.39×", "MISSED"},
+		"HTTP: issuer CPU per redemption":                 {"1000 µs", "bare 24× Sign + 2× Verify 720 µs, timed during the load (quiet: 580 before, 580 after)", "1.39×", "MISSED"},
 		"  throughput and latency":                        {"900/s; p50 60.0 ms, p99 200.0 ms"},
 		"  rounds of 256 over HTTP":                       {"2262/s", "in-process 2545/s", "0.89× (paired)"},
 		"  store alone, 64 writers, 2 ms batch delay, 1M": {"14000 records/s"},

@@ -13,11 +13,12 @@ func TestParseStatReadsUtimePlusStime(t *testing.T) {
 	// A command name with a space and a parenthesis, as the kernel allows.
 	line := "4242 (iss uer) x) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 567 0 0 20 0 9 0 100 0 0\n"
 	got, err := parseStat(line)
-	if err != nil || got != 1234+567 {
-		t.Fatalf("got %d, %v; want 1801", got, err)
+	if err != nil || got != (cpuTicks{user: 1234, system: 567}) {
+		t.Fatalf("got %+v, %v; want 1234 and 567", got, err)
 	}
-	if d := cpuTicks(350).sub(cpuTicks(100)); d != 2500*time.Millisecond {
-		t.Fatalf("250 ticks = %s, want 2.5s", d)
+	later := cpuTicks{user: 1434, system: 617}
+	if d, u, s := later.sub(got), later.userSince(got), later.systemSince(got); d != 2500*time.Millisecond || u != 2*time.Second || s != 500*time.Millisecond {
+		t.Fatalf("250 ticks = %s (user %s, system %s), want 2.5s (2s, 0.5s)", d, u, s)
 	}
 	for in, want := range map[string]string{
 		"4242 issuer S 1":                  "no command name",
@@ -48,10 +49,20 @@ func TestBareCostIsMeasuredOnThisThread(t *testing.T) {
 	}
 	var cpu CPU
 	cpu.IssuerPerRedemptionUs = 1300
-	cpu.setBare(bareCost{sign: 20, verify: 50}, bareCost{sign: 30, verify: 50}, 24)
-	// before: 24×20 + 2×50 = 580; after: 24×30 + 100 = 820; mean 700.
-	if cpu.BareBeforeUs != 580 || cpu.BareAfterUs != 820 || cpu.BarePerRedemption != 700 || cpu.Ratio != 1300.0/700 {
+	cpu.setBare(bareCost{sign: 20, verify: 50}, bareCost{sign: 25, verify: 50, rounds: 9}, bareCost{sign: 30, verify: 50}, 24)
+	// before: 24×20 + 2×50 = 580; during: 24×25 + 100 = 700; after: 24×30 + 100 = 820.
+	if cpu.BareBeforeUs != 580 || cpu.BareAfterUs != 820 || cpu.BarePerRedemption != 700 || cpu.Ratio != 1300.0/700 || cpu.BareSamples != 9 {
 		t.Fatalf("%+v", cpu)
+	}
+	calls, err := newBareCalls(keyOf(5), atts[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	close(stop)
+	got := <-bareDuring(calls, stop)
+	if got.err != nil || got.c.rounds != 1 || got.c.sign <= 0 || got.c.verify <= 0 {
+		t.Fatalf("a load shorter than one tick: %+v", got)
 	}
 }
 
