@@ -60,9 +60,12 @@ func TestEmbeddedAppHasItsFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	sub = withCommon(sub)
-	for _, name := range []string{"index.html", "app.js", "i18n.js", "style.css", "manifest.webmanifest", "icons/icon.svg", "icons/icon-192.png", "icons/icon-512.png",
+	if _, err := fs.Stat(sub, "index.html"); err != nil {
+		t.Errorf("index.html not embedded: %v", err)
+	}
+	for _, name := range []string{"./", "app.js", "i18n.js", "style.css", "manifest.webmanifest", "icons/icon.svg", "icons/icon-192.png", "icons/icon-512.png",
 		"common/clock.js", "common/i18n.js", "common/qrread.js"} {
-		if _, err := fs.Stat(sub, name); err != nil {
+		if _, err := fs.Stat(sub, strings.TrimSuffix(name, "/")); err != nil && name != "./" {
 			t.Errorf("%s not embedded: %v", name, err)
 		}
 		if !strings.Contains(string(sw), "'"+name+"'") {

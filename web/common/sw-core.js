@@ -8,7 +8,8 @@
 //  - every page of the app is its index.html ("/app/", "/app/index.html",
 //    with or without a query);
 //  - listed network-first paths (the verifier's trust bundle and pin) go to
-//    the network and fall back to the last good copy, keyed by path alone;
+//    the network and fall back to the last good copy, keyed by path alone
+//    and marked X-Healthcode-Saved-Copy: 1;
 //  - nothing else is answered: POSTs and other origins pass through.
 'use strict';
 
@@ -77,8 +78,11 @@ self.healthcodeShell = function healthcodeShell(cfg) {
       return res;
     } catch (e) {
       const hit = await cache.match(key);
-      if (hit) return hit;
-      throw e;
+      if (!hit) throw e;
+      // Marked, so the page can tell a saved copy from a fresh fetch.
+      const headers = new Headers(hit.headers);
+      headers.set('X-Healthcode-Saved-Copy', '1');
+      return new Response(await hit.blob(), { status: hit.status, statusText: hit.statusText, headers });
     }
   }
 };

@@ -52,7 +52,7 @@ const state = {
 
 // Scan metrics, in memory only, for the browser test and for operators
 // looking at the console: how long decoding a frame and a whole scan take.
-const metrics = { frames: 0, decodeMsTotal: 0, decodeMsMax: 0, lastDecodeMs: 0, lastGrabMs: 0, lastVerifyMs: 0, verdicts: 0, lastScanToVerdictMs: 0 };
+const metrics = { frames: 0, decodeMsTotal: 0, decodeMsMax: 0, lastDecodeMs: 0, lastGrabMs: 0, lastVerifyMs: 0, verdicts: 0, lastScanToVerdictMs: 0, lastRegion: '' };
 window.healthcodeMetrics = metrics;
 
 // ---- language -------------------------------------------------------------
@@ -93,9 +93,13 @@ async function loadEngine() {
 
 // ---- trust bundle ----------------------------------------------------------
 
+// fetchText fetches url from the network; the service worker's saved copy
+// counts as offline (the page holds that copy already).
 async function fetchText(url) {
+  if (!navigator.onLine) throw new Error('offline');
   const r = await fetch(url, { cache: 'no-store', credentials: 'omit' });
   if (!r.ok) throw new Error(url + ': HTTP ' + r.status);
+  if (r.headers.get('X-Healthcode-Saved-Copy')) throw new Error(url + ': offline, saved copy');
   return (await r.text()).trim();
 }
 
@@ -184,6 +188,9 @@ function renderOffline() {
 }
 
 window.addEventListener('offline', renderOffline);
+// Timers stop while a tablet sleeps: the trust list's age is redrawn when
+// the page comes back.
+window.addEventListener('focus', () => renderBundle());
 window.addEventListener('online', () => { renderOffline(); sync(); });
 
 // ---- the pin: shown in settings, set or confirmed from the poster -----------
@@ -440,6 +447,7 @@ function scanOnce() {
     const regions = scanRegions(video.videoWidth, video.videoHeight);
     const region = regions[frameNo++ % regions.length];
     const img = reader.pixels(video, region);
+    metrics.lastRegion = region.whole ? 'whole' : 'centre';
     metrics.lastGrabMs = performance.now() - started;
     const text = decodePixels(img);
     const again = text && text === state.lastText && now() - state.lastClearedAt < SAME_CODE_MS;

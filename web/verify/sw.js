@@ -10,8 +10,9 @@ importScripts('common/sw-core.js');
 self.healthcodeShell({
   prefix: 'healthcode-verify-',
   cache: 'healthcode-verify-app',
+  // './' is index.html (a file server redirects index.html to ./).
   files: [
-    './', 'index.html', 'app.js', 'i18n.js', 'style.css', 'manifest.webmanifest',
+    './', 'app.js', 'i18n.js', 'style.css', 'manifest.webmanifest',
     'wasm_exec.js', 'verifier.wasm', 'icons/icon.svg', 'icons/icon-192.png', 'icons/icon-512.png',
     'common/clock.js', 'common/i18n.js', 'common/qrread.js', 'common/sw-core.js',
   ],

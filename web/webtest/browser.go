@@ -307,3 +307,31 @@ func CameraFileFrames(t testing.TB, fps int, imgs ...image.Image) string {
 func (b *Browser) String() string {
 	return fmt.Sprintf("requests=%d failed=%d", b.requests.Load(), b.failed.Load())
 }
+
+// CameraFileFill writes a camera file (as CameraFile) whose QR code, quiet
+// zone included, is frac of the 640-pixel frame's width: 0.25 is a 160-pixel
+// code, what a phone held at arm's length in front of the camera gives.
+func CameraFileFill(t testing.TB, text string, frac float64) string {
+	t.Helper()
+	return CameraFileFillSize(t, text, frac, 640, 480)
+}
+
+// CameraFileFillSize is CameraFileFill for a width×height camera (a phone's
+// 1280×720, say).
+func CameraFileFillSize(t testing.TB, text string, frac float64, width, height int) string {
+	t.Helper()
+	f := Frame(Shrink(QRImage(t, text, 1280), int(frac*float64(width))), width, height)
+	p := filepath.Join(t.TempDir(), "camera.y4m")
+	out, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	if err := WriteY4M(out, 10, f, f, f); err != nil {
+		t.Fatalf("webtest: %v", err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

@@ -82,3 +82,30 @@ func Frame(img image.Image, width, height int) *image.RGBA {
 	draw.Draw(out, image.Rectangle{Min: at, Max: at.Add(b.Size())}, img, b.Min, draw.Src)
 	return out
 }
+
+// Shrink scales img to a side×side square by averaging the source pixels
+// each target pixel covers (a box filter), as a camera's sensor does with a
+// code held far away: edges blur, nothing is snapped to whole modules.
+func Shrink(img image.Image, side int) *image.RGBA {
+	b := img.Bounds()
+	src := image.NewRGBA(image.Rect(0, 0, b.Dx(), b.Dy()))
+	draw.Draw(src, src.Bounds(), img, b.Min, draw.Src)
+	out := image.NewRGBA(image.Rect(0, 0, side, side))
+	sx := float64(b.Dx()) / float64(side)
+	sy := float64(b.Dy()) / float64(side)
+	for y := 0; y < side; y++ {
+		y0, y1 := int(float64(y)*sy), max(int(float64(y+1)*sy), int(float64(y)*sy)+1)
+		for x := 0; x < side; x++ {
+			x0, x1 := int(float64(x)*sx), max(int(float64(x+1)*sx), int(float64(x)*sx)+1)
+			var r, g, bl, n int
+			for yy := y0; yy < y1 && yy < b.Dy(); yy++ {
+				for xx := x0; xx < x1 && xx < b.Dx(); xx++ {
+					c := src.RGBAAt(xx, yy)
+					r, g, bl, n = r+int(c.R), g+int(c.G), bl+int(c.B), n+1
+				}
+			}
+			out.SetRGBA(x, y, color.RGBA{uint8(r / n), uint8(g / n), uint8(bl / n), 255})
+		}
+	}
+	return out
+}

@@ -53,3 +53,23 @@ func TestWriteY4MRejects(t *testing.T) {
 		}
 	}
 }
+
+func TestShrinkAverages(t *testing.T) {
+	src := image.NewRGBA(image.Rect(0, 0, 4, 4))
+	for y := 0; y < 4; y++ {
+		for x := 0; x < 4; x++ {
+			if x < 2 {
+				src.SetRGBA(x, y, color.RGBA{255, 255, 255, 255})
+			} else {
+				src.SetRGBA(x, y, color.RGBA{0, 0, 0, 255})
+			}
+		}
+	}
+	got := Shrink(src, 2)
+	if got.Bounds().Dx() != 2 || got.RGBAAt(0, 0).R != 255 || got.RGBAAt(1, 1).R != 0 {
+		t.Fatalf("shrink 4→2: %v %v", got.RGBAAt(0, 0), got.RGBAAt(1, 1))
+	}
+	if mid := Shrink(src, 1).RGBAAt(0, 0).R; mid != 127 {
+		t.Fatalf("shrink 4→1 averages to %d, want 127", mid)
+	}
+}
