@@ -148,7 +148,7 @@ func (i *Issuer) Maintain(ctx context.Context) error {
 	i.mu.RUnlock()
 
 	switch {
-	case !hasCur || cur.NotAfter.Before(now.Add(p.Tokens.Horizon.D())) && pending == nil:
+	case !hasCur || cur.NotAfter.Before(now.Add(p.Reach())) && pending == nil:
 		// First start, or the schedule fell behind (long downtime): a key
 		// must sign now. Verifiers learn it at their next sync.
 		if _, err := i.newKey(ctx, now, now); err != nil {

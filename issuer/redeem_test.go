@@ -478,3 +478,47 @@ func TestRedeemRefusesARecordOutlivingRetention(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Issue 12 item 3: after the signing key is revoked, the wallet replaces
+// its codes by retrying with the same attestation and secret in the same
+// period: the old codes are refused as withdrawn, the new ones are signed
+// by the key that signs now and cover the same windows.
+func TestRetryAfterRevocationReplacesTheCodes(t *testing.T) {
+	ctx := context.Background()
+	env := issuertest.Start(t, issuertest.WithTime(rt0))
+	att := attestAt(t, env, attestation.Vaccination, rt0.Add(-30*24*time.Hour), rt0.Add(150*24*time.Hour), "vax-r", "")
+	first, err := redeem(env, secret(6), att)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := windowsOf(t, env, first)
+	revoked := kidOf(t, first.Tokens[0].Token)
+	env.Clock.Advance(5 * time.Hour)
+	rev, err := env.Issuer.RevokeKey(ctx, "test", revoked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rev.Signing == revoked || rev.Signing == "" {
+		t.Fatalf("revocation left %q signing", rev.Signing)
+	}
+	bun := env.Bundle(t)
+	if _, err := verifier.Verify(first.Tokens[0].Token, bun, env.Clock.Now()); !errors.Is(err, verifier.ErrKeyWithdrawn) {
+		t.Fatalf("an old code after the revocation: %v, want withdrawn", err)
+	}
+	b, err := redeem(env, secret(6), att)
+	if err != nil {
+		t.Fatalf("retry after the revocation: %v", err)
+	}
+	for n, tok := range b.Tokens {
+		if kid := kidOf(t, tok.Token); kid != rev.Signing {
+			t.Fatalf("token %d signed by %s, want %s", n, kid, rev.Signing)
+		}
+	}
+	got := windowsOf(t, env, b) // each verifies under the bundle that withdrew the old key
+	if !b.Retry || !b.RenewAfter.Equal(first.RenewAfter) || got[len(got)-1] != want[len(want)-1] {
+		t.Fatalf("retry %v, renew_after %s (first %s), ends %v (first %v)", b.Retry, b.RenewAfter, first.RenewAfter, got[len(got)-1], want[len(want)-1])
+	}
+	// A stranger holding the attestation still gets nothing.
+	_, err = redeem(env, nil, att)
+	wantRefused(t, err, 409, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
+}

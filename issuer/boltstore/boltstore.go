@@ -230,6 +230,10 @@ func Open(dir string, opts Options) (*DB, error) {
 		s.Close()
 		return nil, err
 	}
+	if err := s.migrateLegacyReplay(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("boltstore: move release-0 replay records: %w", err)
+	}
 	return s, nil
 }
 
