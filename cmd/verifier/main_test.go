@@ -67,6 +67,7 @@ type issuer struct {
 	signer    *token.Signer
 	tokenKey  ed25519.PrivateKey
 	srv       *httptest.Server
+	withdrawn []string // kids the next signBundle lists as withdrawn
 
 	mu    sync.Mutex
 	body  string   // what the bundle URL serves
@@ -122,6 +123,7 @@ func (is *issuer) signBundle(t *testing.T, seq uint64, iat time.Time, hint bool)
 		}},
 		Policy: bundle.Display{Version: 3, SkewSeconds: 300, HolderHint: hint, GranularitySeconds: 3600,
 			Lifetime: bundle.Lifetimes{Green: 15 * 24 * 3600, Yellow: 15 * 24 * 3600, Red: 15 * 24 * 3600}},
+		Withdrawn: is.withdrawn,
 	}
 	raw, err := bundle.Sign(b, is.bundleKey)
 	if err != nil {
@@ -942,5 +944,44 @@ func TestSyncEscapesTheServer(t *testing.T) {
 	r.want(t, exitInvalid)
 	if strings.Contains(r.stderr, "\x1b") || !strings.Contains(r.stderr, `503 Busy\x1b[2J\x1b[HGREEN`) {
 		t.Fatalf("stderr %q", r.stderr)
+	}
+}
+
+// After the issuer revokes a key, a verifier that syncs refuses the key's
+// tokens, saying the key was withdrawn, and keeps the new key's; the
+// bundle's caps refuse a month-long code even from a key it holds.
+func TestCheckAfterRevocation(t *testing.T) {
+	is, file := synced(t)
+	old := is.token(t, policy.Green, t0.Add(-time.Hour), t0.Add(time.Hour), "")
+	runAt(t0, "", "check", "--bundle", file, old).want(t, exitValid)
+
+	oldKid := is.signer.KeyID()
+	is.tokenKey = seedKey(3)
+	var err error
+	if is.signer, err = token.NewSigner(token.KeyID(is.tokenKey.Public().(ed25519.PublicKey)), is.tokenKey); err != nil {
+		t.Fatal(err)
+	}
+	is.withdrawn = []string{oldKid}
+	is.serve(is.signBundle(t, 6, t0, false))
+	runAt(t0, "", "sync", is.srv.URL, "--bundle", file).want(t, exitValid)
+
+	r := runAt(t0, "", "check", "--bundle", file, old)
+	r.want(t, exitInvalid)
+	if want := "INVALID  key_withdrawn: token is signed by a key the issuer has withdrawn: kid \"" + oldKid +
+		"\" was revoked; its tokens are no longer honoured\n"; r.stdout != want {
+		t.Fatalf("stdout %q, want %q", r.stdout, want)
+	}
+	runAt(t0, "", "check", "--bundle", file, is.token(t, policy.Green, t0.Add(-time.Hour), t0.Add(time.Hour), "")).want(t, exitValid)
+
+	month := is.token(t, policy.Green, t0.Add(-time.Hour), t0.Add(30*24*time.Hour), "")
+	r = runAt(t0, "", "check", "--json", "--bundle", file, month)
+	r.want(t, exitInvalid)
+	if !strings.Contains(r.stdout, `"reason":"window_too_long"`) {
+		t.Fatalf("month-long token: %s", r.stdout)
+	}
+	r = runAt(t0, "", "check", "--json", "--bundle", file, is.token(t, policy.Green, t0.Add(-time.Minute), t0.Add(time.Hour), ""))
+	r.want(t, exitInvalid)
+	if !strings.Contains(r.stdout, `"reason":"off_grid"`) {
+		t.Fatalf("off-grid token: %s", r.stdout)
 	}
 }
