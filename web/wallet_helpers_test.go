@@ -42,7 +42,8 @@ type sentRequest struct {
 // request the page makes and every uncaught script error.
 type walletPage struct {
 	*webtest.Browser
-	env *issuertest.Env
+	env  *issuertest.Env
+	base string // the origin the page is served from
 
 	mu       sync.Mutex
 	requests []sentRequest
@@ -51,7 +52,13 @@ type walletPage struct {
 
 func openWallet(t *testing.T, env *issuertest.Env, opts ...webtest.Option) *walletPage {
 	t.Helper()
-	w := &walletPage{Browser: webtest.Start(t, opts...), env: env}
+	return openWalletAt(t, env, env.URL, opts...)
+}
+
+// openWalletAt opens the wallet served from base (a proxy in front of env).
+func openWalletAt(t *testing.T, env *issuertest.Env, base string, opts ...webtest.Option) *walletPage {
+	t.Helper()
+	w := &walletPage{Browser: webtest.Start(t, opts...), env: env, base: base}
 	if err := chromedp.Listen(w.Ctx, func(ev any) {
 		w.mu.Lock()
 		defer w.mu.Unlock()
@@ -79,7 +86,7 @@ func openWallet(t *testing.T, env *issuertest.Env, opts ...webtest.Option) *wall
 			t.Errorf("uncaught error in the page: %s", e)
 		}
 	})
-	w.load(t, env.URL+"/wallet/")
+	w.load(t, base+"/wallet/")
 	// The first load registers the service worker; offline reloads need it
 	// in control.
 	w.WaitFor(t, `navigator.serviceWorker.controller !== null`, 20*time.Second, `String(navigator.serviceWorker.controller)`)
@@ -134,6 +141,48 @@ func (w *walletPage) redeem(t *testing.T) string {
 func (w *walletPage) text(t *testing.T, sel string) string {
 	t.Helper()
 	return webtest.Eval[string](t, w.Browser, fmt.Sprintf(`document.querySelector(%q).textContent`, sel))
+}
+
+// groupsKey is the localStorage key of the attestations the wallet keeps.
+const groupsKey = "healthcode.attestations.v1"
+
+type storedGroup struct {
+	Atts []struct {
+		Raw  string `json:"raw"`
+		Kind string `json:"kind"`
+	} `json:"atts"`
+	Secret        string `json:"secret"`
+	RenewAfter    int64  `json:"renewAfter"`
+	EvidenceUntil int64  `json:"evidenceUntil"`
+	Sending       bool   `json:"sending"`
+}
+
+// groups returns the redemptions the page keeps, nil when none.
+func (w *walletPage) groups(t *testing.T) []storedGroup {
+	t.Helper()
+	raw := webtest.Eval[string](t, w.Browser, `localStorage.getItem('`+groupsKey+`') || ''`)
+	if raw == "" {
+		return nil
+	}
+	var g struct {
+		V      int           `json:"v"`
+		Groups []storedGroup `json:"groups"`
+	}
+	if err := json.Unmarshal([]byte(raw), &g); err != nil || g.V != 1 {
+		t.Fatalf("attestations record: %v: %s", err, raw)
+	}
+	return g.Groups
+}
+
+// posts returns the bodies of the page's POST /v1/tokens so far.
+func (w *walletPage) posts() []string {
+	var out []string
+	for _, r := range w.sent() {
+		if r.Method == "POST" && strings.HasSuffix(r.URL, "/v1/tokens") {
+			out = append(out, r.Body)
+		}
+	}
+	return out
 }
 
 // storedCopy mirrors one copy in the page's record.
@@ -271,7 +320,7 @@ func (w *walletPage) online(t *testing.T) {
 // repeats count once).
 func (w *walletPage) checkOnlyRedemptions(t *testing.T, want ...[]string) {
 	t.Helper()
-	origin, err := url.Parse(w.env.URL)
+	origin, err := url.Parse(w.base)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -75,29 +75,15 @@ export async function postOnce(raws, secret) {
   return Object.assign({ kind: 'ok' }, p);
 }
 
-// An issuer from before contract 3 refuses the "secret" field as unknown
-// (400 malformed_request, nothing recorded): then the request goes again
-// without it, and retries of a lost answer cannot be told from replays.
-let secretRefused = false;
-
-async function postCompatible(raws, secret) {
-  const out = await postOnce(raws, secretRefused ? '' : secret);
-  if (secret && !secretRefused && out.kind === 'refused' && out.status === 400 && out.code === 'malformed_request') {
-    secretRefused = true;
-    return postOnce(raws, '');
-  }
-  return out;
-}
-
 // post sends and, after a lost answer, retries by itself with the same
 // secret (onRetry is told before each retry). The last outcome is returned.
 export async function post(raws, secret, onRetry) {
-  let out = await postCompatible(raws, secret);
+  let out = await postOnce(raws, secret);
   for (const ms of RETRY_DELAYS_MS) {
     if (out.kind !== 'lost') break;
     if (onRetry) onRetry(out);
     await new Promise((r) => setTimeout(r, ms));
-    out = await postCompatible(raws, secret);
+    out = await postOnce(raws, secret);
   }
   return out;
 }
