@@ -18,6 +18,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/healthcode/healthcode/attestation"
+	"github.com/healthcode/healthcode/internal/cliflag"
+	"github.com/healthcode/healthcode/internal/clip"
 	"github.com/healthcode/healthcode/internal/keyfile"
 	"github.com/healthcode/healthcode/qr"
 )
@@ -44,6 +46,7 @@ Usage:
   attester sign   --key FILE --id ATTESTER_ID --kind KIND [--at TIME] [--ttl DURATION]
                   [--hint TEXT] [--jti ID] [--qr FILE.png]
   attester help [COMMAND]
+  attester --version
 
 Kinds: ` + attestation.KindNames() + `
 
@@ -113,49 +116,17 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-type command struct {
-	usage string
-	run   func(args []string, stdout, stderr io.Writer) int
-}
-
-var commands = map[string]command{
-	"keygen": {keygenUsage, keygen},
-	"pubkey": {pubkeyUsage, pubkey},
-	"sign":   {signUsage, sign},
-}
-
 // run is main without the process: tests call it directly. stdin is unused
 // today; it is in the signature so commands can grow to read it.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, mainUsage)
-		return exitUsage
+	cmd := func(f func([]string, io.Writer, io.Writer) int) func([]string) int {
+		return func(args []string) int { return f(args, stdout, stderr) }
 	}
-	switch name := args[0]; name {
-	case "help", "-h", "-help", "--help":
-		if len(args) == 1 {
-			fmt.Fprint(stdout, mainUsage)
-			return exitOK
-		}
-		if len(args) > 2 {
-			fmt.Fprintf(stderr, "attester help: want at most one command, got %d arguments\n", len(args)-1)
-			return exitUsage
-		}
-		c, ok := commands[args[1]]
-		if !ok {
-			fmt.Fprintf(stderr, "attester help: unknown command %q; commands: keygen, pubkey, sign\n", truncate(args[1]))
-			return exitUsage
-		}
-		fmt.Fprint(stdout, c.usage)
-		return exitOK
-	default:
-		c, ok := commands[name]
-		if !ok {
-			fmt.Fprintf(stderr, "attester: unknown command %q; commands: keygen, pubkey, sign\nrun 'attester help' for usage\n", truncate(name))
-			return exitUsage
-		}
-		return c.run(args[1:], stdout, stderr)
-	}
+	return cliflag.Program{Name: "attester", Usage: mainUsage, Stdout: stdout, Stderr: stderr, Commands: map[string]func([]string) int{
+		"keygen": cmd(keygen),
+		"pubkey": cmd(pubkey),
+		"sign":   cmd(sign),
+	}}.Run(args)
 }
 
 // cli carries one command's name and output streams, for uniform messages.
@@ -166,7 +137,7 @@ type cli struct {
 }
 
 func (c cli) usageErr(format string, a ...any) int {
-	fmt.Fprintf(c.stderr, "attester %s: %s\nrun 'attester %s -h' for usage\n", c.name, fmt.Sprintf(format, a...), c.name)
+	fmt.Fprintf(c.stderr, "attester %s: %s\nrun 'attester %s --help' for usage\n", c.name, fmt.Sprintf(format, a...), c.name)
 	return exitUsage
 }
 
@@ -179,20 +150,21 @@ func (c cli) warn(format string, a ...any) {
 	fmt.Fprintf(c.stderr, "attester %s: warning: %s\n", c.name, fmt.Sprintf(format, a...))
 }
 
+// flags is the command's flag set; --help prints its usage.
+func (c cli) flags() *flag.FlagSet { return cliflag.NewFlagSetHelp(c.name, c.usage, c.stdout) }
+
 // parse parses fs and reports the set flags. done is true when the command
 // must stop with code (help printed, or a usage error).
 func (c cli) parse(fs *flag.FlagSet, args []string) (set map[string]bool, code int, done bool) {
-	fs.SetOutput(io.Discard) // we print our own usage and messages
-	err := fs.Parse(args)
+	pos, err := cliflag.Parse(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(c.stdout, c.usage)
 		return nil, exitOK, true
 	}
 	if err != nil {
 		return nil, c.usageErr("%v", err), true
 	}
-	if fs.NArg() > 0 {
-		return nil, c.usageErr("unexpected argument %q (flags take the form --name value)", truncate(fs.Arg(0))), true
+	if len(pos) > 0 {
+		return nil, c.usageErr("unexpected argument %q (flags take the form --name value)", clip.String(pos[0], 40)), true
 	}
 	set = map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -201,7 +173,7 @@ func (c cli) parse(fs *flag.FlagSet, args []string) (set map[string]bool, code i
 
 func keygen(args []string, stdout, stderr io.Writer) int {
 	c := cli{name: "keygen", usage: keygenUsage, stdout: stdout, stderr: stderr}
-	fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
+	fs := c.flags()
 	out := fs.String("out", "", "")
 	force := fs.Bool("force", false, "")
 	if _, code, done := c.parse(fs, args); done {
@@ -228,7 +200,7 @@ func keygen(args []string, stdout, stderr io.Writer) int {
 
 func pubkey(args []string, stdout, stderr io.Writer) int {
 	c := cli{name: "pubkey", usage: pubkeyUsage, stdout: stdout, stderr: stderr}
-	fs := flag.NewFlagSet("pubkey", flag.ContinueOnError)
+	fs := c.flags()
 	path := fs.String("key", "", "")
 	if _, code, done := c.parse(fs, args); done {
 		return code
@@ -259,7 +231,7 @@ func (c cli) readKey(path string) (ed25519.PrivateKey, int, bool) {
 
 func sign(args []string, stdout, stderr io.Writer) int {
 	c := cli{name: "sign", usage: signUsage, stdout: stdout, stderr: stderr}
-	fs := flag.NewFlagSet("sign", flag.ContinueOnError)
+	fs := c.flags()
 	keyPath := fs.String("key", "", "")
 	id := fs.String("id", "", "")
 	kind := fs.String("kind", "", "")
@@ -278,7 +250,7 @@ func sign(args []string, stdout, stderr io.Writer) int {
 	if set["now"] {
 		t, err := time.Parse(time.RFC3339, *nowFlag)
 		if err != nil {
-			return c.usageErr("--now %q is not an RFC 3339 time (e.g. 2026-03-01T09:30:00Z)", truncate(*nowFlag))
+			return c.usageErr("--now %q is not an RFC 3339 time (e.g. 2026-03-01T09:30:00Z)", clip.String(*nowFlag, 40))
 		}
 		now = t
 	}
@@ -295,14 +267,14 @@ func sign(args []string, stdout, stderr io.Writer) int {
 	case *kind == "":
 		return c.usageErr("--kind is required; one of: %s", attestation.KindNames())
 	case !attestation.Kind(*kind).Valid():
-		return c.usageErr("--kind %q is not one of: %s", truncate(*kind), attestation.KindNames())
+		return c.usageErr("--kind %q is not one of: %s", clip.String(*kind, 40), attestation.KindNames())
 	}
 
 	at := now
 	if set["at"] {
 		t, err := time.Parse(time.RFC3339, *atFlag)
 		if err != nil {
-			return c.usageErr("--at %q is not an RFC 3339 time (e.g. 2026-03-01T09:30:00Z)", truncate(*atFlag))
+			return c.usageErr("--at %q is not an RFC 3339 time (e.g. 2026-03-01T09:30:00Z)", clip.String(*atFlag, 40))
 		}
 		at = t
 	}
@@ -316,7 +288,7 @@ func sign(args []string, stdout, stderr io.Writer) int {
 
 	ttl, err := time.ParseDuration(*ttlFlag)
 	if err != nil {
-		return c.usageErr("--ttl %q is not a duration (e.g. 72h, 90m)", truncate(*ttlFlag))
+		return c.usageErr("--ttl %q is not a duration (e.g. 72h, 90m)", clip.String(*ttlFlag, 40))
 	}
 	// Claims are whole seconds; under a second exp could round onto at.
 	if ttl < time.Second {
@@ -399,13 +371,4 @@ func printableASCII(s string) bool {
 		}
 	}
 	return true
-}
-
-// truncate keeps echoed arguments short.
-func truncate(s string) string {
-	const max = 40
-	if len(s) > max {
-		return s[:max] + "…"
-	}
-	return s
 }

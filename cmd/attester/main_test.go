@@ -122,7 +122,7 @@ func TestPubkeyPrintsKeygenKey(t *testing.T) {
 		t.Fatalf("pubkey printed %q, keygen %q", out, keyfile.EncodePublic(pub))
 	}
 	code, _, errs = call(t, "pubkey")
-	if code != 2 || errs != "attester pubkey: --key is required (the private key file made by 'attester keygen')\nrun 'attester pubkey -h' for usage\n" {
+	if code != 2 || errs != "attester pubkey: --key is required (the private key file made by 'attester keygen')\nrun 'attester pubkey --help' for usage\n" {
 		t.Fatalf("pubkey without --key: exit %d, stderr %q", code, errs)
 	}
 }
@@ -260,12 +260,12 @@ func TestSignUsageErrors(t *testing.T) {
 		{with("--jti", strings.Repeat("j", 65)), "--jti is longer than 64 bytes"},
 		{with("--jti", "a b"), "--jti may hold only printable ASCII characters without spaces"},
 		{with("--qr", ""), "--qr is empty; give the PNG file to write"},
-		{with("--colour", "green"), "flag provided but not defined: -colour"},
+		{with("--colour", "green"), "unknown flag --colour"},
 		{with("extra"), `unexpected argument "extra" (flags take the form --name value)`},
 	}
 	for _, c := range cases {
 		code, out, errs := call(t, c.args...)
-		want := "attester sign: " + c.want + "\nrun 'attester sign -h' for usage\n"
+		want := "attester sign: " + c.want + "\nrun 'attester sign --help' for usage\n"
 		if code != 2 || out != "" || errs != want {
 			t.Errorf("%q: exit %d, stdout %q\nstderr %q\nwant   %q", c.args[1:], code, out, errs, want)
 		}
@@ -340,15 +340,22 @@ func TestHelp(t *testing.T) {
 	}
 
 	code, out, errs = call(t, "frobnicate")
-	if code != 2 || out != "" || errs != "attester: unknown command \"frobnicate\"; commands: keygen, pubkey, sign\nrun 'attester help' for usage\n" {
+	if code != 2 || out != "" || errs != "attester: unknown command \"frobnicate\"\nrun 'attester help' for the commands\n" {
 		t.Errorf("unknown command: exit %d, stderr %q", code, errs)
 	}
 	code, _, errs = call(t, "help", "frobnicate")
-	if code != 2 || errs != "attester help: unknown command \"frobnicate\"; commands: keygen, pubkey, sign\n" {
+	if code != 2 || errs != "attester help: unknown command \"frobnicate\"\nrun 'attester help' for the commands\n" {
 		t.Errorf("help unknown: exit %d, stderr %q", code, errs)
 	}
 	code, _, errs = call(t, "keygen")
-	if code != 2 || errs != "attester keygen: --out is required (where to write the private key)\nrun 'attester keygen -h' for usage\n" {
+	if code != 2 || errs != "attester keygen: --out is required (where to write the private key)\nrun 'attester keygen --help' for usage\n" {
 		t.Errorf("keygen without --out: exit %d, stderr %q", code, errs)
+	}
+}
+
+func TestVersionFlag(t *testing.T) {
+	code, out, errs := call(t, "--version")
+	if code != 0 || errs != "" || !strings.HasPrefix(out, "attester ") || !strings.Contains(out, " revision ") {
+		t.Fatalf("--version: exit %d, %q %q", code, out, errs)
 	}
 }

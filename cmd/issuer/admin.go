@@ -12,16 +12,21 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/healthcode/healthcode/bundle"
+	"github.com/healthcode/healthcode/internal/atomicfile"
+	"github.com/healthcode/healthcode/internal/cliflag"
+	"github.com/healthcode/healthcode/internal/clip"
 	"github.com/healthcode/healthcode/internal/keyfile"
 	"github.com/healthcode/healthcode/issuer"
 	"github.com/healthcode/healthcode/issuer/boltstore"
 	"github.com/healthcode/healthcode/issuer/httpapi"
 	"github.com/healthcode/healthcode/policy"
+	"github.com/healthcode/healthcode/qr"
 )
 
 const adminUsage = `issuer admin: administer a running issuer over its admin API
@@ -44,8 +49,16 @@ Usage:
 
 Every command takes:
   --url URL          issuer base URL (default $HEALTHCODE_URL, else http://127.0.0.1:8080)
-  --token-file FILE  admin token file (default ./data/admin.token); or set $HEALTHCODE_ADMIN_TOKEN
+  --token-file FILE  admin token file (default $HEALTHCODE_ADMIN_TOKEN_FILE, else ./data/admin.token)
   --json             print the API's JSON as it is
+
+Environment (a flag given on the command line always wins):
+  HEALTHCODE_URL               the issuer base URL
+  HEALTHCODE_ADMIN_TOKEN_FILE  a file holding the admin token
+  HEALTHCODE_ADMIN_TOKEN       the admin token itself (not a path), for secret stores that
+                               hand out values; not to be set together with the _FILE one
+
+Run 'issuer admin COMMAND SUBCOMMAND --help' for a command's flags.
 `
 
 type adminClient struct {
@@ -53,6 +66,9 @@ type adminClient struct {
 	json           bool
 	http           *http.Client
 	stdout         io.Writer
+	// tokenFileFlag is true when --token-file was on the command line: it
+	// then beats the environment.
+	tokenFileFlag bool
 }
 
 // flags registers the common flags; values already set (by flags before
@@ -64,22 +80,56 @@ func (a *adminClient) flags(fs *flag.FlagSet) {
 		}
 	}
 	if a.tokenFile == "" {
-		a.tokenFile = filepath.Join("data", adminTokenFile)
+		if a.tokenFile = os.Getenv("HEALTHCODE_ADMIN_TOKEN_FILE"); a.tokenFile == "" {
+			a.tokenFile = filepath.Join("data", adminTokenFile)
+		}
 	}
-	fs.StringVar(&a.url, "url", a.url, "issuer base URL")
-	fs.StringVar(&a.tokenFile, "token-file", a.tokenFile, "admin token file")
-	fs.BoolVar(&a.json, "json", a.json, "print JSON")
+	fs.StringVar(&a.url, "url", a.url, "issuer base `URL` ($HEALTHCODE_URL)")
+	fs.StringVar(&a.tokenFile, "token-file", a.tokenFile, "admin token `FILE` ($HEALTHCODE_ADMIN_TOKEN_FILE)")
+	fs.BoolVar(&a.json, "json", a.json, "print the API's JSON as it is")
 }
 
+// noted records whether fs, just parsed, had --token-file.
+func (a *adminClient) noted(fs *flag.FlagSet) {
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "token-file" {
+			a.tokenFileFlag = true
+		}
+	})
+}
+
+// token finds the admin token: --token-file, else $HEALTHCODE_ADMIN_TOKEN
+// (the token itself) or $HEALTHCODE_ADMIN_TOKEN_FILE, else
+// ./data/admin.token.
 func (a *adminClient) token() (string, error) {
-	if t := os.Getenv("HEALTHCODE_ADMIN_TOKEN"); t != "" {
-		return strings.TrimSpace(t), nil
+	if env := os.Getenv("HEALTHCODE_ADMIN_TOKEN"); env != "" && !a.tokenFileFlag {
+		if os.Getenv("HEALTHCODE_ADMIN_TOKEN_FILE") != "" {
+			return "", usagef("HEALTHCODE_ADMIN_TOKEN and HEALTHCODE_ADMIN_TOKEN_FILE are both set; set one (or pass --token-file)")
+		}
+		t := strings.TrimSpace(env)
+		if looksLikePath(t) {
+			return "", usagef("HEALTHCODE_ADMIN_TOKEN holds a path, not a token; for a file use HEALTHCODE_ADMIN_TOKEN_FILE or --token-file")
+		}
+		return t, nil
 	}
 	b, err := os.ReadFile(a.tokenFile)
 	if err != nil {
-		return "", fmt.Errorf("admin token: %w (use --token-file or HEALTHCODE_ADMIN_TOKEN)", err)
+		return "", fmt.Errorf("admin token: %w (use --token-file, HEALTHCODE_ADMIN_TOKEN_FILE or HEALTHCODE_ADMIN_TOKEN)", err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// looksLikePath tells a file name from a token: tokens are
+// issuer.AdminTokenPrefix and base64url, which has no slash.
+func looksLikePath(s string) bool {
+	if strings.HasPrefix(s, issuer.AdminTokenPrefix) {
+		return false
+	}
+	if strings.ContainsAny(s, `/\`) || strings.HasPrefix(s, "~") {
+		return true
+	}
+	_, err := os.Stat(s)
+	return err == nil
 }
 
 // call does one admin request; out, if not nil, receives the JSON answer.
@@ -124,50 +174,78 @@ func (a *adminClient) call(ctx context.Context, method, path string, body []byte
 	return raw, nil
 }
 
+// adminCommands are the commands of 'issuer admin' and their subcommands
+// (none for a command that is one on its own).
+var adminCommands = map[string][]string{
+	"attesters": {"list", "add", "remove"},
+	"policy":    {"get", "set", "validate"},
+	"inventory": nil,
+	"audit":     nil,
+	"keys":      {"list", "rotate", "revoke"},
+	"tokens":    {"list", "create", "revoke"},
+}
+
+func isHelp(arg string) bool { return arg == "help" || arg == "-h" || arg == "--help" }
+
 func cmdAdmin(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, adminUsage)
+		return usagefIn("admin", "a command is needed")
+	}
+	if isHelp(args[0]) {
 		fmt.Fprint(stdout, adminUsage)
-		if len(args) == 0 {
-			return usagef("admin needs a command")
-		}
 		return nil
 	}
 	a := &adminClient{http: &http.Client{Timeout: 15 * time.Second}, stdout: stdout}
-	global := newFlags("admin", "issuer admin [--url URL] [--token-file FILE] [--json] COMMAND ...", stderr)
+	global := flag.NewFlagSet("admin", flag.ContinueOnError)
+	global.SetOutput(io.Discard)
 	a.flags(global)
 	// Stops at the command: its own flags come after it.
 	if err := global.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return err
+			fmt.Fprint(stdout, adminUsage)
+			return nil
 		}
-		return usageError{err.Error()}
+		return usagefIn("admin", "%v", cliflag.Explain(err))
 	}
+	a.noted(global)
 	if args = global.Args(); len(args) == 0 {
-		return usagef("admin needs a command (see 'issuer admin help')")
+		return usagefIn("admin", "a command is needed")
 	}
 	cmd := args[0]
 	sub := ""
 	rest := args[1:]
-	if cmd != "inventory" && cmd != "audit" {
-		if len(rest) == 0 {
-			return usagef("admin %s needs a subcommand (see 'issuer admin help')", cmd)
+	subs, known := adminCommands[cmd]
+	switch {
+	case !known:
+		return usagefIn("admin", "unknown command %q", clip.String(cmd, 32))
+	case len(subs) > 0 && (len(rest) == 0 || isHelp(rest[0])):
+		if len(rest) > 0 {
+			fmt.Fprint(stdout, adminHelpFor(cmd))
+			return nil
 		}
+		return usagefIn("admin", "%s needs a command: %s", cmd, strings.Join(subs, ", "))
+	case len(subs) > 0:
 		sub, rest = rest[0], rest[1:]
+		if !slices.Contains(subs, sub) {
+			return usagefIn("admin "+cmd, "unknown command %q (want %s)", clip.String(sub, 32), strings.Join(subs, ", "))
+		}
 	}
-	fs := newFlags("admin "+cmd, "issuer admin "+strings.TrimSpace(cmd+" "+sub)+" [flags]", stderr)
+	fs := newFlags("admin "+cmd, adminSynopsis(cmd, sub), stdout)
 	a.flags(fs)
 	var id, key string
 	var immediate bool
 	switch cmd + " " + sub {
 	case "attesters add":
-		fs.StringVar(&id, "id", "", "attester id (letters, digits, . - _)")
-		fs.StringVar(&key, "key", "", "attester public key (base64url, as printed by 'attester keygen')")
+		fs.StringVar(&id, "id", "", "attester `ID` (letters, digits, . - _)")
+		fs.StringVar(&key, "key", "", "attester public key `PUBKEY` (base64url, as printed by 'attester keygen')")
 	case "keys rotate":
 		fs.BoolVar(&immediate, "immediate", false, "sign with the new key at once (for a compromised key); verifiers must sync")
 	}
 	if err := parseFlags(fs, rest); err != nil {
 		return err
 	}
+	a.noted(fs)
 	pos := fs.Args()
 	want := func(n int, what string) error {
 		if len(pos) != n {
@@ -291,7 +369,31 @@ func cmdAdmin(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		return a.print(ctx, "DELETE", "/v1/admin/tokens/"+url.PathEscape(pos[0]), nil, nil, func(w io.Writer) { fmt.Fprintf(w, "admin token %s revoked\n", pos[0]) })
 	}
-	return usagef("unknown admin command %q (see 'issuer admin help')", strings.TrimSpace(cmd+" "+sub))
+	return usagefIn("admin", "unknown command %q", strings.TrimSpace(cmd+" "+sub))
+}
+
+// adminSynopsis is the line of adminUsage for "cmd sub".
+func adminSynopsis(cmd, sub string) string {
+	prefix := strings.TrimSpace("issuer admin " + cmd + " " + sub)
+	for _, line := range strings.Split(adminUsage, "\n") {
+		if l := strings.TrimSpace(line); l == prefix || strings.HasPrefix(l, prefix+" ") {
+			return l
+		}
+	}
+	return prefix + " [flags]"
+}
+
+// adminHelpFor is the part of adminUsage about one command.
+func adminHelpFor(cmd string) string {
+	var b strings.Builder
+	b.WriteString("Usage:\n")
+	for _, line := range strings.Split(adminUsage, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "issuer admin "+cmd+" ") {
+			b.WriteString(line + "\n")
+		}
+	}
+	b.WriteString("\nRun 'issuer admin " + cmd + " SUBCOMMAND --help' for its flags; 'issuer admin help' for the common ones.\n")
+	return b.String()
 }
 
 // print calls the API and prints its answer as a table, or as JSON with
@@ -330,41 +432,66 @@ func printInventory(w io.Writer, inv httpapi.InventoryJSON) {
 // cmdFingerprint prints the bundle key fingerprint from the data
 // directory, without a network call: that is the point of pinning.
 func cmdFingerprint(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("fingerprint", "issuer fingerprint [--data DIR] [--kek FILE]", stderr)
-	data := fs.String("data", "./data", "data directory")
-	kekFlag := fs.String("kek", os.Getenv(kekEnv), "key-encryption key file (default $"+kekEnv+", else DIR.kek); needed only when the issuer has not run on DIR yet")
+	fs := newFlags("fingerprint", "issuer fingerprint [--data DIR] [--kek FILE] [--qr FILE.png]", stdout)
+	data := fs.String("data", "./data", "data directory `DIR`")
+	kekFlag := fs.String("kek", os.Getenv(kekEnv), "key-encryption key `FILE` (default $"+kekEnv+", else DIR.kek); needed only when the issuer has not run on DIR yet")
+	qrFile := fs.String("qr", "", "also write a poster QR code to `FILE.png`: its text is exactly the fingerprint, for 'verifier sync --pin-qr' and the verifier app")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {
 		return usagef("fingerprint takes no arguments")
 	}
+	fp, err := fingerprintOf(ctx, *data, *kekFlag)
+	if err != nil {
+		return err
+	}
+	if *qrFile != "" {
+		png, err := qr.PNG(fp, posterQRSize)
+		if err != nil {
+			return fmt.Errorf("--qr: %w", err)
+		}
+		// Public: it goes on a wall.
+		if err := atomicfile.Write(*qrFile, png, 0o644); err != nil {
+			return fmt.Errorf("--qr: %w", err)
+		}
+		fmt.Fprintf(stderr, "issuer fingerprint: wrote the pin's QR code to %s\n", *qrFile)
+	}
+	fmt.Fprintln(stdout, fp)
+	return nil
+}
+
+// posterQRSize is the poster QR's side in pixels: sharp when printed at
+// A5 or larger.
+const posterQRSize = 1024
+
+// fingerprintOf reads the bundle key fingerprint from the data directory,
+// without a network call: that is the point of pinning.
+func fingerprintOf(ctx context.Context, data, kekFlag string) (string, error) {
 	// A running issuer holds the database lock; it writes the fingerprint
 	// beside it at start.
-	if b, err := os.ReadFile(filepath.Join(*data, fingerprintFile)); err == nil {
+	if b, err := os.ReadFile(filepath.Join(data, fingerprintFile)); err == nil {
 		fp := strings.TrimSpace(string(b))
 		if bundle.CheckPin(fp) != nil {
-			return fmt.Errorf("%s is damaged", filepath.Join(*data, fingerprintFile))
+			return "", fmt.Errorf("%s is damaged", filepath.Join(data, fingerprintFile))
 		}
-		fmt.Fprintln(stdout, fp)
-		return nil
+		return fp, nil
 	}
-	if _, err := os.Stat(filepath.Join(*data, "healthcode.db")); err != nil {
-		return fmt.Errorf("no issuer state in %s: run 'issuer serve --data %s' first", *data, *data)
+	if _, err := os.Stat(filepath.Join(data, "healthcode.db")); err != nil {
+		return "", fmt.Errorf("no issuer state in %s: run 'issuer serve --data %s' first", data, data)
 	}
-	kekFile, err := resolveKEK(*kekFlag, *data)
+	kekFile, err := resolveKEK(kekFlag, data)
 	if err != nil {
-		return err
+		return "", err
 	}
-	db, _, err := openStore(*data, kekFile, false, boltstore.Options{})
+	db, _, err := openStore(data, kekFile, false, boltstore.Options{})
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer db.Close()
 	k, err := db.BundleKey(ctx)
 	if err != nil {
-		return fmt.Errorf("no bundle key in %s: run 'issuer serve --data %s' first", *data, *data)
+		return "", fmt.Errorf("no bundle key in %s: run 'issuer serve --data %s' first", data, data)
 	}
-	fmt.Fprintln(stdout, bundle.Fingerprint(publicOf(k)))
-	return nil
+	return bundle.Fingerprint(publicOf(k)), nil
 }

@@ -31,7 +31,7 @@ func cmdKEK(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if args[0] != "rotate" {
 		return usagef("unknown kek subcommand %q (want rotate)", args[0])
 	}
-	fs := newFlags("kek rotate", "issuer kek rotate --data DIR --kek OLD --new-kek NEW", stderr)
+	fs := newFlags("kek rotate", "issuer kek rotate --data DIR --kek OLD --new-kek NEW", stdout)
 	data := fs.String("data", "./data", "data directory (the issuer must not be running on it)")
 	oldFile := fs.String("kek", os.Getenv(kekEnv), "the key-encryption key the keys are sealed under now (default $"+kekEnv+", else DIR.kek)")
 	newFile := fs.String("new-kek", "", "the new key-encryption key file; created (0600) when absent")

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/healthcode/healthcode/internal/cliflag"
+	"github.com/healthcode/healthcode/internal/clip"
 	"github.com/healthcode/healthcode/policy"
 )
 
@@ -25,16 +26,27 @@ Usage:
   issuer policy default                  print the built-in default policy
   issuer policy validate FILE            check a policy file without a server
   issuer admin COMMAND ...               administer a running issuer (issuer admin help)
+  issuer help [COMMAND]                  this help, or a command's
+  issuer --version                       the build: module version and VCS revision
 
 Start with:  issuer serve --data ./data --demo
 `
 
 // exit codes: 0 ok, 1 runtime failure, 2 usage error.
-type usageError struct{ msg string }
+type usageError struct {
+	msg string
+	in  string // the command it is about ("admin attesters"), or ""
+}
 
 func (e usageError) Error() string { return e.msg }
 
-func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
+func usagef(format string, a ...any) error { return usageError{msg: fmt.Sprintf(format, a...)} }
+
+// usagefIn is a usage error of the command in ("admin"), so that the
+// message names it: "issuer admin: unknown command "inventry"".
+func usagefIn(in, format string, a ...any) error {
+	return usageError{msg: fmt.Sprintf(format, a...), in: in}
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -44,29 +56,16 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
+	cmd := func(f func(args []string) error) func([]string) int {
+		return func(args []string) int { return report(f(args), stderr) }
 	}
-	var err error
-	switch args[0] {
-	case "serve":
-		err = cmdServe(ctx, args[1:], stdout, stderr)
-	case "fingerprint":
-		err = cmdFingerprint(ctx, args[1:], stdout, stderr)
-	case "policy":
-		err = cmdPolicy(args[1:], stdout, stderr)
-	case "admin":
-		err = cmdAdmin(ctx, args[1:], stdin, stdout, stderr)
-	case "kek":
-		err = cmdKEK(ctx, args[1:], stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return 0
-	default:
-		err = usagef("unknown command %q", args[0])
-	}
-	return report(err, stderr)
+	return cliflag.Program{Name: "issuer", Usage: usage, Stdout: stdout, Stderr: stderr, Commands: map[string]func([]string) int{
+		"serve":       cmd(func(a []string) error { return cmdServe(ctx, a, stdout, stderr) }),
+		"fingerprint": cmd(func(a []string) error { return cmdFingerprint(ctx, a, stdout, stderr) }),
+		"policy":      cmd(func(a []string) error { return cmdPolicy(a, stdout, stderr) }),
+		"admin":       cmd(func(a []string) error { return cmdAdmin(ctx, a, stdin, stdout, stderr) }),
+		"kek":         cmd(func(a []string) error { return cmdKEK(ctx, a, stdout, stderr) }),
+	}}.Run(args)
 }
 
 func report(err error, stderr io.Writer) int {
@@ -77,6 +76,10 @@ func report(err error, stderr io.Writer) int {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, &ue):
+		if ue.in != "" {
+			fmt.Fprintf(stderr, "issuer %s: %s\nrun 'issuer %s help' for usage\n", ue.in, ue.msg, ue.in)
+			return 2
+		}
 		fmt.Fprintf(stderr, "issuer: %s\n(run 'issuer help' for usage)\n", ue.msg)
 		return 2
 	default:
@@ -85,15 +88,11 @@ func report(err error, stderr io.Writer) int {
 	}
 }
 
-// newFlags makes a FlagSet that reports errors instead of exiting.
-func newFlags(name, help string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s\n", help)
-		fs.PrintDefaults()
-	}
-	return fs
+// newFlags makes a command's FlagSet: errors are returned, not printed,
+// and --help prints "Usage: SYNOPSIS" and the flags in --flag style to help
+// (stdout: asked-for help is no error).
+func newFlags(name, synopsis string, help io.Writer) *flag.FlagSet {
+	return cliflag.NewFlagSet(name, synopsis, help)
 }
 
 // parseFlags parses args, allowing flags after positional arguments
@@ -105,18 +104,29 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return usageError{err.Error()}
+		return usageError{msg: err.Error()}
 	}
 	// Leave the positional arguments in fs.Args().
 	return fs.Parse(append([]string{"--"}, pos...))
 }
 
+const policyUsage = `Usage:
+  issuer policy default          print the built-in default policy
+  issuer policy validate FILE    check a policy file without a server
+`
+
 func cmdPolicy(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usagef("policy needs a subcommand: default or validate FILE")
+		return usagef("policy needs a command: default or validate FILE")
 	}
 	switch args[0] {
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, policyUsage)
+		return nil
 	case "default":
+		if len(args) != 1 {
+			return usagef("usage: issuer policy default")
+		}
 		_, err := stdout.Write(policy.DefaultJSON())
 		return err
 	case "validate":
@@ -134,5 +144,5 @@ func cmdPolicy(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "%s: valid policy, version %d\n", args[1], p.Version)
 		return nil
 	}
-	return usagef("unknown policy subcommand %q (want default or validate)", args[0])
+	return usagefIn("policy", "unknown command %q (want default or validate FILE)", clip.String(args[0], 32))
 }

@@ -54,30 +54,77 @@ func TestPolicyDefaultAndValidate(t *testing.T) {
 	}
 }
 
+// Every usage error names what is wrong, exactly, with exit 2; an unknown
+// command or subcommand is called unknown at its own level.
 func TestUsageErrors(t *testing.T) {
 	for _, c := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
-		{[]string{"policy"}, "policy needs a subcommand"},
-		{[]string{"policy", "delete"}, `unknown policy subcommand "delete"`},
-		{[]string{"serve", "extra"}, `serve takes no arguments, got "extra"`},
-		{[]string{"serve", "--tls-cert", "c.pem"}, "--tls-cert and --tls-key go together"},
-		{[]string{"serve", "--log-level", "loud"}, "--log-level: want debug, info, warn or error"},
-		{[]string{"admin", "attesters"}, "admin attesters needs a subcommand"},
-		{[]string{"admin", "attesters", "add", "--id", "lab"}, "attesters add needs --id and --key"},
-		{[]string{"admin", "attesters", "add", "--id", "lab", "--key", "short"}, "--key:"},
-		{[]string{"admin", "bogus", "x"}, `unknown admin command "bogus x"`},
-		{[]string{"admin", "--url", "ftp://x", "inventory"}, "--url must be an http(s) URL"},
+		{[]string{"frobnicate"}, "issuer: unknown command \"frobnicate\"\nrun 'issuer help' for the commands\n"},
+		{[]string{"help", "frobnicate"}, "issuer help: unknown command \"frobnicate\"\nrun 'issuer help' for the commands\n"},
+		{[]string{"policy"}, "issuer: policy needs a command: default or validate FILE\n(run 'issuer help' for usage)\n"},
+		{[]string{"policy", "delete"}, "issuer policy: unknown command \"delete\" (want default or validate FILE)\nrun 'issuer policy help' for usage\n"},
+		{[]string{"serve", "extra"}, "issuer: serve takes no arguments, got \"extra\"\n(run 'issuer help' for usage)\n"},
+		{[]string{"serve", "--nope"}, "issuer: unknown flag --nope\n(run 'issuer help' for usage)\n"},
+		{[]string{"serve", "--tls-cert", "c.pem"}, "issuer: --tls-cert and --tls-key go together\n(run 'issuer help' for usage)\n"},
+		{[]string{"serve", "--log-level", "loud"}, "issuer: --log-level: want debug, info, warn or error\n(run 'issuer help' for usage)\n"},
+		{[]string{"admin", "inventry"}, "issuer admin: unknown command \"inventry\"\nrun 'issuer admin help' for usage\n"},
+		{[]string{"admin", "bogus", "x"}, "issuer admin: unknown command \"bogus\"\nrun 'issuer admin help' for usage\n"},
+		{[]string{"admin", "attesters"}, "issuer admin: attesters needs a command: list, add, remove\nrun 'issuer admin help' for usage\n"},
+		{[]string{"admin", "attesters", "lst"}, "issuer admin attesters: unknown command \"lst\" (want list, add, remove)\nrun 'issuer admin attesters help' for usage\n"},
+		{[]string{"admin", "attesters", "add", "--id", "lab"}, "issuer: attesters add needs --id and --key\n(run 'issuer help' for usage)\n"},
+		{[]string{"admin", "--nope", "inventory"}, "issuer admin: unknown flag --nope\nrun 'issuer admin help' for usage\n"},
+		{[]string{"admin", "--url", "ftp://x", "inventory"}, "issuer: --url must be an http(s) URL, got \"ftp://x\"\n(run 'issuer help' for usage)\n"},
 	} {
 		code, _, errOut := runIssuer(t, c.args...)
-		if code != 2 || !strings.Contains(errOut, c.want) {
-			t.Errorf("issuer %q: exit %d, stderr %q; want 2 and %q", c.args, code, errOut, c.want)
+		if code != 2 || errOut != c.want {
+			t.Errorf("issuer %q: exit %d, stderr\n%q\nwant 2 and\n%q", c.args, code, errOut, c.want)
 		}
 	}
-	if code, out, _ := runIssuer(t, "help"); code != 0 || !strings.Contains(out, "issuer serve") {
-		t.Fatalf("help: exit %d", code)
+}
+
+// 'issuer help COMMAND' and 'issuer COMMAND --help' print that command's
+// help, on stdout with exit 0, with flags spelled --name as everywhere else.
+func TestHelpPerCommand(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want []string // lines it must hold
+	}{
+		{[]string{"help"}, []string{"  issuer serve [--data DIR]", "  issuer --version"}},
+		{[]string{"--help"}, []string{"  issuer serve [--data DIR]"}},
+		{[]string{"help", "serve"}, []string{"Usage: issuer serve [--data DIR]", "  --data DIR ", "  --addr HOST:PORT ", "  --demo ", "(default ./data)"}},
+		{[]string{"serve", "--help"}, []string{"Usage: issuer serve [--data DIR]", "  --redeem-rate N "}},
+		{[]string{"serve", "-h"}, []string{"Usage: issuer serve [--data DIR]"}},
+		{[]string{"help", "fingerprint"}, []string{"Usage: issuer fingerprint", "  --data DIR ", "  --qr FILE.png "}},
+		{[]string{"help", "policy"}, []string{"  issuer policy validate FILE"}},
+		{[]string{"help", "admin"}, []string{"  issuer admin inventory", "HEALTHCODE_ADMIN_TOKEN_FILE"}},
+		{[]string{"admin", "attesters", "--help"}, []string{"  issuer admin attesters add --id ID --key PUBKEY"}},
+		{[]string{"admin", "attesters", "add", "--help"}, []string{"Usage: issuer admin attesters add --id ID --key PUBKEY", "  --id ID ", "  --token-file FILE "}},
+	} {
+		code, out, errOut := runIssuer(t, c.args...)
+		if code != 0 || errOut != "" {
+			t.Errorf("issuer %q: exit %d, stderr %q", c.args, code, errOut)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("issuer %q: help lacks %q:\n%s", c.args, w, out)
+			}
+		}
+		// Go's single-dash flag style never shows.
+		for _, line := range strings.Split(out, "\n") {
+			if l := strings.TrimSpace(line); strings.HasPrefix(l, "-") && !strings.HasPrefix(l, "--") {
+				t.Errorf("issuer %q: single-dash line %q", c.args, line)
+			}
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, out, _ := runIssuer(t, "--version")
+	if code != 0 || !strings.HasPrefix(out, "issuer ") || !strings.Contains(out, " revision ") {
+		t.Fatalf("--version: exit %d, %q", code, out)
 	}
 }
 

@@ -46,17 +46,17 @@ type serveConfig struct {
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c serveConfig
-	fs := newFlags("serve", "issuer serve [--data DIR] [--kek FILE] [--addr HOST:PORT] [--policy FILE] [--demo]", stderr)
-	fs.StringVar(&c.data, "data", "./data", "data directory (bbolt file, epoch keys, admin token)")
-	fs.StringVar(&c.kek, "kek", "", "key-encryption key file, kept outside the data directory; created (0600) when absent (default $"+kekEnv+", else DIR.kek beside the data directory)")
-	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "address to listen on")
-	fs.StringVar(&c.policyFile, "policy", "", "policy file to install at start (default: keep the stored one, or the built-in default)")
+	fs := newFlags("serve", "issuer serve [--data DIR] [--kek FILE] [--addr HOST:PORT] [--policy FILE] [--demo] [flags]", stdout)
+	fs.StringVar(&c.data, "data", "./data", "data directory `DIR` (bbolt file, epoch keys, admin token)")
+	fs.StringVar(&c.kek, "kek", "", "key-encryption key `FILE`, kept outside the data directory; created (0600) when absent (default $"+kekEnv+", else DIR.kek beside the data directory)")
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "address to listen on, `HOST:PORT`")
+	fs.StringVar(&c.policyFile, "policy", "", "policy `FILE` to install at start (default: keep the stored one, or the built-in default)")
 	fs.BoolVar(&c.demo, "demo", false, "create and register a local demo attester (DIR/demo-attester.key)")
-	fs.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate file (PEM); with --tls-key serves HTTPS")
-	fs.StringVar(&c.tlsKey, "tls-key", "", "TLS private key file (PEM)")
-	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.IntVar(&c.redeemPerMinute, "redeem-rate", httpapi.DefaultOptions().RedeemPerMinute, "redemptions per client per minute (0: no limit)")
-	fs.IntVar(&c.adminPerMinute, "admin-rate", httpapi.DefaultOptions().AdminPerMinute, "admin calls per client per minute (0: no limit)")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate `FILE` (PEM); with --tls-key serves HTTPS")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "TLS private key `FILE` (PEM)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn or error")
+	fs.IntVar(&c.redeemPerMinute, "redeem-rate", httpapi.DefaultOptions().RedeemPerMinute, "redemptions per client per minute, `N` (0: no limit)")
+	fs.IntVar(&c.adminPerMinute, "admin-rate", httpapi.DefaultOptions().AdminPerMinute, "admin calls per client per minute, `N` (0: no limit)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -126,7 +126,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger, stdout io.Write
 	if err := atomicfile.Write(filepath.Join(c.data, fingerprintFile), []byte(iss.Fingerprint()+"\n"), 0o600); err != nil {
 		return err
 	}
-	tokenPath, err := ensureAdminToken(ctx, iss, c.data)
+	tokenPath, tokenCreated, err := ensureAdminToken(ctx, iss, c.data)
 	if err != nil {
 		return err
 	}
@@ -156,7 +156,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger, stdout io.Write
 		scheme = "https"
 	}
 	base := scheme + "://" + ln.Addr().String()
-	printWelcome(stdout, base, iss.Fingerprint(), tokenPath, demoKey, kekFile, kekCreated)
+	printWelcome(stdout, base, iss.Fingerprint(), tokenPath, tokenCreated, demoKey, kekFile, kekCreated)
 	log.Info("issuer listening", "addr", ln.Addr().String(), "policy_version", iss.Policy().Version)
 
 	runCtx, stopRun := context.WithCancel(context.Background())
@@ -181,14 +181,19 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger, stdout io.Write
 	return err
 }
 
-func printWelcome(w io.Writer, base, fp, tokenPath, demoKey, kekFile string, kekCreated bool) {
+func printWelcome(w io.Writer, base, fp, tokenPath string, tokenCreated bool, demoKey, kekFile string, kekCreated bool) {
 	fmt.Fprintf(w, "Healthcode issuer on %s\n", base)
 	fmt.Fprintf(w, "  bundle key fingerprint (verifiers pin this): %s\n", fp)
 	if kekCreated {
 		fmt.Fprintf(w, "  key-encryption key created in %s: back it up apart from the data directory; without it the keys cannot be opened\n", kekFile)
 	}
-	if tokenPath != "" {
-		fmt.Fprintf(w, "  admin token written to %s (shown nowhere else)\n", tokenPath)
+	switch {
+	case tokenCreated:
+		fmt.Fprintf(w, "  admin token created and written to %s (shown nowhere else)\n", tokenPath)
+	case tokenPath != "":
+		fmt.Fprintf(w, "  admin token: reusing the one in %s (made at an earlier start)\n", tokenPath)
+	default:
+		fmt.Fprintf(w, "  admin token: none on disk; the tokens made before still work ('issuer admin tokens list')\n")
 	}
 	fmt.Fprintf(w, "  wallet: %s/wallet/   verifier: %s/verify/   inventory: %s/v1/inventory\n", base, base, base)
 	if demoKey != "" {
@@ -201,23 +206,24 @@ func printWelcome(w io.Writer, base, fp, tokenPath, demoKey, kekFile string, kek
 }
 
 // ensureAdminToken creates the first admin token when none exists and
-// writes it to DIR/admin.token (0600). Only its hash is stored.
-func ensureAdminToken(ctx context.Context, iss *issuer.Issuer, dir string) (string, error) {
+// writes it to DIR/admin.token (0600). Only its hash is stored. It returns
+// the file's path if there is one, and whether the token was made now.
+func ensureAdminToken(ctx context.Context, iss *issuer.Issuer, dir string) (string, bool, error) {
 	path := filepath.Join(dir, adminTokenFile)
 	if iss.HasAdminTokens() {
 		if _, err := os.Stat(path); err == nil {
-			return path, nil
+			return path, false, nil
 		}
-		return "", nil
+		return "", false, nil
 	}
 	tok, err := iss.CreateAdminToken(ctx, "startup", "initial")
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	if err := atomicfile.Write(path, []byte(tok+"\n"), 0o600); err != nil {
-		return "", err
+		return "", false, err
 	}
-	return path, nil
+	return path, true, nil
 }
 
 // ensureDemoAttester makes DIR/demo-attester.key on first use and

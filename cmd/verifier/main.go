@@ -18,6 +18,7 @@ import (
 
 	"github.com/healthcode/healthcode/internal/cliflag"
 	"github.com/healthcode/healthcode/internal/clip"
+	"github.com/healthcode/healthcode/internal/version"
 )
 
 // Exit statuses.
@@ -84,6 +85,9 @@ func (e env) run(args []string) int {
 		return e.scan(args[1:])
 	case "serve":
 		return e.serve(args[1:])
+	case "--version":
+		fmt.Fprintln(e.stdout, version.String("verifier"))
+		return exitValid
 	case "help", "-h", "-help", "--help":
 		return e.help(args[1:])
 	default:

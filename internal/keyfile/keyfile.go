@@ -16,8 +16,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
+
+	"github.com/healthcode/healthcode/internal/atomicfile"
 )
 
 // pemType is the only block type Read accepts: unencrypted PKCS#8.
@@ -45,58 +46,18 @@ func Write(path string, key ed25519.PrivateKey, force bool) error {
 		return fmt.Errorf("keyfile: encode key: %w", err)
 	}
 	data := pem.EncodeToMemory(&pem.Block{Type: pemType, Bytes: der})
+	// The module's one atomic writer: a new key by O_EXCL, a replacement
+	// by temporary file and rename, both fsynced with their directory.
 	if !force {
-		return writeNew(path, data)
+		err = atomicfile.Create(path, data, Mode)
+	} else {
+		err = atomicfile.Write(path, data, Mode)
 	}
-	return replace(path, data)
-}
-
-func writeNew(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, Mode)
-	if errors.Is(err, fs.ErrExist) {
+	if errors.Is(err, atomicfile.ErrExists) {
 		return fmt.Errorf("%w: %s", ErrExists, path)
 	}
 	if err != nil {
 		return fmt.Errorf("keyfile: %w", err)
-	}
-	if err := writeSync(f, data); err != nil {
-		os.Remove(path) // a partial key is worse than none
-		return err
-	}
-	return nil
-}
-
-func replace(path string, data []byte) error {
-	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
-		return fmt.Errorf("keyfile: %s is a directory", path)
-	}
-	// CreateTemp makes the file 0600 before any key byte is written.
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("keyfile: %w", err)
-	}
-	tmp := f.Name()
-	if err := writeSync(f, data); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("keyfile: %w", err)
-	}
-	return nil
-}
-
-func writeSync(f *os.File, data []byte) error {
-	_, err := f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("keyfile: write %s: %w", f.Name(), err)
 	}
 	return nil
 }
