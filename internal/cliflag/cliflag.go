@@ -202,7 +202,7 @@ func Explain(err error) error {
 		return errors.New("unknown flag --" + clip.String(m[1], 32))
 	}
 	if m := needsValue.FindStringSubmatch(msg); m != nil {
-		return errors.New("flag --" + m[1] + " needs a value")
+		return errors.New("--" + m[1] + " needs a value")
 	}
 	if m := badValue.FindStringSubmatch(msg); m != nil {
 		return fmt.Errorf("invalid value %s for --%s: %s", clip.String(m[1], 40), m[2], m[3])

@@ -51,7 +51,7 @@ func TestErrorsSpellFlagsWithTwoDashes(t *testing.T) {
 	}{
 		{[]string{"--nope"}, "unknown flag --nope"},
 		{[]string{"-nope"}, "unknown flag --nope"},
-		{[]string{"--pin"}, "flag --pin needs a value"},
+		{[]string{"--pin"}, "--pin needs a value"},
 		{[]string{"--n", "x"}, `invalid value "x" for --n: parse error`},
 		{[]string{"--v=maybe"}, `invalid value "maybe" for --v: parse error`},
 	} {
