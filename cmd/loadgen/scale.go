@@ -275,7 +275,7 @@ func scale(ctx context.Context, o scaleOptions, stdout, stderr io.Writer) (_ *Sc
 	}()
 	cfg := Config{URL: p.URL, Key: key, AttesterID: demoAttesterID, Concurrency: o.concurrency,
 		Duration: time.Until(deadline) + sweepWait + sweepTail, Presigned: atts, Timeout: o.requestTimeout,
-		PID: p.PID(), Stop: stop, SampleEvery: scaleSampleEvery, KeepTimings: true, Bare: false}
+		PID: p.PID(), Stop: stop, SampleEvery: scaleSampleEvery, KeepTimings: true, Bare: true}
 	say("load: %d clients; the partition of %d records expires at %s (in %s)", o.concurrency, res.Expiring,
 		deadline.UTC().Format("15:04:05"), time.Until(deadline).Round(time.Second))
 	loadStart := time.Now()
@@ -452,6 +452,10 @@ func printScale(w io.Writer, r *ScaleResult) {
 		r.Sweep.P50, r.Sweep.P99, r.Sweep.Max, r.Sweep.Requests, r.Sweep.Seconds)
 	row("p99 ratio", "%.2f (target ≤ 1.5 at 5M)", r.P99Ratio)
 	row("redemptions", "%d answered, %.0f/s, %d errors", l.OK, l.RedemptionsPerS, l.ErrorCount)
+	if c := l.CPU; c != nil && c.Ratio > 0 {
+		row("issuer CPU", "%.0f µs per redemption (user %.1f s, system %.1f s; includes the sweep and the inventory polls), %.2f× the bare Ed25519 calls timed during the load (%.0f µs)",
+			c.IssuerPerRedemptionUs, c.IssuerUserSeconds, c.IssuerSystemSeconds, c.Ratio, c.BarePerRedemption)
+	}
 	if m := l.RSS; m != nil {
 		row("issuer RssAnon", "rest %.1f MiB, peak under load %.1f MiB (target ≤ 128 MiB at 5M)", mib(float64(m.RestAnon)), mib(float64(m.PeakAnon)))
 		row("issuer RssFile", "rest %.1f MiB, peak %.1f MiB (mapped store files; the kernel may drop them)", mib(float64(m.RestFile)), mib(float64(m.PeakFile)))
