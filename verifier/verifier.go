@@ -117,8 +117,10 @@ const sigLen = (ed25519.SignatureSize*8 + 5) / 6
 var b64 = base64.RawURLEncoding.Strict()
 
 // Verify checks raw at now against the trust bundle b. A nil error means the
-// token is authentic, inside its window (with b's skew allowance) and inside
-// its key's window; b must already have been opened under its pin.
+// token is authentic under a key b holds (not one it lists as withdrawn),
+// inside its window (with b's skew allowance), inside its key's window, and
+// within b's caps (window length per colour, time grid); b must already
+// have been opened under its pin.
 func Verify(raw string, b *bundle.Bundle, now time.Time) (Result, error) {
 	if len(raw) > token.MaxLen {
 		return Result{}, fmt.Errorf("%w: longer than %d bytes", ErrMalformed, token.MaxLen)
