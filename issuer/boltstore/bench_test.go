@@ -2,7 +2,6 @@ package boltstore
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"runtime"
 	"slices"
@@ -12,37 +11,20 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/healthcode/healthcode/internal/preload"
 	"github.com/healthcode/healthcode/issuer"
 )
 
-// spreadReplay writes n replay records whose deadlines spread evenly over
-// span after first, in large transactions (setup only: not the hot path).
+// spreadReplay records n replay records whose deadlines spread over span
+// after first, in twelve hour-apart steps, through the store's own Redeem
+// in large calls (setup only: not the hot path).
 func spreadReplay(b *testing.B, s *DB, n int, first time.Time, span time.Duration) {
 	b.Helper()
-	hour := u64(uint64(s.writeHour()))
-	const perTx = 100_000
-	step := span / time.Duration(n)
-	suffix := make([]byte, replayHashSize)
-	for done := 0; done < n; {
-		m := min(perTx, n-done)
-		err := s.update(context.Background(), func(tx *bolt.Tx) error {
-			bk := tx.Bucket([]byte(issuer.CategoryReplay))
-			for i := done; i < done+m; i++ {
-				rand.Read(suffix)
-				sec, _ := deadlineSeconds(first.Add(time.Duration(i)*step), "bench")
-				if err := bk.Put(deadlineKey(sec, suffix), hour); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		done += m
+	const steps = 12
+	prefix := fmt.Sprintf("spread-%d-", first.Unix())
+	deadline := func(i int) time.Time { return first.Add(time.Duration(i%steps+1) * span / steps).Truncate(time.Hour) }
+	if err := preload.Replay(context.Background(), s, s.clock.Now(), n, 0, "bench-lab", prefix, deadline); err != nil {
+		b.Fatal(err)
 	}
 }
 
@@ -62,7 +44,7 @@ func BenchmarkSweep1M(b *testing.B) {
 		spreadReplay(b, s, live, t0.Add(48*time.Hour), 12*time.Hour)
 		var start, destroyed time.Time
 		testHook = func(stage string) {
-			if stage == "keys-destroyed" {
+			if stage == "partition-dropped" {
 				destroyed = time.Now()
 			}
 		}
@@ -76,7 +58,7 @@ func BenchmarkSweep1M(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if st.Deleted[issuer.CategoryReplay] != n || !st.Compacted {
+		if st.Deleted[issuer.CategoryReplay] != n {
 			b.Fatalf("sweep = %+v", st)
 		}
 		s.Close()
@@ -230,7 +212,7 @@ func redeemDuringSweep(b *testing.B, chunk int) {
 		if sweepErr != nil {
 			b.Fatal(sweepErr)
 		}
-		if st.Deleted[issuer.CategoryReplay] != expired || !st.Compacted {
+		if st.Deleted[issuer.CategoryReplay] != expired {
 			b.Fatalf("sweep = %+v", st)
 		}
 		s.Close()

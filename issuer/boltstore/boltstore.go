@@ -1,7 +1,14 @@
-// Package boltstore keeps the issuer's state in one bbolt file and makes
-// invariant 5 real: every record sits in a bucket keyed by its deadline, a
-// sweep deletes what is due, destroys the epoch keys that made replay
-// records linkable, and compacts the file so no freed page survives.
+// Package boltstore keeps the issuer's state in bbolt files and makes
+// invariant 5 real. Replay records, the big and hot category, live in time
+// partitions (replay/<epoch end>.db, one per deadline epoch, each with its
+// own sealed epoch key beside it) that expire whole: a sweep shreds the key
+// and unlinks the file, at a cost that does not depend on the live set, and
+// never makes a redemption wait. The small categories (counts, audit,
+// signing keys, policy history, configuration) sit in healthcode.db keyed
+// by deadline; a sweep deletes what is due and compacts that file, in time
+// proportional to those categories alone. The inventory is kept by the
+// writes and the sweeps, never scanned. One issuer holds the data
+// directory's lock file from Open to Close.
 package boltstore
 
 import (
@@ -9,11 +16,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -24,9 +30,10 @@ import (
 )
 
 const (
-	fileName     = "healthcode.db"
-	compactName  = fileName + ".compact"
-	epochDirName = "epochs"
+	fileName           = "healthcode.db"
+	compactName        = fileName + ".compact"
+	replayDirName      = "replay"
+	legacyEpochDirName = "epochs" // release 0's replay epoch keys
 
 	defaultMaxBatchSize  = 1000
 	defaultMaxBatchDelay = 2 * time.Millisecond
@@ -50,9 +57,10 @@ var (
 	cfgAdminTokenPrefix  = "admin_token/"
 )
 
-// deadlineCategories are the buckets a sweep walks, in inventory order.
-var deadlineCategories = []string{
-	issuer.CategoryReplay,
+// smallCategories are the main file's buckets keyed by deadline, which a
+// sweep walks, in inventory order (replay records come first, from their
+// partitions).
+var smallCategories = []string{
 	issuer.CategoryCounts,
 	issuer.CategoryAudit,
 	issuer.CategorySigningKeys,
@@ -60,7 +68,7 @@ var deadlineCategories = []string{
 }
 
 // ErrClosed is returned by every call after Close (or after a compaction
-// that could not reopen the file).
+// that could not reopen the main file).
 var ErrClosed = errors.New("boltstore: database is closed")
 
 // Options tunes the store. KEK is required; the rest has defaults.
@@ -71,45 +79,55 @@ type Options struct {
 	// (default 2ms: with 64 writers a 10ms delay gave 5.2k records/s, 1ms
 	// gave 25k/s on two cores).
 	MaxBatchDelay time.Duration
-	// Epoch is the span of one replay epoch key (default 24h, whole seconds).
-	// A key is destroyed once every deadline it covers has passed. The first
-	// Open records it; a later Open with a different non-zero value fails,
-	// since replay records already written could no longer be found.
+	// Epoch is the span of one replay partition and its key (default 24h,
+	// whole seconds). A partition holds the records whose deadline falls in
+	// its epoch and is dropped whole when the epoch ends, so a record stays
+	// on disk (unredeemable: it counts as absent from its deadline on) at
+	// most one Epoch past its deadline. A lookup probes every live
+	// partition, so Epoch trades probes per lookup (retention / Epoch)
+	// against that delay. The first Open records it; a later Open with a
+	// different non-zero value fails.
 	Epoch time.Duration
-	// SweepChunk bounds how many records one sweep transaction deletes
-	// (default 10,000): redemptions wait at most one chunk's commit. Smaller
-	// chunks cut redemption latency during a sweep and slow the sweep.
+	// SweepChunk bounds how many records of the main file's categories one
+	// sweep transaction deletes (default 10,000). Replay records are not
+	// deleted one by one: their partitions are dropped whole, which no
+	// redemption waits for.
 	SweepChunk int
 	// Clock stamps each record's write hour (default issuer.SystemClock).
 	Clock issuer.Clock
 	// Logger receives sweep and compaction summaries (never record content).
 	Logger *slog.Logger
 	// KEK (required) seals every private key the store holds (signing
-	// keys, the bundle key, replay epoch keys); it is kept outside the data
-	// directory. Open refuses a KEK other than the one the keys are sealed
-	// under.
+	// keys, the bundle key, replay partition keys, each with additional
+	// data naming its record); it is kept outside the data directory. Open
+	// refuses a KEK other than the one the keys are sealed under.
 	KEK *kek.Key
 }
 
 // DB is the bbolt-backed issuer.Store and issuer.StateStore.
 type DB struct {
-	dir      string
-	path     string
-	epochDir string
-	epoch    int64 // seconds
-	opts     Options
-	clock    issuer.Clock
-	log      *slog.Logger
+	dir       string
+	path      string
+	replayDir string
+	epoch     int64 // seconds
+	opts      Options
+	clock     issuer.Clock
+	log       *slog.Logger
+	lock      *os.File // the data directory's lock, held until Close
 
-	// mu guards db: operations hold it shared; compaction swaps the file
-	// under the exclusive lock.
+	// mu guards db (the main file): operations hold it shared; compaction
+	// swaps the file under the exclusive lock.
 	mu sync.RWMutex
 	db *bolt.DB
 
 	sweepMu sync.Mutex // one sweep at a time
 
-	keysMu sync.Mutex
-	keys   map[int64][]byte // epoch end (unix) -> key
+	partsMu  sync.RWMutex
+	parts    map[int64]*partition // by epoch end; nil once closed
+	createMu sync.Mutex           // one partition creation at a time
+
+	stripeSeed maphash.Seed
+	stripes    [stripeCount]sync.Mutex
 }
 
 var (
@@ -126,7 +144,11 @@ func hook(stage string) {
 	}
 }
 
-// Open opens (creating if needed) the store in dir.
+// Open opens (creating if needed) the store in dir and takes the data
+// directory's lock; a second Open of the same directory, in this process or
+// another, fails at once. It finishes what a crash left half done (a
+// multi-partition redemption, a compaction, a drop) and moves a release-0
+// replay bucket into partitions.
 func Open(dir string, opts Options) (*DB, error) {
 	if dir == "" {
 		return nil, errors.New("boltstore: data directory must not be empty")
@@ -156,13 +178,14 @@ func Open(dir string, opts Options) (*DB, error) {
 		opts.SweepChunk = defaultSweepChunk
 	}
 	s := &DB{
-		dir:      dir,
-		path:     filepath.Join(dir, fileName),
-		epochDir: filepath.Join(dir, epochDirName),
-		opts:     opts,
-		clock:    opts.Clock,
-		log:      opts.Logger,
-		keys:     make(map[int64][]byte),
+		dir:        dir,
+		path:       filepath.Join(dir, fileName),
+		replayDir:  filepath.Join(dir, replayDirName),
+		opts:       opts,
+		clock:      opts.Clock,
+		log:        opts.Logger,
+		parts:      make(map[int64]*partition),
+		stripeSeed: maphash.MakeSeed(),
 	}
 	if s.clock == nil {
 		s.clock = issuer.SystemClock{}
@@ -173,32 +196,46 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("boltstore: create data directory: %w", err)
 	}
-	if err := os.MkdirAll(s.epochDir, 0o700); err != nil {
-		return nil, fmt.Errorf("boltstore: create epoch key directory: %w", err)
-	}
-	// A compaction cut short leaves its copy behind; the main file is still
-	// whole (the copy only replaces it by rename), so the copy is dropped.
-	if err := os.Remove(filepath.Join(dir, compactName)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("boltstore: remove stale compaction file: %w", err)
-	}
-	if err := s.removeStaleKeyTemps(); err != nil {
-		return nil, err
-	}
-	db, err := s.openBolt(s.path)
+	lock, err := lockDir(dir)
 	if err != nil {
 		return nil, err
 	}
+	s.lock = lock
+	if err := s.open(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *DB) open() error {
+	if err := os.MkdirAll(s.replayDir, 0o700); err != nil {
+		return fmt.Errorf("boltstore: create replay directory: %w", err)
+	}
+	// A compaction cut short leaves its copy behind; the main file is still
+	// whole (the copy only replaces it by rename), so the copy is dropped.
+	if err := os.Remove(filepath.Join(s.dir, compactName)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("boltstore: remove stale compaction file: %w", err)
+	}
+	db, err := s.openBolt(s.path)
+	if err != nil {
+		return err
+	}
+	s.db = db
 	if err := db.Update(func(tx *bolt.Tx) error {
-		for _, name := range append(deadlineCategories, issuer.CategoryConfiguration) {
+		for _, name := range append(append([]string(nil), smallCategories...), issuer.CategoryConfiguration) {
 			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
 				return err
 			}
 		}
-		if _, err := tx.CreateBucketIfNotExists(replayIDBucket); err != nil {
+		if _, err := tx.CreateBucketIfNotExists(intentBucket); err != nil {
+			return err
+		}
+		if err := buildInventory(tx); err != nil {
 			return err
 		}
 		cfg := tx.Bucket([]byte(issuer.CategoryConfiguration))
-		want := int64(opts.Epoch / time.Second)
+		want := int64(s.opts.Epoch / time.Second)
 		if v := cfg.Get(cfgEpochSeconds); v != nil {
 			_, payload, err := splitValue(v)
 			if err != nil || len(payload) != 8 {
@@ -206,7 +243,7 @@ func Open(dir string, opts Options) (*DB, error) {
 			}
 			stored := int64(binary.BigEndian.Uint64(payload))
 			if want != 0 && want != stored {
-				return fmt.Errorf("boltstore: Epoch %s differs from the %s this store was created with", opts.Epoch, time.Duration(stored)*time.Second)
+				return fmt.Errorf("boltstore: Epoch %s differs from the %s this store was created with", s.opts.Epoch, time.Duration(stored)*time.Second)
 			}
 			s.epoch = stored
 			return nil
@@ -215,26 +252,25 @@ func Open(dir string, opts Options) (*DB, error) {
 			want = int64(defaultEpoch / time.Second)
 		}
 		s.epoch = want
-		return cfg.Put(cfgEpochSeconds, s.value(u64(uint64(want))))
+		return put(tx, issuer.CategoryConfiguration, cfgEpochSeconds, s.value(u64(uint64(want))))
 	}); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("boltstore: prepare buckets: %w", err)
+		return fmt.Errorf("boltstore: prepare buckets: %w", err)
 	}
-	s.db = db
-	// The KEK is proven first: epoch keys are sealed under it too.
+	// The KEK is proven first: partition keys are sealed under it too.
 	if err := s.sealAtRest(); err != nil {
-		s.Close()
-		return nil, err
+		return err
 	}
-	if err := s.loadEpochKeys(); err != nil {
-		s.Close()
-		return nil, err
+	if err := s.loadPartitions(); err != nil {
+		return err
 	}
-	if err := s.migrateLegacyReplay(); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("boltstore: move release-0 replay records: %w", err)
+	n, err := s.recoverIntents()
+	if err != nil {
+		return err
 	}
-	return s, nil
+	if n > 0 {
+		s.log.Warn("rolled back redemptions a crash left half-written", "requests", n)
+	}
+	return s.migrateRelease0()
 }
 
 func (s *DB) openBolt(path string) (*bolt.DB, error) {
@@ -247,16 +283,32 @@ func (s *DB) openBolt(path string) (*bolt.DB, error) {
 	return db, nil
 }
 
-// Close closes the file. Calls after Close return ErrClosed.
+// Close closes every file and releases the data directory's lock. Calls
+// after Close return ErrClosed.
 func (s *DB) Close() error {
+	// Partitions first, without mu: a redemption holding one may be waiting
+	// for mu to count its colour.
+	perr := s.closePartitions()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.db == nil {
+	if s.lock == nil {
 		return nil
 	}
-	err := s.db.Close()
-	s.db = nil
-	return err
+	errs := []error{perr}
+	if s.db != nil {
+		errs = append(errs, s.db.Close())
+		s.db = nil
+	}
+	// Last, so that no other issuer opens the files while they are open.
+	errs = append(errs, s.lock.Close())
+	s.lock = nil
+	return errors.Join(errs...)
+}
+
+func (s *DB) closed() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db == nil
 }
 
 // view and update run fn on the current file under the shared lock.
@@ -339,44 +391,4 @@ func keyDeadline(k []byte) int64 {
 		return 0
 	}
 	return int64(binary.BigEndian.Uint64(k))
-}
-
-func (s *DB) removeStaleKeyTemps() error {
-	entries, err := os.ReadDir(s.epochDir)
-	if err != nil {
-		return fmt.Errorf("boltstore: read epoch key directory: %w", err)
-	}
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".tmp-") {
-			if err := os.Remove(filepath.Join(s.epochDir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("boltstore: remove stale epoch key temp: %w", err)
-			}
-		}
-	}
-	return nil
-}
-
-// epochFile parses "<unix>.key".
-func epochFile(name string) (int64, bool) {
-	base, ok := strings.CutSuffix(name, ".key")
-	if !ok {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(base, 10, 64)
-	if err != nil || n <= 0 {
-		return 0, false
-	}
-	return n, true
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

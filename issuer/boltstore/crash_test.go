@@ -23,9 +23,9 @@ import (
 // The crash tests re-run this test binary as a helper process that works on
 // a store until it is killed with SIGKILL.
 const (
-	helperEnv     = "BOLTSTORE_CRASH_HELPER" // "redeem" or "sweep"
+	helperEnv     = "BOLTSTORE_CRASH_HELPER" // "redeem", "sweep" or "multi"
 	helperDirEnv  = "BOLTSTORE_CRASH_DIR"
-	helperStopEnv = "BOLTSTORE_CRASH_STOP_AT" // sweep stage to stop at, or "" to run freely
+	helperStopEnv = "BOLTSTORE_CRASH_STOP_AT" // stage to stop at, or "" to run freely
 )
 
 var (
@@ -41,6 +41,8 @@ func TestMain(m *testing.M) {
 		crashHelperRedeem(os.Getenv(helperDirEnv))
 	case "sweep":
 		crashHelperSweep(os.Getenv(helperDirEnv), os.Getenv(helperStopEnv))
+	case "multi":
+		crashHelperMulti(os.Getenv(helperDirEnv), os.Getenv(helperStopEnv))
 	}
 	os.Exit(3)
 }
@@ -107,6 +109,41 @@ func crashHelperSweep(dir, stopAt string) {
 	w.line("swept")
 	select {}
 }
+
+// multiRequest is request i of the multi-partition helper: two
+// attestations whose records go to two partitions.
+func multiRequest(i int) issuer.Redemption {
+	r := redemption("lab", crashLive, fmt.Sprintf("multi-%d-a", i), fmt.Sprintf("multi-%d-b", i))
+	r.Replay[1].Deadline = crashLive.Add(72 * time.Hour)
+	return r
+}
+
+// crashHelperMulti redeems multiRequestCount two-partition requests, each
+// acknowledged, then one more that it holds at stopAt until SIGKILL.
+func crashHelperMulti(dir, stopAt string) {
+	s := helperOpen(dir)
+	w := &ackWriter{}
+	ctx := context.Background()
+	for i := range multiRequestCount {
+		if _, err := s.Redeem(ctx, multiRequest(i)); err != nil {
+			fmt.Fprintln(os.Stderr, "helper redeem:", err)
+			os.Exit(5)
+		}
+		w.line("ok %d", i)
+	}
+	testHook = func(stage string) {
+		if stage == stopAt {
+			w.line("at %s", stage)
+			select {}
+		}
+	}
+	w.line("pending %d", multiRequestCount)
+	s.Redeem(ctx, multiRequest(multiRequestCount))
+	w.line("answered") // the stop was never reached: the test fails on this
+	select {}
+}
+
+const multiRequestCount = 20
 
 // runUntilKilled starts a helper, reads its lines until stop says so,
 // kills it with SIGKILL and returns every complete line it printed.
@@ -222,7 +259,7 @@ func crashSweepSetup(t *testing.T, dir string) (markerKeys []pattern, liveIDs []
 }
 
 func TestCrashDuringSweep(t *testing.T) {
-	for _, stop := range []string{"", "deleted-chunk", "keys-destroyed", "compact-written"} {
+	for _, stop := range []string{"", "partition-key-destroyed", "partition-dropped", "deleted-chunk", "before-compact", "compact-written"} {
 		name := stop
 		if name == "" {
 			name = "anywhere"
@@ -243,9 +280,12 @@ func TestCrashDuringSweep(t *testing.T) {
 						}
 						return n == 20
 					}
-					return line == "at "+stop
+					return line == "at "+stop || line == "swept"
 				})
 			finished := slices.Contains(lines, "swept")
+			if stop != "" && finished {
+				t.Fatalf("the sweep never reached %q", stop)
+			}
 			compactFile := filepath.Join(dir, "healthcode.db.compact")
 			_, statErr := os.Stat(compactFile)
 			if stop == "compact-written" && statErr != nil {
@@ -256,9 +296,16 @@ func TestCrashDuringSweep(t *testing.T) {
 			if _, err := os.Stat(compactFile); !errors.Is(err, os.ErrNotExist) {
 				t.Fatalf("stale compaction copy survived Open: %v", err)
 			}
+			dueEnd := s.epochOf(crashDue.Unix())
+			if stop == "partition-key-destroyed" {
+				// The kill left the file of a partition whose key is gone.
+				if _, err := os.Stat(s.partitionPath(dueEnd, ".db")); !errors.Is(err, os.ErrNotExist) {
+					t.Fatalf("partition file without its key survived Open: %v", err)
+				}
+			}
 			ctx := context.Background()
 			checkConsistent(t, s)
-			now := time.Unix(s.epochOf(crashDue.Unix()), 0)
+			now := time.Unix(dueEnd, 0)
 			st, err := s.Sweep(ctx, now)
 			if err != nil {
 				t.Fatal(err)
@@ -284,6 +331,71 @@ func TestCrashDuringSweep(t *testing.T) {
 			t.Logf("stop %q (first sweep finished: %v): recovery sweep %+v; %d redemptions acknowledged during the sweep survived", stop, finished, st, len(acked(lines)))
 		})
 	}
+}
+
+// TestCrashBetweenPartitions kills a redemption whose two attestations go
+// to two partitions, after its intent and after its first partition: the
+// next Open removes what it wrote, so both attestations redeem again, and
+// every acknowledged request stays redeemed in both partitions.
+func TestCrashBetweenPartitions(t *testing.T) {
+	for _, stop := range []string{"intent-written", "partition-written"} {
+		t.Run(stop, func(t *testing.T) {
+			dir := t.TempDir()
+			s := openTest(t, dir, nil)
+			s.Close()
+			lines := runUntilKilled(t, []string{helperEnv + "=multi", helperDirEnv + "=" + dir, helperStopEnv + "=" + stop},
+				func(line string) bool { return line == "at "+stop || line == "answered" })
+			if !slices.Contains(lines, "at "+stop) {
+				t.Fatalf("the helper never stopped at %q: %v", stop, lines)
+			}
+			if n := len(acked(lines)); n != multiRequestCount {
+				t.Fatalf("%d acknowledged requests, want %d", n, multiRequestCount)
+			}
+			s = openTest(t, dir, nil)
+			ctx := context.Background()
+			checkConsistent(t, s)
+			if n := intents(t, s); n != 0 {
+				t.Fatalf("%d intents left after Open", n)
+			}
+			// Before any write: the cut request's records are gone from
+			// every partition (the count says so, not only a lookup).
+			if n := replayCount(t, s); n != 2*multiRequestCount {
+				t.Fatalf("%d replay records after recovery, want %d", n, 2*multiRequestCount)
+			}
+			for i := range multiRequestCount {
+				wantRedeemed(t, errOf(s.Redeem(ctx, multiRequest(i))), 0)
+				r := multiRequest(i)
+				r.Replay = r.Replay[1:]
+				wantRedeemed(t, errOf(s.Redeem(ctx, r)), 0)
+			}
+			// Never answered, half written, rolled back: it redeems now.
+			if err := errOf(s.Redeem(ctx, multiRequest(multiRequestCount))); err != nil {
+				t.Fatalf("the request cut by the crash: %v", err)
+			}
+			wantRedeemed(t, errOf(s.Redeem(ctx, multiRequest(multiRequestCount))), 0)
+		})
+	}
+}
+
+func intents(t *testing.T, s *DB) int {
+	t.Helper()
+	n := 0
+	if err := s.view(context.Background(), func(tx *bolt.Tx) error {
+		n = tx.Bucket(intentBucket).Stats().KeyN
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func replayCount(t *testing.T, s *DB) int {
+	t.Helper()
+	inv, err := s.Inventory(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return inv[0].Count
 }
 
 // checkConsistent runs bbolt's own page-level consistency check.

@@ -40,14 +40,26 @@ func recomputeReplayKey(t *testing.T, dir string, epochSeconds int64, attester, 
 	t.Helper()
 	sec := deadline.Unix()
 	epoch := (sec + epochSeconds - 1) / epochSeconds * epochSeconds
-	key, err := os.ReadFile(filepath.Join(dir, "epochs", strconv.FormatInt(epoch, 10)+".key"))
-	if err != nil {
-		t.Fatalf("epoch key for %d: %v", epoch, err)
-	}
+	key := partitionKey(t, dir, epoch)
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte(attester + "\x00" + id))
 	// The record hash alone: wherever the store puts it, it must go.
 	return m.Sum(nil)[:16]
+}
+
+// partitionKey unseals a partition's key file with the tests' KEK, as a
+// thief holding both the disk and the KEK would.
+func partitionKey(t *testing.T, dir string, end int64) []byte {
+	t.Helper()
+	sealed, err := os.ReadFile(filepath.Join(dir, "replay", strconv.FormatInt(end, 10)+".key"))
+	if err != nil {
+		t.Fatalf("partition key for %d: %v", end, err)
+	}
+	key, err := testKEK.Open(sealed, []byte("healthcode/replay-partition/"+strconv.FormatInt(end, 10)))
+	if err != nil {
+		t.Fatalf("unseal partition key %d: %v", end, err)
+	}
+	return key
 }
 
 // TestForensicNothingRecoverableAfterSweep is invariant 5 from a disk
@@ -116,9 +128,14 @@ func TestForensicNothingRecoverableAfterSweep(t *testing.T) {
 	}
 
 	epochDue := s.epochOf(due.Unix())
-	epochKey, err := os.ReadFile(s.epochPath(epochDue))
+	sealedKey, err := os.ReadFile(s.partitionPath(epochDue, ".key"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	rawKey := partitionKey(t, dir, epochDue)
+	// Sealed under the KEK: the raw key is never on disk.
+	if h := hits(t, dir, []pattern{{"raw partition key", rawKey}}); len(h) != 0 {
+		t.Fatalf("raw partition key on disk: %v", h)
 	}
 	var recordKeys []pattern
 	for _, id := range ids {
@@ -133,7 +150,7 @@ func TestForensicNothingRecoverableAfterSweep(t *testing.T) {
 		{"audit detail", []byte(detail)},
 		{"sealed signing key (JSON base64)", []byte(base64.StdEncoding.EncodeToString(sealedSigningKey(t, s, "k-retired")[:30]))},
 		{"old policy", []byte("FORENSIC-POLICY-OLD")},
-		{"epoch key", epochKey},
+		{"sealed partition key", sealedKey},
 	}
 	kept = append(liveKeys, pattern{"live audit detail", []byte("LIVE-AUDIT-DETAIL")})
 
@@ -150,12 +167,14 @@ func TestForensicNothingRecoverableAfterSweep(t *testing.T) {
 		}
 	}
 
-	// Freed pages: right after the deletions commit, before compaction,
-	// the bytes are still in the file. This is why the sweep compacts.
+	// Freed pages: right after the deletions of the main file's records
+	// commit, before compaction, the bytes are still in the file. This is
+	// why the sweep compacts it. (Replay records leave with their whole
+	// partition file.)
 	var beforeCompaction []string
 	testHook = func(stage string) {
-		if stage == "keys-destroyed" {
-			beforeCompaction = hits(t, dir, append(append([]pattern(nil), recordKeys...), content[:4]...))
+		if stage == "before-compact" {
+			beforeCompaction = hits(t, dir, content[:3])
 		}
 	}
 	t.Cleanup(func() { testHook = nil })
@@ -167,20 +186,21 @@ func TestForensicNothingRecoverableAfterSweep(t *testing.T) {
 	}
 	testHook = nil
 	want := map[string]int{
-		issuer.CategoryReplay: len(ids), issuer.CategoryCounts: 3, issuer.CategoryAudit: 1,
+		// The due partition, and the churn's: both end by then.
+		issuer.CategoryReplay: len(ids) + 5, issuer.CategoryCounts: 3, issuer.CategoryAudit: 1,
 		issuer.CategorySigningKeys: 1, issuer.CategoryPolicyHistory: 1,
 	}
 	if fmt.Sprint(st.Deleted) != fmt.Sprint(want) || !st.Compacted {
 		t.Fatalf("sweep = %+v, want %v and compacted", st, want)
 	}
-	t.Logf("before compaction, %d of %d expired patterns were still in freed pages: %v", len(beforeCompaction), len(recordKeys)+4, beforeCompaction)
+	t.Logf("before compaction, %d of %d expired patterns were still in freed pages: %v", len(beforeCompaction), 3, beforeCompaction)
 	if len(beforeCompaction) == 0 {
 		t.Error("control: deleted records were not found in freed pages before compaction; the scan may be blind")
 	}
 
 	// The raw seed is checked too, whatever encoding the file uses.
 	all := append(append(append([]pattern(nil), never...), recordKeys...), content...)
-	all = append(all, pattern{"signing key seed (raw)", seed}, pattern{"signing key (raw)", priv})
+	all = append(all, pattern{"signing key seed (raw)", seed}, pattern{"signing key (raw)", priv}, pattern{"raw partition key", rawKey})
 	if h := hits(t, dir, all); len(h) != 0 {
 		t.Fatalf("recoverable after the sweep: %v", h)
 	}

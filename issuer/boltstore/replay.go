@@ -1,16 +1,15 @@
 package boltstore
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
+	"hash/maphash"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,159 +21,14 @@ import (
 const (
 	epochKeySize   = 32
 	replayHashSize = 16
+	secretSize     = 32
+	stripeCount    = 256
 )
 
 // epochOf returns the end of the epoch a deadline (unix seconds) falls in:
 // the deadline rounded up to a multiple of the epoch length.
 func (s *DB) epochOf(deadline int64) int64 {
 	return (deadline + s.epoch - 1) / s.epoch * s.epoch
-}
-
-func (s *DB) epochPath(epoch int64) string {
-	return filepath.Join(s.epochDir, strconv.FormatInt(epoch, 10)+".key")
-}
-
-// epochKey returns the key of an epoch, creating it durably on first use.
-// It runs before any transaction so a batch retry never creates a file.
-func (s *DB) epochKey(epoch int64) ([]byte, error) {
-	s.keysMu.Lock()
-	defer s.keysMu.Unlock()
-	if k, ok := s.keys[epoch]; ok {
-		return k, nil
-	}
-	path := s.epochPath(epoch)
-	k, err := os.ReadFile(path)
-	switch {
-	case err == nil:
-		if len(k) != epochKeySize {
-			return nil, fmt.Errorf("boltstore: epoch key %d is %d bytes, want %d", epoch, len(k), epochKeySize)
-		}
-	case errors.Is(err, os.ErrNotExist):
-		k = make([]byte, epochKeySize)
-		if _, err := rand.Read(k); err != nil {
-			return nil, fmt.Errorf("boltstore: generate epoch key: %w", err)
-		}
-		if err := writeFileDurably(s.epochDir, path, k); err != nil {
-			return nil, fmt.Errorf("boltstore: store epoch key: %w", err)
-		}
-	default:
-		return nil, fmt.Errorf("boltstore: read epoch key: %w", err)
-	}
-	s.keys[epoch] = k
-	return k, nil
-}
-
-// loadEpochKeys reads every epoch key on disk: a lookup probes each live
-// epoch, so each must be known from the start.
-func (s *DB) loadEpochKeys() error {
-	entries, err := os.ReadDir(s.epochDir)
-	if err != nil {
-		return fmt.Errorf("boltstore: read epoch key directory: %w", err)
-	}
-	for _, e := range entries {
-		if epoch, ok := epochFile(e.Name()); ok {
-			if _, err := s.epochKey(epoch); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// writeFileDurably writes a new file by temp + fsync + rename + directory
-// fsync, so a crash leaves either no file or the whole one.
-func writeFileDurably(dir, path string, data []byte) error {
-	f, err := os.CreateTemp(dir, ".tmp-")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	return syncDir(dir)
-}
-
-// destroyEpochKeys overwrites and unlinks every epoch key whose epoch ended
-// at or before now; the replay records it keyed have all been swept, and
-// any copy left in a freed page can no longer be tied to an attestation.
-func (s *DB) destroyEpochKeys(now int64) (int, error) {
-	s.keysMu.Lock()
-	defer s.keysMu.Unlock()
-	entries, err := os.ReadDir(s.epochDir)
-	if err != nil {
-		return 0, fmt.Errorf("boltstore: read epoch key directory: %w", err)
-	}
-	destroyed := 0
-	for _, e := range entries {
-		epoch, ok := epochFile(e.Name())
-		if !ok || epoch > now {
-			continue
-		}
-		if err := shred(filepath.Join(s.epochDir, e.Name())); err != nil {
-			return destroyed, fmt.Errorf("boltstore: destroy epoch key %d: %w", epoch, err)
-		}
-		if k, ok := s.keys[epoch]; ok {
-			clear(k)
-			delete(s.keys, epoch)
-		}
-		destroyed++
-	}
-	// Drop cached keys whose file had already gone (e.g. removed by hand).
-	for epoch, k := range s.keys {
-		if epoch <= now {
-			clear(k)
-			delete(s.keys, epoch)
-		}
-	}
-	if destroyed > 0 {
-		if err := syncDir(s.epochDir); err != nil {
-			return destroyed, fmt.Errorf("boltstore: sync epoch key directory: %w", err)
-		}
-	}
-	return destroyed, nil
-}
-
-// shred overwrites a file with zeros, syncs and unlinks it.
-func shred(path string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	fi, err := f.Stat()
-	if err == nil {
-		_, err = f.WriteAt(make([]byte, fi.Size()), 0)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	return os.Remove(path)
 }
 
 // recordHash is HMAC-SHA256(epochKey, attester || 0 || id)[:16]: the
@@ -255,43 +109,23 @@ func countKey(deadline int64, day int64, colour byte) []byte {
 	return deadlineKey(deadline, suffix)
 }
 
-// replayIDBucket holds the records by epoch || recordHash, so a record is
-// found by (attester, id) alone; the category bucket indexes them by
-// deadline for the sweep.
-var replayIDBucket = []byte("replay_records_by_id")
+// intentBucket (main file) holds, while a request that spans several
+// partitions is being written, the records it adds: recovery at Open
+// deletes them if the process died before the last partition was written
+// and the intent cleared. A request in one partition needs no intent: one
+// bbolt transaction is all or none by itself.
+var intentBucket = []byte("replay_intents")
 
-// probe is one key's record hash and secret hash under one live epoch key.
-type probe struct {
-	epoch  int64
-	hash   []byte
-	secret []byte // nil when the request has no secret
-}
-
-// prepared is one replay key made ready for a transaction: its probes in
-// every live epoch, and where a new record goes.
-type prepared struct {
-	probes   []probe
-	target   probe // in the epoch of its deadline
+// checked is one replay key, validated.
+type checked struct {
+	rk       issuer.ReplayKey
 	deadline int64
+	end      int64 // partition of a new record
 }
 
-func (s *DB) liveEpochs(now int64) []int64 {
-	s.keysMu.Lock()
-	defer s.keysMu.Unlock()
-	var out []int64
-	for e := range s.keys {
-		if e > now {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-// prepare validates the keys and derives their hashes. A duplicate within
-// the request is a *issuer.RedeemedError for the second one.
-func (s *DB) prepare(rks []issuer.ReplayKey) ([]prepared, error) {
+func (s *DB) check(rks []issuer.ReplayKey, now int64) ([]checked, error) {
 	seen := make(map[string]bool, len(rks))
-	out := make([]prepared, len(rks))
+	out := make([]checked, len(rks))
 	for i, rk := range rks {
 		if rk.Attester == "" || rk.ID == "" {
 			return nil, fmt.Errorf("boltstore: redeem: attestation %d: attester and id are required", i)
@@ -299,8 +133,8 @@ func (s *DB) prepare(rks []issuer.ReplayKey) ([]prepared, error) {
 		if strings.IndexByte(rk.Attester, 0) >= 0 {
 			return nil, fmt.Errorf("boltstore: redeem: attestation %d: attester contains a NUL byte", i)
 		}
-		if rk.Secret != nil && len(rk.Secret) != 32 {
-			return nil, fmt.Errorf("boltstore: redeem: attestation %d: secret is %d bytes, want 32", i, len(rk.Secret))
+		if rk.Secret != nil && len(rk.Secret) != secretSize {
+			return nil, fmt.Errorf("boltstore: redeem: attestation %d: secret is %d bytes, want %d", i, len(rk.Secret), secretSize)
 		}
 		ident := rk.Attester + "\x00" + rk.ID
 		if seen[ident] {
@@ -311,55 +145,81 @@ func (s *DB) prepare(rks []issuer.ReplayKey) ([]prepared, error) {
 		if err != nil {
 			return nil, err
 		}
-		epoch := s.epochOf(deadline)
-		ek, err := s.epochKey(epoch)
-		if err != nil {
-			return nil, err
+		if deadline <= now {
+			return nil, fmt.Errorf("boltstore: redeem: attestation %d: deadline %s is not after now (%s)", i,
+				time.Unix(deadline, 0).UTC().Format(time.RFC3339), time.Unix(now, 0).UTC().Format(time.RFC3339))
 		}
-		p := prepared{deadline: deadline, target: s.probeOf(epoch, ek, rk)}
-		now := s.clock.Now().Unix()
-		for _, e := range s.liveEpochs(now) {
-			if e == epoch {
-				p.probes = append(p.probes, p.target)
-				continue
-			}
-			k, err := s.epochKey(e)
-			if err != nil {
-				return nil, err
-			}
-			p.probes = append(p.probes, s.probeOf(e, k, rk))
-		}
-		out[i] = p
+		out[i] = checked{rk: rk, deadline: deadline, end: s.epochOf(deadline)}
 	}
 	return out, nil
 }
 
-func (s *DB) probeOf(epoch int64, key []byte, rk issuer.ReplayKey) probe {
-	p := probe{epoch: epoch, hash: recordHash(key, rk.Attester, rk.ID)}
-	if rk.Secret != nil {
-		p.secret = secretHash(key, rk.Attester, rk.ID, rk.Secret)
-	}
-	return p
+// hit is the live record of one key, if it has one.
+type hit struct {
+	p    *partition
+	hash []byte
+	rec  record
+	ok   bool
 }
 
-func idKey(epoch int64, hash []byte) []byte { return deadlineKey(epoch, hash) }
-
-// live finds the live record of one key (deadline after now), if any.
-func live(ids *bolt.Bucket, p prepared, now int64) (probe, record, bool, error) {
-	for _, pr := range p.probes {
-		v := ids.Get(idKey(pr.epoch, pr.hash))
-		if v == nil {
-			continue
-		}
-		r, err := decodeRecord(v)
+// find probes every given partition, each with its own key, for each
+// key's live record (deadline after now). The caller holds the partitions.
+func find(parts []*partition, keys []checked, now int64) ([]hit, error) {
+	hits := make([]hit, len(keys))
+	for _, p := range parts {
+		err := p.db.View(func(tx *bolt.Tx) error {
+			b := tx.Bucket([]byte(issuer.CategoryReplay))
+			for i, k := range keys {
+				if hits[i].ok {
+					continue
+				}
+				h := recordHash(p.key, k.rk.Attester, k.rk.ID)
+				v := b.Get(h)
+				if v == nil {
+					continue
+				}
+				r, err := decodeRecord(v)
+				if err != nil {
+					return err
+				}
+				if r.deadline > now {
+					hits[i] = hit{p: p, hash: h, rec: r, ok: true}
+				}
+			}
+			return nil
+		})
 		if err != nil {
-			return probe{}, record{}, false, err
-		}
-		if r.deadline > now {
-			return pr, r, true, nil
+			return nil, fmt.Errorf("boltstore: replay partition %d: %w", p.end, err)
 		}
 	}
-	return probe{}, record{}, false, nil
+	return hits, nil
+}
+
+// mayRetry says whether key k may retry its live record h.
+func mayRetry(h hit, k checked, maxRetries int) bool {
+	var sh []byte
+	if k.rk.Secret != nil {
+		sh = secretHash(h.p.key, k.rk.Attester, k.rk.ID, k.rk.Secret)
+	}
+	return h.rec.retry(sh, maxRetries)
+}
+
+// acquireLive holds every partition whose end is after now (the only ones
+// that can hold a live record); release with releaseAll.
+func (s *DB) acquireLive(now int64) []*partition {
+	var held []*partition
+	for _, p := range s.partitions() {
+		if p.end > now && p.acquire() {
+			held = append(held, p)
+		}
+	}
+	return held
+}
+
+func releaseAll(parts []*partition) {
+	for _, p := range parts {
+		p.release()
+	}
 }
 
 // Redeemed returns *issuer.RedeemedError if any attestation has a live
@@ -370,28 +230,63 @@ func (s *DB) Redeemed(ctx context.Context, rks []issuer.ReplayKey, maxRetries in
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	ps, err := s.prepare(rks)
+	if s.closed() {
+		return ErrClosed
+	}
+	now := s.clock.Now().Unix()
+	keys, err := s.check(rks, now)
 	if err != nil {
 		return err
 	}
-	now := s.clock.Now().Unix()
-	return s.view(ctx, func(tx *bolt.Tx) error {
-		ids := tx.Bucket(replayIDBucket)
-		for i, p := range ps {
-			pr, r, ok, err := live(ids, p, now)
-			if err != nil {
-				return err
-			}
-			if ok && !r.retry(pr.secret, maxRetries) {
-				return &issuer.RedeemedError{Index: i}
-			}
+	parts := s.acquireLive(now)
+	defer releaseAll(parts)
+	hits, err := find(parts, keys, now)
+	if err != nil {
+		return err
+	}
+	for i, h := range hits {
+		if h.ok && !mayRetry(h, keys[i], maxRetries) {
+			return &issuer.RedeemedError{Index: i}
 		}
-		return nil
-	})
+	}
+	return nil
 }
 
-// Redeem records every replay key and counts the colour in one durable
-// transaction, or returns *issuer.RedeemedError and writes nothing.
+// lockStripes serialises check-and-set per attestation within the process
+// (the data directory's lock keeps other processes out): requests for
+// different attestations rarely share a stripe, so they run and commit
+// together.
+func (s *DB) lockStripes(keys []checked) func() {
+	idx := make([]int, 0, len(keys))
+	for _, k := range keys {
+		var h maphash.Hash
+		h.SetSeed(s.stripeSeed)
+		h.WriteString(k.rk.Attester)
+		h.WriteByte(0)
+		h.WriteString(k.rk.ID)
+		idx = append(idx, int(h.Sum64()%stripeCount))
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	for _, i := range idx {
+		s.stripes[i].Lock()
+	}
+	return func() {
+		for _, i := range idx {
+			s.stripes[i].Unlock()
+		}
+	}
+}
+
+// write is one record a request puts into a partition.
+type write struct {
+	hash  []byte
+	rec   record
+	added bool // a new record (not a retry): rolled back by recovery
+}
+
+// Redeem records every replay key and counts the colour, all or none and
+// durably, or returns *issuer.RedeemedError and writes nothing.
 func (s *DB) Redeem(ctx context.Context, r issuer.Redemption) (issuer.RedeemResult, error) {
 	var res issuer.RedeemResult
 	if err := ctx.Err(); err != nil {
@@ -414,76 +309,149 @@ func (s *DB) Redeem(ctx context.Context, r issuer.Redemption) (issuer.RedeemResu
 	if err != nil {
 		return res, err
 	}
-	ps, err := s.prepare(r.Replay)
+	now := s.clock.Now().Unix()
+	keys, err := s.check(r.Replay, now)
 	if err != nil {
 		return res, err
 	}
+	// Partitions for new records exist before any transaction, so a batch
+	// retry never creates a file.
+	for _, k := range keys {
+		if _, err := s.partitionFor(k.end, nil); err != nil {
+			return res, err
+		}
+	}
+	unlock := s.lockStripes(keys)
+	defer unlock()
+	parts := s.acquireLive(now)
+	defer releaseAll(parts)
+	hits, err := find(parts, keys, now)
+	if err != nil {
+		return res, err
+	}
+	byEnd := make(map[int64]*partition, len(parts))
+	for _, p := range parts {
+		byEnd[p.end] = p
+	}
 	hour := s.writeHour()
-	now := s.clock.Now().Unix()
+	res = issuer.RedeemResult{Retried: make([]bool, len(keys)), Deadlines: make([]time.Time, len(keys))}
+	writes := map[*partition][]write{}
+	for i, k := range keys {
+		if h := hits[i]; h.ok {
+			if !mayRetry(h, k, r.MaxRetries) {
+				return issuer.RedeemResult{}, &issuer.RedeemedError{Index: i}
+			}
+			h.rec.retries++
+			res.Retried[i] = true
+			res.Deadlines[i] = time.Unix(h.rec.deadline, 0).UTC()
+			writes[h.p] = append(writes[h.p], write{hash: h.hash, rec: h.rec})
+			continue
+		}
+		p := byEnd[k.end]
+		if p == nil {
+			// Dropped between its creation and now: only a sweep run with
+			// a time ahead of the store's clock can do that.
+			return issuer.RedeemResult{}, fmt.Errorf("boltstore: redeem: attestation %d: replay partition %d was dropped", i, k.end)
+		}
+		rec := record{hour: hour, deadline: k.deadline}
+		if k.rk.Secret != nil {
+			rec.hasSecret = true
+			copy(rec.secret[:], secretHash(p.key, k.rk.Attester, k.rk.ID, k.rk.Secret))
+		}
+		res.Deadlines[i] = time.Unix(k.deadline, 0).UTC()
+		writes[p] = append(writes[p], write{hash: recordHash(p.key, k.rk.Attester, k.rk.ID), rec: rec, added: true})
+	}
 	ck := countKey(countDeadline, day, byte(r.Colour))
+	if len(writes) == 1 {
+		// One partition: its commit and the count's overlap. A crash
+		// between them can only lose or add one aggregate count.
+		counted := make(chan error, 1)
+		go func() { counted <- s.count(ck, hour, nil) }()
+		var werr error
+		for p, ws := range writes {
+			werr = writePartition(p, ws)
+		}
+		if err := errors.Join(werr, <-counted); err != nil {
+			return issuer.RedeemResult{}, fmt.Errorf("boltstore: redeem: %w", err)
+		}
+		return res, nil
+	}
+	// Several partitions: the intent (with the count) is durable before
+	// any of them is written, and cleared after the last.
+	ordered := make([]*partition, 0, len(writes))
+	for p := range writes {
+		ordered = append(ordered, p)
+	}
+	slices.SortFunc(ordered, func(a, b *partition) int { return int(a.end - b.end) })
+	var intent []byte
+	for _, p := range ordered {
+		for _, w := range writes[p] {
+			if w.added {
+				intent = binary.BigEndian.AppendUint64(intent, uint64(p.end))
+				intent = append(intent, w.hash...)
+			}
+		}
+	}
+	seq := make(chan uint64, 1)
+	if err := s.count(ck, hour, func(tx *bolt.Tx) error {
+		b := tx.Bucket(intentBucket)
+		n, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		select {
+		case <-seq: // a batch retry: the earlier run's number is void
+		default:
+		}
+		seq <- n
+		return b.Put(u64(n), intent)
+	}); err != nil {
+		return issuer.RedeemResult{}, fmt.Errorf("boltstore: redeem: %w", err)
+	}
+	id := <-seq
+	hook("intent-written")
+	for _, p := range ordered {
+		if err := writePartition(p, writes[p]); err != nil {
+			return issuer.RedeemResult{}, fmt.Errorf("boltstore: redeem: %w", err)
+		}
+		hook("partition-written")
+	}
+	if err := s.clearIntent(id); err != nil {
+		return issuer.RedeemResult{}, fmt.Errorf("boltstore: redeem: %w", err)
+	}
+	return res, nil
+}
 
+// writePartition puts a request's records into one partition in one
+// (batched) transaction, keeping the partition's inventory in step.
+func writePartition(p *partition, ws []write) error {
+	if len(ws) > 1 {
+		// In key order bbolt touches each page once (large fills).
+		slices.SortFunc(ws, func(a, b write) int { return bytes.Compare(a.hash, b.hash) })
+	}
+	err := p.db.Batch(func(tx *bolt.Tx) error {
+		for _, w := range ws {
+			if err := put(tx, issuer.CategoryReplay, w.hash, w.rec.encode()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("replay partition %d: %w", p.end, err)
+	}
+	return nil
+}
+
+// count adds one to an aggregate count in the main file, with more work in
+// the same transaction if given.
+func (s *DB) count(ck []byte, hour int64, more func(*bolt.Tx) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.db == nil {
-		return res, ErrClosed
+		return ErrClosed
 	}
-	redeemed := -1
-	err = s.db.Batch(func(tx *bolt.Tx) error {
-		// Batch may run this more than once: start afresh each time.
-		redeemed = -1
-		res = issuer.RedeemResult{Retried: make([]bool, len(ps)), Deadlines: make([]time.Time, len(ps))}
-		ids := tx.Bucket(replayIDBucket)
-		idx := tx.Bucket([]byte(issuer.CategoryReplay))
-		type write struct {
-			key []byte
-			rec record
-		}
-		writes := make([]write, len(ps))
-		for i, p := range ps {
-			pr, rec, ok, err := live(ids, p, now)
-			if err != nil {
-				return err
-			}
-			if ok {
-				if !rec.retry(pr.secret, r.MaxRetries) {
-					redeemed = i
-					return nil // write nothing; not an error, so the batch's others commit
-				}
-				rec.retries++
-				res.Retried[i] = true
-				res.Deadlines[i] = time.Unix(rec.deadline, 0).UTC()
-				writes[i] = write{idKey(pr.epoch, pr.hash), rec}
-				continue
-			}
-			rec = record{hour: hour, deadline: p.deadline}
-			if p.target.secret != nil {
-				rec.hasSecret = true
-				copy(rec.secret[:], p.target.secret)
-			}
-			res.Deadlines[i] = time.Unix(p.deadline, 0).UTC()
-			writes[i] = write{idKey(p.target.epoch, p.target.hash), rec}
-		}
-		for i, w := range writes {
-			if !res.Retried[i] {
-				// An expired record of the same key in the same epoch is
-				// replaced: drop its deadline index entry first.
-				if old := ids.Get(w.key); old != nil {
-					o, err := decodeRecord(old)
-					if err != nil {
-						return err
-					}
-					if err := idx.Delete(deadlineKey(o.deadline, w.key)); err != nil {
-						return err
-					}
-				}
-				if err := idx.Put(deadlineKey(w.rec.deadline, w.key), u64(uint64(hour))); err != nil {
-					return err
-				}
-			}
-			if err := ids.Put(w.key, w.rec.encode()); err != nil {
-				return err
-			}
-		}
+	return s.db.Batch(func(tx *bolt.Tx) error {
 		cb := tx.Bucket([]byte(issuer.CategoryCounts))
 		v := make([]byte, 16)
 		binary.BigEndian.PutUint64(v, uint64(hour))
@@ -496,13 +464,72 @@ func (s *DB) Redeem(ctx context.Context, r issuer.Redemption) (issuer.RedeemResu
 			n = binary.BigEndian.Uint64(old[8:])
 		}
 		binary.BigEndian.PutUint64(v[8:], n+1)
-		return cb.Put(ck, v)
+		if err := put(tx, issuer.CategoryCounts, ck, v); err != nil {
+			return err
+		}
+		if more != nil {
+			return more(tx)
+		}
+		return nil
 	})
-	if err != nil {
-		return issuer.RedeemResult{}, fmt.Errorf("boltstore: redeem: %w", err)
+}
+
+func (s *DB) clearIntent(id uint64) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return ErrClosed
 	}
-	if redeemed >= 0 {
-		return issuer.RedeemResult{}, &issuer.RedeemedError{Index: redeemed}
+	return s.db.Batch(func(tx *bolt.Tx) error { return tx.Bucket(intentBucket).Delete(u64(id)) })
+}
+
+// recoverIntents undoes every request that a crash left between its
+// intent and its last partition: the records it added are deleted (their
+// requests were never answered), then the intent. Retries it counted up
+// stay counted: that only spends a retry.
+func (s *DB) recoverIntents() (int, error) {
+	type pending struct {
+		id      []byte
+		entries []byte
 	}
-	return res, nil
+	var ps []pending
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(intentBucket).ForEach(func(k, v []byte) error {
+			ps = append(ps, pending{slices.Clone(k), slices.Clone(v)})
+			return nil
+		})
+	}); err != nil {
+		return 0, err
+	}
+	const entrySize = 8 + replayHashSize
+	for _, pd := range ps {
+		if len(pd.entries)%entrySize != 0 {
+			return 0, errors.New("boltstore: stored replay intent is malformed")
+		}
+		byEnd := map[int64][][]byte{}
+		for e := pd.entries; len(e) > 0; e = e[entrySize:] {
+			end := int64(binary.BigEndian.Uint64(e))
+			byEnd[end] = append(byEnd[end], e[8:entrySize])
+		}
+		for end, hashes := range byEnd {
+			p := s.parts[end]
+			if p == nil {
+				continue // dropped since: nothing of it is left
+			}
+			if err := p.db.Update(func(tx *bolt.Tx) error {
+				for _, h := range hashes {
+					if _, err := del(tx, issuer.CategoryReplay, h); err != nil {
+						return err
+					}
+				}
+				return nil
+			}); err != nil {
+				return 0, fmt.Errorf("boltstore: recover replay partition %d: %w", end, err)
+			}
+		}
+		if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(intentBucket).Delete(pd.id) }); err != nil {
+			return 0, err
+		}
+	}
+	return len(ps), nil
 }

@@ -125,7 +125,7 @@ func (s *DB) resealAll(tx *bolt.Tx, from, to *kek.Key) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		if err := keys.Put(r.k, keepHour(r.v, out)); err != nil {
+		if err := put(tx, issuer.CategorySigningKeys, r.k, keepHour(r.v, out)); err != nil {
 			return 0, err
 		}
 		n++
@@ -150,7 +150,7 @@ func (s *DB) resealAll(tx *bolt.Tx, from, to *kek.Key) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		if err := cfg.Put(cfgBundleKey, keepHour(v, out)); err != nil {
+		if err := put(tx, issuer.CategoryConfiguration, cfgBundleKey, keepHour(v, out)); err != nil {
 			return 0, err
 		}
 		n++
@@ -159,7 +159,7 @@ func (s *DB) resealAll(tx *bolt.Tx, from, to *kek.Key) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	return n, cfg.Put(cfgKEKCheck, s.value(check))
+	return n, put(tx, issuer.CategoryConfiguration, cfgKEKCheck, s.value(check))
 }
 
 // keepHour is a new payload under an old value's write-hour header.

@@ -39,10 +39,7 @@ func TestForensicSecretHashGoesWithItsRecord(t *testing.T) {
 			pattern{"base64url secret " + id, []byte(base64.RawURLEncoding.EncodeToString(secret))},
 			pattern{"sha256(secret) " + id, sum[:]},
 			pattern{"sha256(secret)[:16] " + id, sum[:16]})
-		ek, err := s.epochKey(s.epochOf(due.Unix()))
-		if err != nil {
-			t.Fatal(err)
-		}
+		ek := partitionKey(t, dir, s.epochOf(due.Unix()))
 		hashes = append(hashes, pattern{"keyed secret hash " + id, secretHash(ek, attester, id, secret)})
 	}
 	if h := hits(t, dir, never); len(h) != 0 {

@@ -106,11 +106,11 @@ func (s *DB) PutSigningKey(ctx context.Context, k issuer.SigningKey) error {
 			}
 		}
 		for _, ck := range stale {
-			if err := b.Delete(ck); err != nil {
+			if _, err := del(tx, issuer.CategorySigningKeys, ck); err != nil {
 				return err
 			}
 		}
-		return b.Put(key, s.value(payload))
+		return put(tx, issuer.CategorySigningKeys, key, s.value(payload))
 	})
 }
 
@@ -158,11 +158,11 @@ func (s *DB) WithdrawSigningKey(ctx context.Context, w issuer.WithdrawnKey) erro
 			return issuer.ErrNotFound
 		}
 		for _, ck := range found {
-			if err := b.Delete(ck); err != nil {
+			if _, err := del(tx, issuer.CategorySigningKeys, ck); err != nil {
 				return err
 			}
 		}
-		if err := b.Put(deadlineKey(deadline, []byte(withdrawnPrefix+w.ID)), s.value(payload)); err != nil {
+		if err := put(tx, issuer.CategorySigningKeys, deadlineKey(deadline, []byte(withdrawnPrefix+w.ID)), s.value(payload)); err != nil {
 			return err
 		}
 		return s.markCompaction(tx)
@@ -235,7 +235,7 @@ func (s *DB) PutBundleKey(ctx context.Context, k ed25519.PrivateKey) error {
 				return err
 			}
 		}
-		return b.Put(cfgBundleKey, s.value(sealed))
+		return put(tx, issuer.CategoryConfiguration, cfgBundleKey, s.value(sealed))
 	})
 }
 
@@ -253,7 +253,7 @@ func (s *DB) NextBundleSequence(ctx context.Context) (uint64, error) {
 			}
 			next = binary.BigEndian.Uint64(payload) + 1
 		}
-		return b.Put(cfgBundleSequence, s.value(u64(next)))
+		return put(tx, issuer.CategoryConfiguration, cfgBundleSequence, s.value(u64(next)))
 	})
 	if err != nil {
 		return 0, err
@@ -296,7 +296,7 @@ func (s *DB) PutAttester(ctx context.Context, a issuer.Attester) error {
 		return err
 	}
 	return s.update(ctx, func(tx *bolt.Tx) error {
-		return bucket(tx, issuer.CategoryConfiguration).Put([]byte(cfgAttesterPrefix+a.ID), s.value(payload))
+		return put(tx, issuer.CategoryConfiguration, []byte(cfgAttesterPrefix+a.ID), s.value(payload))
 	})
 }
 
@@ -342,7 +342,7 @@ func (s *DB) PutAdminToken(ctx context.Context, t issuer.AdminToken) error {
 		return err
 	}
 	return s.update(ctx, func(tx *bolt.Tx) error {
-		return bucket(tx, issuer.CategoryConfiguration).Put([]byte(cfgAdminTokenPrefix+t.Name), s.value(payload))
+		return put(tx, issuer.CategoryConfiguration, []byte(cfgAdminTokenPrefix+t.Name), s.value(payload))
 	})
 }
 
@@ -357,7 +357,7 @@ func (s *DB) deleteConfig(ctx context.Context, key string) error {
 		if b.Get([]byte(key)) == nil {
 			return issuer.ErrNotFound
 		}
-		if err := b.Delete([]byte(key)); err != nil {
+		if _, err := del(tx, issuer.CategoryConfiguration, []byte(key)); err != nil {
 			return err
 		}
 		return s.markCompaction(tx)
@@ -367,7 +367,7 @@ func (s *DB) deleteConfig(ctx context.Context, key string) error {
 // markCompaction asks the next sweep to compact even if nothing falls due:
 // a deleted or replaced record stays in a freed page until then.
 func (s *DB) markCompaction(tx *bolt.Tx) error {
-	return bucket(tx, issuer.CategoryConfiguration).Put(cfgCompactionPending, s.value(nil))
+	return put(tx, issuer.CategoryConfiguration, cfgCompactionPending, s.value(nil))
 }
 
 func forEachPrefix(b *bolt.Bucket, prefix string, fn func(payload []byte) error) error {
@@ -458,11 +458,11 @@ func (s *DB) PutPolicy(ctx context.Context, rec issuer.PolicyRecord, historyDead
 				return err
 			}
 			// The old record keeps its own write hour.
-			if err := h.Put(deadlineKey(deadline, u64(seq)), bytes.Clone(old)); err != nil {
+			if err := put(tx, issuer.CategoryPolicyHistory, deadlineKey(deadline, u64(seq)), bytes.Clone(old)); err != nil {
 				return err
 			}
 		}
-		return cfg.Put(cfgPolicy, s.value(payload))
+		return put(tx, issuer.CategoryConfiguration, cfgPolicy, s.value(payload))
 	})
 }
 
@@ -510,7 +510,7 @@ func (s *DB) AppendAudit(ctx context.Context, e issuer.AuditEntry, deadline time
 		if err != nil {
 			return err
 		}
-		return b.Put(deadlineKey(sec, u64(seq)), s.value(payload))
+		return put(tx, issuer.CategoryAudit, deadlineKey(sec, u64(seq)), s.value(payload))
 	})
 }
 

@@ -15,6 +15,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/healthcode/healthcode/internal/preload"
 	"github.com/healthcode/healthcode/issuer"
 	"github.com/healthcode/healthcode/policy"
 )
@@ -96,11 +97,14 @@ func TestOpenCreatesPrivateFiles(t *testing.T) {
 	if err := errOf(s.Redeem(ctx, redemption("lab", t0.Add(time.Hour), "a"))); err != nil {
 		t.Fatal(err)
 	}
+	end := s.epochOf(t0.Unix() + 3600)
 	for path, want := range map[string]os.FileMode{
-		dir:                                      os.ModeDir | 0o700,
-		filepath.Join(dir, "healthcode.db"):      0o600,
-		filepath.Join(dir, "epochs"):             os.ModeDir | 0o700,
-		s.epochPath(s.epochOf(t0.Unix() + 3600)): 0o600,
+		dir:                                 os.ModeDir | 0o700,
+		filepath.Join(dir, "healthcode.db"): 0o600,
+		filepath.Join(dir, "lock"):          0o600,
+		filepath.Join(dir, "replay"):        os.ModeDir | 0o700,
+		s.partitionPath(end, ".db"):         0o600,
+		s.partitionPath(end, ".key"):        0o600,
 	} {
 		fi, err := os.Stat(path)
 		if err != nil {
@@ -163,7 +167,7 @@ func TestOpenRemovesStaleCompactionFile(t *testing.T) {
 	if err := os.WriteFile(stale, []byte("half a compaction"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tmpKey := filepath.Join(dir, "epochs", ".tmp-123")
+	tmpKey := filepath.Join(dir, "replay", ".1796428800.key.tmp-123")
 	if err := os.WriteFile(tmpKey, []byte("half a key"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +196,7 @@ func TestRedeemOnce(t *testing.T) {
 	if err := errOf(s.Redeem(ctx, redemption("lab-1", d, "id-2"))); err != nil {
 		t.Fatalf("id-2 was written by the refused request: %v", err)
 	}
-	if n := bucketLen(t, s, issuer.CategoryReplay); n != 3 {
+	if n := replayCount(t, s); n != 3 {
 		t.Fatalf("replay records = %d, want 3", n)
 	}
 }
@@ -202,7 +206,7 @@ func TestRedeemDuplicateInRequest(t *testing.T) {
 	ctx := context.Background()
 	d := t0.Add(72 * time.Hour)
 	wantRedeemed(t, errOf(s.Redeem(ctx, redemption("lab", d, "x", "y", "x"))), 2)
-	if n := bucketLen(t, s, issuer.CategoryReplay); n != 0 {
+	if n := replayCount(t, s); n != 0 {
 		t.Fatalf("replay records = %d after a refused request, want 0", n)
 	}
 	// Same attestation with a different deadline is still a duplicate.
@@ -239,7 +243,7 @@ func TestRedeemRejectsBadInput(t *testing.T) {
 			}
 		})
 	}
-	if n := bucketLen(t, s, issuer.CategoryReplay) + bucketLen(t, s, issuer.CategoryCounts); n != 0 {
+	if n := replayCount(t, s) + bucketLen(t, s, issuer.CategoryCounts); n != 0 {
 		t.Fatalf("%d records written by refused requests", n)
 	}
 }
@@ -316,9 +320,11 @@ func TestRedeemSurvivesReopen(t *testing.T) {
 
 func TestSweepDeletesOnlyWhatIsDue(t *testing.T) {
 	dir := t.TempDir()
-	s := openTest(t, dir, nil)
+	clock := &fakeClock{t: t0}
+	s := openTest(t, dir, clock)
 	ctx := context.Background()
 	soon, later := t0.Add(2*time.Hour), t0.Add(96*time.Hour)
+	soonEnd := time.Unix(s.epochOf(soon.Unix()), 0)
 	if err := errOf(s.Redeem(ctx, redemption("lab", soon, "s1", "s2"))); err != nil {
 		t.Fatal(err)
 	}
@@ -350,21 +356,22 @@ func TestSweepDeletesOnlyWhatIsDue(t *testing.T) {
 	if st.Compacted || sum(st.Deleted) != 0 {
 		t.Fatalf("early sweep: %+v", st)
 	}
+	// At the deadline the main file's records go; the replay records wait
+	// for their partition's end, but no longer count: s1 redeems again.
+	clock.Set(soon)
 	st, err = s.Sweep(ctx, soon)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]int{
-		issuer.CategoryReplay: 2, issuer.CategoryCounts: 1, issuer.CategoryAudit: 1,
+		issuer.CategoryReplay: 0, issuer.CategoryCounts: 1, issuer.CategoryAudit: 1,
 		issuer.CategorySigningKeys: 1, issuer.CategoryPolicyHistory: 1,
 	}
 	if fmt.Sprint(st.Deleted) != fmt.Sprint(want) || !st.Compacted {
 		t.Fatalf("sweep = %+v, want deleted %v and compacted", st, want)
 	}
-	// The swept attestations can be redeemed again (their records are gone);
-	// the others cannot.
-	if err := errOf(s.Redeem(ctx, redemption("lab", soon, "s1"))); err != nil {
-		t.Fatalf("s1 after sweep: %v", err)
+	if err := errOf(s.Redeem(ctx, redemption("lab", soon.Add(time.Hour), "s1"))); err != nil {
+		t.Fatalf("s1 after its deadline: %v", err)
 	}
 	wantRedeemed(t, errOf(s.Redeem(ctx, redemption("lab", later, "l1"))), 0)
 	keys, _ := s.SigningKeys(ctx)
@@ -379,22 +386,27 @@ func TestSweepDeletesOnlyWhatIsDue(t *testing.T) {
 	if len(hist) != 1 || hist[0].Version != 2 {
 		t.Fatalf("policy history after sweep: %v", hist)
 	}
-	// The s1 just redeemed again goes next; then a sweep with nothing due
-	// does not compact.
-	st, err = s.Sweep(ctx, soon)
+	// At the partition's end the whole partition goes (s1 replaced its
+	// own expired record there: two records), with nothing to compact.
+	clock.Set(soonEnd)
+	st, err = s.Sweep(ctx, soonEnd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !st.Compacted || sum(st.Deleted) != 1 {
-		t.Fatalf("second sweep: %+v", st)
+	if st.Compacted || st.Deleted[issuer.CategoryReplay] != 2 || sum(st.Deleted) != 2 {
+		t.Fatalf("partition sweep: %+v", st)
 	}
-	st, err = s.Sweep(ctx, soon)
+	if _, err := os.Stat(s.partitionPath(soonEnd.Unix(), ".db")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("dropped partition file still there: %v", err)
+	}
+	st, err = s.Sweep(ctx, soonEnd)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.Compacted || sum(st.Deleted) != 0 {
 		t.Fatalf("third sweep: %+v", st)
 	}
+	wantRedeemed(t, errOf(s.Redeem(ctx, redemption("lab", later, "l1"))), 0)
 }
 
 func sum(m map[string]int) int {
@@ -430,8 +442,16 @@ func TestSweepInBoundedTransactions(t *testing.T) {
 	s := openTest(t, t.TempDir(), nil)
 	ctx := context.Background()
 	n := 2*s.opts.SweepChunk + 123
-	bulkReplay(t, s, n, t0.Add(time.Hour))
-	bulkReplay(t, s, 7, t0.Add(48*time.Hour))
+	for i := range n {
+		if err := s.AppendAudit(ctx, issuer.AuditEntry{Time: t0, Admin: "ops", Action: fmt.Sprint("a", i)}, t0.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 7 {
+		if err := s.AppendAudit(ctx, issuer.AuditEntry{Time: t0, Admin: "ops", Action: "kept"}, t0.Add(48*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	chunks := 0
 	testHook = func(stage string) {
 		if stage == "deleted-chunk" {
@@ -443,14 +463,14 @@ func TestSweepInBoundedTransactions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := st.Deleted[issuer.CategoryReplay]; got != n || !st.Compacted {
+	if got := st.Deleted[issuer.CategoryAudit]; got != n || !st.Compacted {
 		t.Fatalf("deleted %d, compacted %v; want %d, true", got, st.Compacted, n)
 	}
 	if chunks != 3 {
 		t.Fatalf("deleted in %d transactions, want 3 of at most %d", chunks, s.opts.SweepChunk)
 	}
-	if got := bucketLen(t, s, issuer.CategoryReplay); got != 7 {
-		t.Fatalf("%d replay records left, want 7", got)
+	if got := bucketLen(t, s, issuer.CategoryAudit); got != 7 {
+		t.Fatalf("%d audit entries left, want 7", got)
 	}
 }
 
@@ -458,29 +478,9 @@ func TestSweepInBoundedTransactions(t *testing.T) {
 // transactions, as the benchmarks do.
 func bulkReplay(t testing.TB, s *DB, n int, deadline time.Time) {
 	t.Helper()
-	sec, err := deadlineSeconds(deadline, "bulk")
-	if err != nil {
+	prefix := fmt.Sprintf("bulk-%d-", deadline.Unix())
+	if err := preload.Replay(context.Background(), s, s.clock.Now(), n, 0, "bulk-lab", prefix, func(int) time.Time { return deadline }); err != nil {
 		t.Fatal(err)
-	}
-	hour := u64(uint64(s.writeHour()))
-	const perTx = 100_000
-	for done := 0; done < n; {
-		m := min(perTx, n-done)
-		err := s.update(context.Background(), func(tx *bolt.Tx) error {
-			b := tx.Bucket([]byte(issuer.CategoryReplay))
-			suffix := make([]byte, replayHashSize)
-			for range m {
-				rand.Read(suffix)
-				if err := b.Put(deadlineKey(sec, suffix), hour); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		done += m
 	}
 }
 
@@ -488,10 +488,16 @@ func TestSweepConcurrentWithRedeem(t *testing.T) {
 	clock := &fakeClock{t: t0}
 	s := openTest(t, t.TempDir(), clock)
 	ctx := context.Background()
-	// Something to sweep each round, so every sweep compacts.
+	// Partitions that fall due while redemptions run: one per day epoch.
+	const dueEpochs, perEpoch = 6, 500
+	for e := range dueEpochs {
+		bulkReplay(t, s, perEpoch, t0.Add(time.Duration(e+1)*24*time.Hour))
+	}
+	clock.Set(t0.Add((dueEpochs + 1) * 24 * time.Hour))
+	now := clock.Now()
 	var wg sync.WaitGroup
 	const writers, each = 8, 40
-	live := t0.Add(240 * time.Hour)
+	live := now.Add(240 * time.Hour)
 	for w := range writers {
 		wg.Go(func() {
 			for i := range each {
@@ -499,8 +505,8 @@ func TestSweepConcurrentWithRedeem(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				// An expiring record too, swept by a concurrent round.
-				if err := errOf(s.Redeem(ctx, redemption("lab", t0.Add(time.Hour), fmt.Sprintf("due-%d-%d", w, i)))); err != nil {
+				// An audit entry due at once, so every sweep compacts.
+				if err := s.AppendAudit(ctx, issuer.AuditEntry{Time: now, Admin: "ops", Action: "x"}, now); err != nil {
 					t.Error(err)
 					return
 				}
@@ -516,7 +522,7 @@ func TestSweepConcurrentWithRedeem(t *testing.T) {
 			running = false
 		default:
 		}
-		st, err := s.Sweep(ctx, t0.Add(2*time.Hour))
+		st, err := s.Sweep(ctx, now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -528,8 +534,8 @@ func TestSweepConcurrentWithRedeem(t *testing.T) {
 	if compactions == 0 {
 		t.Fatal("no sweep compacted while redemptions ran")
 	}
-	if deleted != writers*each {
-		t.Fatalf("swept %d due records, want %d", deleted, writers*each)
+	if deleted != dueEpochs*perEpoch {
+		t.Fatalf("swept %d due records, want %d", deleted, dueEpochs*perEpoch)
 	}
 	for w := range writers {
 		for i := range each {
@@ -538,8 +544,9 @@ func TestSweepConcurrentWithRedeem(t *testing.T) {
 	}
 }
 
-func TestSweepDestroysEndedEpochKeys(t *testing.T) {
-	s := openTest(t, t.TempDir(), nil)
+func TestSweepDropsEndedPartitions(t *testing.T) {
+	clock := &fakeClock{t: t0}
+	s := openTest(t, t.TempDir(), clock)
 	ctx := context.Background()
 	soon, later := t0.Add(time.Hour), t0.Add(72*time.Hour)
 	if err := errOf(s.Redeem(ctx, redemption("lab", soon, "a"))); err != nil {
@@ -552,24 +559,32 @@ func TestSweepDestroysEndedEpochKeys(t *testing.T) {
 	if endSoon != day(t0).Add(24*time.Hour).Unix() {
 		t.Fatalf("epoch of %v ends %v, want the next midnight", soon, time.Unix(endSoon, 0).UTC())
 	}
-	// Past the record's deadline but not its epoch's end: key stays.
+	// Past the record's deadline but not its epoch's end: the partition stays.
 	if _, err := s.Sweep(ctx, soon); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(s.epochPath(endSoon)); err != nil {
-		t.Fatalf("key destroyed before its epoch ended: %v", err)
+	for _, ext := range []string{".db", ".key"} {
+		if _, err := os.Stat(s.partitionPath(endSoon, ext)); err != nil {
+			t.Fatalf("partition %s gone before its epoch ended: %v", ext, err)
+		}
 	}
-	if _, err := s.Sweep(ctx, time.Unix(endSoon, 0)); err != nil {
+	st, err := s.Sweep(ctx, time.Unix(endSoon, 0))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(s.epochPath(endSoon)); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("ended epoch key still on disk: %v", err)
+	if st.Deleted[issuer.CategoryReplay] != 1 {
+		t.Fatalf("sweep %+v, want one replay record dropped", st)
 	}
-	if _, ok := s.keys[endSoon]; ok {
-		t.Fatal("ended epoch key still cached")
+	for _, ext := range []string{".db", ".key"} {
+		if _, err := os.Stat(s.partitionPath(endSoon, ext)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("ended partition %s still on disk: %v", ext, err)
+		}
+		if _, err := os.Stat(s.partitionPath(endLater, ext)); err != nil {
+			t.Fatalf("live partition %s gone: %v", ext, err)
+		}
 	}
-	if _, err := os.Stat(s.epochPath(endLater)); err != nil {
-		t.Fatalf("live epoch key destroyed: %v", err)
+	if len(s.partitions()) != 1 {
+		t.Fatalf("%d partitions held, want 1", len(s.partitions()))
 	}
 	wantRedeemed(t, errOf(s.Redeem(ctx, redemption("lab", later, "b"))), 0)
 }
@@ -615,8 +630,9 @@ func TestInventory(t *testing.T) {
 	}
 	hour0 := t0.Truncate(time.Hour)
 	r := inv[0]
-	if r.Count != 3 || !r.Oldest.Equal(hour0) || !r.NextDeadline.Equal(d1) {
-		t.Fatalf("replay row %+v: want 3, oldest %v, next %v", r, hour0, d1)
+	// Replay records go when their partition ends.
+	if end := time.Unix(s.epochOf(d1.Unix()), 0); r.Count != 3 || !r.Oldest.Equal(hour0) || !r.NextDeadline.Equal(end) {
+		t.Fatalf("replay row %+v: want 3, oldest %v, next %v", r, hour0, end)
 	}
 	if c := inv[1]; c.Count != 1 || !c.Oldest.Equal(hour0) {
 		t.Fatalf("counts row %+v (one day, one colour, first written at %v)", c, hour0)

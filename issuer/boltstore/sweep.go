@@ -11,28 +11,53 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/healthcode/healthcode/internal/atomicfile"
+
 	"github.com/healthcode/healthcode/issuer"
 )
 
-// Sweep deletes every record whose deadline is at or before now, destroys
-// the epoch keys whose epoch has ended, and then compacts the file into a
-// fresh one so no freed page keeps a deleted record. Deletion runs in
-// transactions of at most Options.SweepChunk keys so redemptions keep flowing; only the
-// compaction holds them off. A sweep cut short by a crash is finished by
-// the next one: the need to compact is recorded with the deletions.
+// Sweep deletes every record whose deadline is at or before now. Replay
+// partitions whose epoch has ended are dropped whole (key shredded, file
+// unlinked): no redemption waits for that. The main file's categories are
+// deleted in transactions of at most Options.SweepChunk keys, and the main
+// file is then compacted into a fresh one so no freed page keeps a deleted
+// record; that copy is proportional to the small categories alone. A sweep
+// cut short by a crash is finished by the next one: the need to compact is
+// recorded with the deletions, and a partition whose key is gone is
+// removed at Open.
 func (s *DB) Sweep(ctx context.Context, now time.Time) (issuer.SweepStats, error) {
 	s.sweepMu.Lock()
 	defer s.sweepMu.Unlock()
-	stats := issuer.SweepStats{Deleted: make(map[string]int, len(deadlineCategories))}
+	stats := issuer.SweepStats{Deleted: make(map[string]int, len(smallCategories)+1)}
 	if now.IsZero() {
 		return stats, errors.New("boltstore: sweep: now is required")
 	}
+	if s.closed() {
+		return stats, ErrClosed
+	}
 	cutoff := now.Unix() // a key's deadline is whole seconds, rounded up
-	for _, name := range deadlineCategories {
+	stats.Deleted[issuer.CategoryReplay] = 0
+	for _, name := range smallCategories {
 		stats.Deleted[name] = 0
 	}
 	start := time.Now()
-	for _, name := range deadlineCategories {
+	dropped := 0
+	for _, p := range s.partitions() {
+		if p.end > cutoff {
+			break
+		}
+		n, err := partitionCount(p)
+		if err != nil {
+			return stats, fmt.Errorf("boltstore: sweep: %w", err)
+		}
+		if err := s.dropPartition(p); err != nil {
+			return stats, fmt.Errorf("boltstore: sweep: %w", err)
+		}
+		stats.Deleted[issuer.CategoryReplay] += n
+		dropped++
+		hook("partition-dropped")
+	}
+	for _, name := range smallCategories {
 		for {
 			n, err := s.deleteExpired(ctx, name, cutoff)
 			stats.Deleted[name] += n
@@ -44,11 +69,6 @@ func (s *DB) Sweep(ctx context.Context, now time.Time) (issuer.SweepStats, error
 			}
 		}
 	}
-	destroyed, err := s.destroyEpochKeys(cutoff)
-	if err != nil {
-		return stats, err
-	}
-	hook("keys-destroyed")
 	pending := false
 	if err := s.view(ctx, func(tx *bolt.Tx) error {
 		pending = bucket(tx, issuer.CategoryConfiguration).Get(cfgCompactionPending) != nil
@@ -60,6 +80,7 @@ func (s *DB) Sweep(ctx context.Context, now time.Time) (issuer.SweepStats, error
 		if err := ctx.Err(); err != nil {
 			return stats, err
 		}
+		hook("before-compact")
 		if err := s.compact(); err != nil {
 			return stats, fmt.Errorf("boltstore: sweep: compact: %w", err)
 		}
@@ -69,9 +90,30 @@ func (s *DB) Sweep(ctx context.Context, now time.Time) (issuer.SweepStats, error
 	for _, n := range stats.Deleted {
 		total += n
 	}
-	s.log.Info("sweep finished", "deleted", total, "epoch_keys_destroyed", destroyed,
+	s.log.Info("sweep finished", "deleted", total, "replay_partitions_dropped", dropped,
 		"compacted", stats.Compacted, "duration", time.Since(start))
 	return stats, nil
+}
+
+// partitionCount reads how many records a partition holds, from its tally.
+func partitionCount(p *partition) (int, error) {
+	if !p.acquire() {
+		return 0, nil
+	}
+	defer p.release()
+	n := 0
+	err := p.db.View(func(tx *bolt.Tx) error {
+		t, err := tallyOf(tx, issuer.CategoryReplay)
+		if err != nil {
+			return err
+		}
+		n, _, err = readTally(t)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("replay partition %d: %w", p.end, err)
+	}
+	return n, nil
 }
 
 // deleteExpired deletes up to SweepChunk keys with deadline <= cutoff in
@@ -92,18 +134,9 @@ func (s *DB) deleteExpired(ctx context.Context, name string, cutoff int64) (int,
 		if len(expired) == 0 {
 			return nil
 		}
-		var ids *bolt.Bucket
-		if name == issuer.CategoryReplay {
-			ids = tx.Bucket(replayIDBucket)
-		}
 		for _, k := range expired {
-			if err := b.Delete(k); err != nil {
+			if _, err := del(tx, name, k); err != nil {
 				return err
-			}
-			if ids != nil {
-				if err := ids.Delete(k[8:]); err != nil {
-					return err
-				}
 			}
 		}
 		n = len(expired)
@@ -144,7 +177,8 @@ func (s *DB) compact() (err error) {
 		return abandon(err)
 	}
 	if err := dst.Update(func(tx *bolt.Tx) error {
-		return bucket(tx, issuer.CategoryConfiguration).Delete(cfgCompactionPending)
+		_, err := del(tx, issuer.CategoryConfiguration, cfgCompactionPending)
+		return err
 	}); err != nil {
 		return abandon(err)
 	}
@@ -166,7 +200,7 @@ func (s *DB) compact() (err error) {
 		os.Remove(tmp)
 		return s.reopen(err)
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := atomicfile.SyncDir(s.dir); err != nil {
 		return s.reopen(err)
 	}
 	return s.reopen(nil)
@@ -182,42 +216,4 @@ func (s *DB) reopen(cause error) error {
 	}
 	s.db = db
 	return cause
-}
-
-// Inventory reports, per category, how many records are held, the earliest
-// write hour among them and the next deadline. Counts only.
-func (s *DB) Inventory(ctx context.Context) ([]issuer.CategoryStat, error) {
-	names := append(append([]string(nil), deadlineCategories...), issuer.CategoryConfiguration)
-	out := make([]issuer.CategoryStat, 0, len(names))
-	err := s.view(ctx, func(tx *bolt.Tx) error {
-		for _, name := range names {
-			st := issuer.CategoryStat{Name: name}
-			oldest := int64(-1)
-			c := bucket(tx, name).Cursor()
-			for k, v := c.First(); k != nil; k, v = c.Next() {
-				if st.Count == 0 && name != issuer.CategoryConfiguration {
-					next := time.Unix(keyDeadline(k), 0).UTC()
-					st.NextDeadline = &next
-				}
-				st.Count++
-				hour, _, err := splitValue(v)
-				if err != nil {
-					return fmt.Errorf("boltstore: inventory %s: %w", name, err)
-				}
-				if oldest < 0 || hour < oldest {
-					oldest = hour
-				}
-			}
-			if oldest >= 0 {
-				t := time.Unix(oldest, 0).UTC()
-				st.Oldest = &t
-			}
-			out = append(out, st)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
