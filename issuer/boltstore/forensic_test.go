@@ -272,3 +272,69 @@ func TestForensicAdminDeletionsAreCompacted(t *testing.T) {
 		t.Fatalf("bundle key after compaction: %v", err)
 	}
 }
+
+// TestForensicDroppedPartitionLeavesNothing: once a partition is dropped,
+// a byte search of the data directory finds nothing of its records (their
+// hashes, the keyed hashes of the wallets' secrets) nor of its key, sealed
+// or raw; the partition still live keeps its own.
+func TestForensicDroppedPartitionLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	clock := &fakeClock{t: t0}
+	s := openTest(t, dir, clock)
+	ctx := context.Background()
+	due, live := t0.Add(5*time.Hour), t0.Add(80*time.Hour)
+	dueEnd, liveEnd := s.epochOf(due.Unix()), s.epochOf(live.Unix())
+	secret := []byte("FORENSIC-WALLET-SECRET-32-BYTES!")
+	for i := range 20 {
+		r := withSecret(redemption("lab", due, fmt.Sprintf("DROP-%d", i)), secret, 2)
+		if err := errOf(s.Redeem(ctx, r)); err != nil {
+			t.Fatal(err)
+		}
+		if err := errOf(s.Redeem(ctx, withSecret(redemption("lab", live, fmt.Sprintf("KEEP-%d", i)), secret, 2))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	patterns := func(end int64, prefix string) []pattern {
+		key := partitionKey(t, dir, end)
+		sealed, err := os.ReadFile(s.partitionPath(end, ".key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps := []pattern{{prefix + " sealed key", sealed}}
+		for i := range 20 {
+			id := fmt.Sprintf("%s-%d", prefix, i)
+			ps = append(ps,
+				pattern{"record hash of " + id, recordHash(key, "lab", id)},
+				pattern{"secret hash of " + id, secretHash(key, "lab", id, secret)})
+		}
+		return ps
+	}
+	dropped, kept := patterns(dueEnd, "DROP"), patterns(liveEnd, "KEEP")
+	rawDue := partitionKey(t, dir, dueEnd)
+	never := []pattern{{"secret", secret}, {"raw key", rawDue}, {"raw live key", partitionKey(t, dir, liveEnd)}}
+	for _, p := range append(append([]pattern(nil), dropped...), kept...) {
+		if len(hits(t, dir, []pattern{p})) == 0 {
+			t.Fatalf("control: %s not found before the drop", p.what)
+		}
+	}
+	if h := hits(t, dir, never); len(h) != 0 {
+		t.Fatalf("stored although it never should be: %v", h)
+	}
+	clock.Set(time.Unix(dueEnd, 0))
+	st, err := s.Sweep(ctx, time.Unix(dueEnd, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Deleted[issuer.CategoryReplay] != 20 {
+		t.Fatalf("sweep %+v, want the 20 records of one partition", st)
+	}
+	if h := hits(t, dir, append(append([]pattern(nil), dropped...), never...)); len(h) != 0 {
+		t.Fatalf("recoverable after the partition was dropped: %v", h)
+	}
+	for _, p := range kept {
+		if len(hits(t, dir, []pattern{p})) == 0 {
+			t.Fatalf("%s lost with another partition", p.what)
+		}
+	}
+	wantRedeemed(t, errOf(s.Redeem(ctx, redemption("lab", live, "KEEP-3"))), 0)
+}
