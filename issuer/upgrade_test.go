@@ -65,10 +65,12 @@ func TestRelease0OpensWithRenewal(t *testing.T) {
 	env.Clock.Set(time.Date(2026, 12, 4, 23, 0, 0, 0, time.UTC))
 	_, err = redeem(env, nil, att)
 	wantRefused(t, err, 422, "attestation_expired", 0, "expired")
-	// The sweep at the deadline removes the moved record.
+	// The moved record goes with its partition, at the end of its
+	// deadline's epoch (the next midnight): counted as absent since 23:00.
 	if n := replayCount(t, env); n != 1 {
 		t.Fatalf("%d replay records before the sweep, want release 0's one", n)
 	}
+	env.Clock.Set(time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC))
 	if _, err := env.DB.Sweep(context.Background(), env.Clock.Now()); err != nil {
 		t.Fatal(err)
 	}

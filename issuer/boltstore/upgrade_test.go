@@ -28,7 +28,7 @@ const (
 
 var release0Now = time.Date(2026, 12, 1, 22, 30, 0, 0, time.UTC)
 
-func copyDir(t *testing.T, src string) string {
+func copyFixture(t *testing.T, src string) string {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), "data")
 	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
@@ -52,7 +52,7 @@ func copyDir(t *testing.T, src string) string {
 }
 
 func TestUpgradeFromRelease0(t *testing.T) {
-	dir := copyDir(t, release0Dir)
+	dir := copyFixture(t, release0Dir)
 	oldKey, err := os.ReadFile(filepath.Join(dir, "epochs", "1796428800.key"))
 	if err != nil {
 		t.Fatal(err)
