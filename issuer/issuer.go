@@ -33,9 +33,23 @@ type Config struct {
 	Clock  Clock
 	Logger *slog.Logger
 	// Policy, if set, replaces the stored policy at start (audited as the
-	// "startup" admin). With neither, the built-in default is stored.
+	// "startup" admin) unless its version is lower than the stored one.
+	// With neither, the built-in default is stored.
 	Policy *policy.Policy
+	// InventoryRounding rounds the public inventory's resident counts to
+	// a multiple of it (default DefaultInventoryRounding; 1: exact).
+	InventoryRounding int
+	// InventoryRefresh is how often at most the public inventory reads
+	// the store (default DefaultInventoryRefresh).
+	InventoryRefresh time.Duration
 }
+
+// Defaults of the public inventory: a single redemption moves neither a
+// rounded count nor, within the hour, the snapshot.
+const (
+	DefaultInventoryRounding = 10
+	DefaultInventoryRefresh  = time.Hour
+)
 
 // Issuer is safe for concurrent use.
 type Issuer struct {
@@ -61,6 +75,16 @@ type Issuer struct {
 	bundleKey ed25519.PrivateKey
 	bundleRaw string
 	bundle    *bundle.Bundle
+
+	// The public inventory's snapshot (see Inventory).
+	invMu       sync.Mutex
+	invRounding int
+	invRefresh  time.Duration
+	invAt       time.Time
+	invStats    []CategoryStat
+
+	// sweepInterval wakes Run when a policy changes the sweep interval.
+	sweepInterval chan struct{}
 }
 
 // New loads the issuer's state, creating keys and the default policy on
@@ -75,7 +99,17 @@ func New(ctx context.Context, cfg Config) (*Issuer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	i := &Issuer{store: cfg.Store, state: cfg.State, clock: cfg.Clock, log: cfg.Logger}
+	if cfg.InventoryRounding < 0 || cfg.InventoryRefresh < 0 {
+		return nil, errors.New("issuer: InventoryRounding and InventoryRefresh must not be negative")
+	}
+	if cfg.InventoryRounding == 0 {
+		cfg.InventoryRounding = DefaultInventoryRounding
+	}
+	if cfg.InventoryRefresh == 0 {
+		cfg.InventoryRefresh = DefaultInventoryRefresh
+	}
+	i := &Issuer{store: cfg.Store, state: cfg.State, clock: cfg.Clock, log: cfg.Logger,
+		invRounding: cfg.InventoryRounding, invRefresh: cfg.InventoryRefresh, sweepInterval: make(chan struct{}, 1)}
 
 	rec, err := i.state.Policy(ctx)
 	stored := err == nil
@@ -249,6 +283,12 @@ func (i *Issuer) SetPolicy(ctx context.Context, admin string, p *policy.Policy) 
 	}
 	if err := i.putPolicy(ctx, admin, p, true); err != nil {
 		return err
+	}
+	if cur == nil || cur.Retention.SweepInterval != p.Retention.SweepInterval {
+		select {
+		case i.sweepInterval <- struct{}{}:
+		default: // Run has a wake-up pending already
+		}
 	}
 	// Lifetimes and display data may have changed.
 	return i.refreshBundle(ctx, true)

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	stdlog "log"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,6 +44,16 @@ type serveConfig struct {
 	logLevel               string
 	redeemPerMinute        int
 	adminPerMinute         int
+	adminFailuresPerMinute int
+	inventoryPerMinute     int
+	// metricsAddr is the operator's /metrics listener ("" or "off": none);
+	// a non-loopback address needs metricsRemote.
+	metricsAddr   string
+	metricsRemote bool
+	// inventoryRounding rounds the public inventory's resident counts (0:
+	// the default, 10).
+	inventoryRounding int
+	inventoryRefresh  time.Duration
 }
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -56,7 +68,13 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&c.tlsKey, "tls-key", "", "TLS private key `FILE` (PEM)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn or error")
 	fs.IntVar(&c.redeemPerMinute, "redeem-rate", httpapi.DefaultOptions().RedeemPerMinute, "redemptions per client per minute, `N` (0: no limit)")
-	fs.IntVar(&c.adminPerMinute, "admin-rate", httpapi.DefaultOptions().AdminPerMinute, "admin calls per client per minute, `N` (0: no limit)")
+	fs.IntVar(&c.adminPerMinute, "admin-rate", httpapi.DefaultOptions().AdminPerMinute, "admin calls per admin token per minute, `N` (0: no limit)")
+	fs.IntVar(&c.adminFailuresPerMinute, "admin-failure-rate", httpapi.DefaultOptions().AdminFailuresPerMinute, "failed admin authentications per client per minute, `N` (0: no limit); never blocks a valid token")
+	fs.IntVar(&c.inventoryPerMinute, "inventory-rate", httpapi.DefaultOptions().InventoryPerMinute, "public inventory requests per client per minute, `N` (0: no limit)")
+	fs.IntVar(&c.inventoryRounding, "inventory-rounding", issuer.DefaultInventoryRounding, "round the public inventory's replay-record and count figures to a multiple of `N` (1: exact; it is public)")
+	fs.DurationVar(&c.inventoryRefresh, "inventory-refresh", issuer.DefaultInventoryRefresh, "how often at most the public inventory reads the store, a `DURATION` (it is public: keep it coarse)")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "127.0.0.1:9090", "operator's listener for /metrics (Prometheus), `HOST:PORT`, loopback only unless --metrics-allow-remote; \"off\" for none")
+	fs.BoolVar(&c.metricsRemote, "metrics-allow-remote", false, "allow --metrics-addr on a non-loopback address (put it behind a firewall: metrics are for operators)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -69,8 +87,17 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if c.kek == "" {
 		c.kek = os.Getenv(kekEnv)
 	}
-	if c.redeemPerMinute < 0 || c.adminPerMinute < 0 {
+	if c.redeemPerMinute < 0 || c.adminPerMinute < 0 || c.adminFailuresPerMinute < 0 || c.inventoryPerMinute < 0 {
 		return usagef("rate limits must not be negative")
+	}
+	if c.inventoryRefresh <= 0 {
+		return usagef("--inventory-refresh must be positive, got %s", c.inventoryRefresh)
+	}
+	if c.inventoryRounding < 1 {
+		return usagef("--inventory-rounding must be at least 1, got %d", c.inventoryRounding)
+	}
+	if err := checkMetricsAddr(c.metricsAddr, c.metricsRemote); err != nil {
+		return err
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
@@ -115,7 +142,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger, stdout io.Write
 	// then the database closes.
 	defer db.Close()
 
-	iss, err := issuer.New(ctx, issuer.Config{Store: db, State: db, Clock: issuer.SystemClock{}, Logger: log, Policy: pol})
+	iss, err := issuer.New(ctx, issuer.Config{Store: db, State: db, Clock: issuer.SystemClock{}, Logger: log, Policy: pol, InventoryRounding: c.inventoryRounding, InventoryRefresh: c.inventoryRefresh})
 	if err != nil {
 		// A policy file with a version not above the stored one is an
 		// operator mistake worth a clear word.
@@ -140,6 +167,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger, stdout io.Write
 	opts := httpapi.DefaultOptions()
 	opts.Logger = log
 	opts.RedeemPerMinute, opts.AdminPerMinute = c.redeemPerMinute, c.adminPerMinute
+	opts.AdminFailuresPerMinute, opts.InventoryPerMinute = c.adminFailuresPerMinute, c.inventoryPerMinute
 	opts.Verify, opts.Wallet = web.Verify(), web.Wallet()
 	if err := web.VerifyBuilt(); err != nil {
 		log.Warn("verifier web app not built; run 'make wasm'", "err", err)
@@ -155,9 +183,30 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger, stdout io.Write
 		ln = tls.NewListener(ln, tlsCfg)
 		scheme = "https"
 	}
+	var mln net.Listener
+	if c.metricsAddr != "" && c.metricsAddr != "off" {
+		if mln, err = net.Listen("tcp", c.metricsAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+	}
 	base := scheme + "://" + ln.Addr().String()
 	printWelcome(stdout, base, iss.Fingerprint(), tokenPath, tokenCreated, demoKey, kekFile, kekCreated)
+	if mln != nil {
+		fmt.Fprintf(stdout, "  metrics (operators only): http://%s/metrics\n", mln.Addr())
+	}
 	log.Info("issuer listening", "addr", ln.Addr().String(), "policy_version", iss.Policy().Version)
+
+	var msrv *http.Server
+	metricsDone := make(chan error, 1)
+	if mln != nil {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", srv.MetricsHandler())
+		msrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+			// net/http logs client addresses in its errors (invariant 7).
+			ErrorLog: stdlog.New(io.Discard, "", 0)}
+		go func() { metricsDone <- msrv.Serve(mln) }()
+	}
 
 	runCtx, stopRun := context.WithCancel(context.Background())
 	runDone := make(chan error, 1)
@@ -168,10 +217,20 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger, stdout io.Write
 
 	select {
 	case err = <-srvDone:
+	case err = <-metricsDone:
+		err = fmt.Errorf("metrics listener: %w", err)
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = srv.Shutdown(sctx)
+		cancel()
 	case <-ctx.Done():
 		log.Info("shutting down")
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err = srv.Shutdown(sctx)
+		cancel()
+	}
+	if msrv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = msrv.Shutdown(sctx)
 		cancel()
 	}
 	stopRun()
@@ -321,4 +380,25 @@ func openStore(data, kekFile string, create bool, opts boltstore.Options) (db *b
 		return nil, false, fmt.Errorf("%s is not the key-encryption key the keys in %s are sealed under: %w", kekFile, data, err)
 	}
 	return nil, false, err
+}
+
+// checkMetricsAddr refuses a metrics listener off the loopback interface
+// unless the operator asked for one: the counters are for operators, and
+// exact counts at a quiet hour tell an onlooker that someone was just
+// issued a colour.
+func checkMetricsAddr(addr string, remote bool) error {
+	if addr == "" || addr == "off" || remote {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return usagef("--metrics-addr: want HOST:PORT, got %q", addr)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return usagef("--metrics-addr %s is not a loopback address; metrics are for operators (add --metrics-allow-remote to serve them there anyway)", addr)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -128,5 +129,65 @@ func TestServeTLSFlags(t *testing.T) {
 	// Nothing was started: no database in the data directory.
 	if _, err := os.Stat(filepath.Join(dir, "healthcode.db")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a refused start left a database: %v", err)
+	}
+}
+
+// /metrics is served on the operator's own listener, not on the public
+// address.
+func TestServeMetricsOnItsOwnListener(t *testing.T) {
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	maddr := free.Addr().String()
+	free.Close()
+	base := startServe(t, serveConfig{logLevel: "info", metricsAddr: maddr})
+	get := func(url string) (int, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("http://" + maddr + "/metrics"); code != 200 || !strings.Contains(body, "# TYPE go_goroutines gauge") {
+		t.Fatalf("metrics listener: %d %.200s", code, body)
+	}
+	if code, body := get(base + "/metrics"); code != 404 {
+		t.Fatalf("public /metrics: %d %.200s", code, body)
+	}
+	if code, _ := get("http://" + maddr + "/v1/inventory"); code != 404 {
+		t.Fatalf("the metrics listener serves more than /metrics: %d", code)
+	}
+}
+
+func TestServeMetricsAddrLoopbackOnly(t *testing.T) {
+	for _, tc := range []struct {
+		addr   string
+		remote bool
+		want   string
+	}{
+		{"127.0.0.1:9090", false, ""},
+		{"[::1]:9090", false, ""},
+		{"localhost:9090", false, ""},
+		{"off", false, ""},
+		{"0.0.0.0:9090", false, "--metrics-addr 0.0.0.0:9090 is not a loopback address; metrics are for operators (add --metrics-allow-remote to serve them there anyway)"},
+		{":9090", false, "--metrics-addr :9090 is not a loopback address; metrics are for operators (add --metrics-allow-remote to serve them there anyway)"},
+		{"10.1.2.3:9090", true, ""},
+		{"9090", false, `--metrics-addr: want HOST:PORT, got "9090"`},
+	} {
+		err := checkMetricsAddr(tc.addr, tc.remote)
+		if got := fmt.Sprint(err); (tc.want == "" && err != nil) || (tc.want != "" && got != tc.want) {
+			t.Errorf("checkMetricsAddr(%q, %v) = %v, want %q", tc.addr, tc.remote, err, tc.want)
+		}
+	}
+	dir := t.TempDir()
+	code, _, stderr := runIssuer(t, "serve", "--data", dir, "--addr", "127.0.0.1:0", "--metrics-addr", "0.0.0.0:9090")
+	if code != 2 || !strings.HasPrefix(stderr, "issuer: --metrics-addr 0.0.0.0:9090 is not a loopback address") {
+		t.Fatalf("serve with a public metrics address: exit %d %q", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "healthcode.db")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a refused start opened the store: %v", err)
 	}
 }

@@ -48,8 +48,10 @@ func startIssuer(ctx context.Context, bin, dir, logPath string, extra ...string)
 		return nil, err
 	}
 	defer logf.Close()
-	args := append([]string{"serve", "--data", dir, "--addr", "127.0.0.1:0", "--demo",
-		"--redeem-rate", "0", "--admin-rate", "0", "--log-level", "warn"}, extra...)
+	args := append([]string{"serve", "--data", dir, "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--demo",
+		"--redeem-rate", "0", "--admin-rate", "0", "--inventory-rate", "0",
+		// Exact and fresh: the load run counts records through the inventory.
+		"--inventory-rounding", "1", "--inventory-refresh", "1ns", "--log-level", "warn"}, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stderr = logf
 	cmd.SysProcAttr = childAttr()

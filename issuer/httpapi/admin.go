@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,23 +15,45 @@ import (
 
 const adminLocal = "admin"
 
-// requireAdmin checks the bearer token against the stored hashes (in
-// constant time, in the core) and remembers the token's name for the audit
-// log.
+// requireAdmin authenticates first: the bearer token is checked against
+// the stored hashes (in constant time, in the core). A valid token then
+// spends its own per-token budget (AdminPerMinute); a failed attempt
+// spends its client's failure budget (AdminFailuresPerMinute), which no
+// valid token ever consults, so a flood of wrong tokens from anywhere
+// cannot lock the administrator out. The token's name is kept for the
+// audit log.
 func (s *Server) requireAdmin(c *fiber.Ctx) error {
+	now := s.iss.Now()
 	auth := c.Get(fiber.HeaderAuthorization)
 	tok, ok := strings.CutPrefix(auth, "Bearer ")
-	if !ok || tok == "" {
-		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="healthcode-admin"`)
-		return apiError(fiber.StatusUnauthorized, "unauthorized", "an admin bearer token is required")
+	name := ""
+	if ok && tok != "" {
+		name, ok = s.iss.AuthenticateAdmin(strings.TrimSpace(tok))
+	} else {
+		ok = false
 	}
-	name, ok := s.iss.AuthenticateAdmin(strings.TrimSpace(tok))
 	if !ok {
+		if ok, retry := s.adminFailures.allow(clientKey(s.clientSalt, c), now); !ok {
+			setRetryAfter(c, retry)
+			return apiError(fiber.StatusTooManyRequests, "rate_limited", "too many failed admin authentications from this client; try again in a minute")
+		}
+		if auth == "" || tok == "" {
+			c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="healthcode-admin"`)
+			return apiError(fiber.StatusUnauthorized, "unauthorized", "an admin bearer token is required")
+		}
 		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="healthcode-admin", error="invalid_token"`)
 		return apiError(fiber.StatusUnauthorized, "unauthorized", "the admin token is not valid")
 	}
+	if ok, retry := s.adminCalls.allow(name, now); !ok {
+		setRetryAfter(c, retry)
+		return apiError(fiber.StatusTooManyRequests, "rate_limited", "too many admin calls with this token; try again in a minute")
+	}
 	c.Locals(adminLocal, name)
 	return c.Next()
+}
+
+func setRetryAfter(c *fiber.Ctx, d time.Duration) {
+	c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(max(1, (d+time.Second-1)/time.Second))))
 }
 
 func adminName(c *fiber.Ctx) string { s, _ := c.Locals(adminLocal).(string); return s }

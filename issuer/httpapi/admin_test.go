@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -227,23 +228,66 @@ func TestAuditNamesTokensNeverHoldsThem(t *testing.T) {
 }
 
 // Small limits: the request after the limit gets 429 rate_limited as JSON,
-// with Retry-After. Admin calls are counted before authentication, so
-// guessing tokens is limited too; redemptions are counted whatever their
-// outcome.
+// with Retry-After. Admin calls authenticate first: failed attempts are
+// limited per client and never block a valid token; valid calls are
+// limited per admin token. Redemptions are counted whatever their outcome,
+// and the public inventory is limited too.
 func TestRateLimits(t *testing.T) {
 	o := httpapi.DefaultOptions()
-	o.RedeemPerMinute, o.AdminPerMinute = 3, 2
+	o.RedeemPerMinute, o.AdminPerMinute, o.AdminFailuresPerMinute, o.InventoryPerMinute = 3, 3, 2, 2
 	env := issuertest.Start(t, issuertest.WithTime(t0), issuertest.WithHTTPOptions(o))
+	second, err := env.Issuer.CreateAdminToken(context.Background(), "test", "second")
+	if err != nil {
+		t.Fatal(err)
+	}
 
+	// A flood of wrong tokens: limited after two, per client...
 	for n := 0; n < 2; n++ {
 		status, raw, _ := call(t, env, "GET", "/v1/admin/keys", "hcadm_guess", nil)
 		wantError(t, status, raw, http.StatusUnauthorized, "unauthorized")
 	}
+	for n := 0; n < 5; n++ {
+		status, raw, h := call(t, env, "GET", "/v1/admin/keys", "hcadm_guess", nil)
+		wantError(t, status, raw, http.StatusTooManyRequests, "rate_limited")
+		if h.Get("Retry-After") != "60" {
+			t.Fatalf("429 with Retry-After %q, want 60", h.Get("Retry-After"))
+		}
+	}
+	status, raw, _ := call(t, env, "GET", "/v1/admin/keys", "", nil)
+	wantError(t, status, raw, http.StatusTooManyRequests, "rate_limited")
+	// ...and the valid token, from the same client, is not blocked by it.
+	for n := 0; n < 3; n++ {
+		if status, raw, _ := call(t, env, "GET", "/v1/admin/keys", env.AdminToken, nil); status != http.StatusOK {
+			t.Fatalf("valid token during a flood of wrong ones: %d %s", status, raw)
+		}
+	}
+	// Valid calls are limited per token: the fourth is refused, another
+	// token still works.
+	env.Clock.Advance(30 * time.Second)
 	status, raw, h := call(t, env, "GET", "/v1/admin/keys", env.AdminToken, nil)
 	wantError(t, status, raw, http.StatusTooManyRequests, "rate_limited")
-	if h.Get("Retry-After") == "" {
-		t.Fatal("429 without Retry-After")
+	if !strings.Contains(string(raw), "too many admin calls with this token") || h.Get("Retry-After") != "30" {
+		t.Fatalf("per-token limit: %s, Retry-After %q", raw, h.Get("Retry-After"))
 	}
+	if status, raw, _ := call(t, env, "GET", "/v1/admin/keys", second, nil); status != http.StatusOK {
+		t.Fatalf("another admin token: %d %s", status, raw)
+	}
+	// The window ends by the issuer's clock.
+	env.Clock.Advance(30 * time.Second)
+	if status, raw, _ := call(t, env, "GET", "/v1/admin/keys", env.AdminToken, nil); status != http.StatusOK {
+		t.Fatalf("valid token in the next minute: %d %s", status, raw)
+	}
+	status, raw, _ = call(t, env, "GET", "/v1/admin/keys", "hcadm_guess", nil)
+	wantError(t, status, raw, http.StatusUnauthorized, "unauthorized")
+
+	// The public inventory: two a minute per client.
+	for n := 0; n < 2; n++ {
+		if status, raw, _ := call(t, env, "GET", "/v1/inventory", "", nil); status != http.StatusOK {
+			t.Fatalf("inventory: %d %s", status, raw)
+		}
+	}
+	status, raw, _ = call(t, env, "GET", "/v1/inventory", "", nil)
+	wantError(t, status, raw, http.StatusTooManyRequests, "rate_limited")
 
 	status, raw = env.Post(t, "/v1/tokens", httpapi.TokensRequest{Attestations: []string{env.Attest(t, attestation.TestNegative, time.Time{}, "")}})
 	if status != http.StatusOK {

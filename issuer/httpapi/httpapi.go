@@ -37,13 +37,19 @@ const (
 // Options configure the HTTP server.
 type Options struct {
 	Logger *slog.Logger
-	// RedeemPerMinute and AdminPerMinute limit requests per client per
-	// minute; 0 turns a limit off (load tests on 127.0.0.1).
-	RedeemPerMinute int
-	AdminPerMinute  int
-	ReadTimeout     time.Duration
-	WriteTimeout    time.Duration
-	IdleTimeout     time.Duration
+	// RedeemPerMinute and InventoryPerMinute limit requests per client per
+	// minute; AdminPerMinute limits admin calls per admin token (checked
+	// after authentication, so nobody else can spend a token's budget);
+	// AdminFailuresPerMinute limits failed admin authentications per
+	// client, apart, so a flood of wrong tokens never blocks a valid one.
+	// 0 turns a limit off (load tests on 127.0.0.1).
+	RedeemPerMinute        int
+	InventoryPerMinute     int
+	AdminPerMinute         int
+	AdminFailuresPerMinute int
+	ReadTimeout            time.Duration
+	WriteTimeout           time.Duration
+	IdleTimeout            time.Duration
 	// Static apps, mounted at /verify/ and /wallet/ when set.
 	Verify fs.FS
 	Wallet fs.FS
@@ -52,11 +58,13 @@ type Options struct {
 // DefaultOptions are the production settings.
 func DefaultOptions() Options {
 	return Options{
-		RedeemPerMinute: 30,
-		AdminPerMinute:  60,
-		ReadTimeout:     10 * time.Second,
-		WriteTimeout:    10 * time.Second,
-		IdleTimeout:     60 * time.Second,
+		RedeemPerMinute:        30,
+		InventoryPerMinute:     60,
+		AdminPerMinute:         60,
+		AdminFailuresPerMinute: 10,
+		ReadTimeout:            10 * time.Second,
+		WriteTimeout:           10 * time.Second,
+		IdleTimeout:            60 * time.Second,
 	}
 }
 
@@ -66,6 +74,10 @@ type Server struct {
 	log     *slog.Logger
 	metrics *Metrics
 	app     *fiber.App
+
+	adminCalls    *windowLimiter // per admin token name
+	adminFailures *windowLimiter // per client (salted address hash)
+	clientSalt    [16]byte
 }
 
 // New builds the fiber app for iss.
@@ -73,7 +85,9 @@ func New(iss *issuer.Issuer, o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{iss: iss, log: o.Logger, metrics: NewMetrics()}
+	s := &Server{iss: iss, log: o.Logger, metrics: NewMetrics(),
+		adminCalls: newWindowLimiter(o.AdminPerMinute, time.Minute), adminFailures: newWindowLimiter(o.AdminFailuresPerMinute, time.Minute)}
+	_, _ = rand.Read(s.clientSalt[:])
 	s.app = fiber.New(fiber.Config{
 		// Values from the request outlive no handler here, but Immutable
 		// makes that true by construction.
@@ -91,7 +105,6 @@ func New(iss *issuer.Issuer, o Options) *Server {
 	a.Use(s.recoverer, s.securityHeaders)
 
 	a.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
-	a.Get("/metrics", s.metrics.Handler())
 	a.Get("/.well-known/healthcode/bundle", s.getBundle)
 	a.Get("/.well-known/healthcode/pin", func(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderContentType, "text/plain; charset=utf-8")
@@ -101,7 +114,11 @@ func New(iss *issuer.Issuer, o Options) *Server {
 		c.Set(fiber.HeaderCacheControl, "public, max-age=300")
 		return c.JSON(fiber.Map{"keys": s.iss.JWKS()})
 	})
-	a.Get("/v1/inventory", s.getInventory)
+	inventory := []fiber.Handler{}
+	if o.InventoryPerMinute > 0 {
+		inventory = append(inventory, rateLimit(o.InventoryPerMinute))
+	}
+	a.Get("/v1/inventory", append(inventory, s.getInventory)...)
 	a.Get("/openapi.yaml", getOpenAPI)
 
 	redeem := []fiber.Handler{}
@@ -111,9 +128,8 @@ func New(iss *issuer.Issuer, o Options) *Server {
 	a.Post("/v1/tokens", append(redeem, s.postTokens)...)
 
 	adm := a.Group("/v1/admin")
-	if o.AdminPerMinute > 0 {
-		adm.Use(rateLimit(o.AdminPerMinute))
-	}
+	// Authentication first: limits then count per admin token, and
+	// failures per client, so they never lock out a valid token.
 	adm.Use(s.requireAdmin)
 	s.adminRoutes(adm)
 
@@ -159,6 +175,10 @@ func (s *Server) App() *fiber.App { return s.app }
 
 // Metrics returns the server's metrics.
 func (s *Server) Metrics() *Metrics { return s.metrics }
+
+// MetricsHandler serves /metrics (Prometheus text). It is not on the
+// public app: the operator serves it on its own, loopback, listener.
+func (s *Server) MetricsHandler() http.Handler { return s.metrics.HTTPHandler() }
 
 // Shutdown stops accepting requests and waits for those in flight.
 func (s *Server) Shutdown(ctx context.Context) error { return s.app.ShutdownWithContext(ctx) }
@@ -258,18 +278,22 @@ func rateLimit(perMinute int) fiber.Handler {
 	var salt [16]byte
 	_, _ = rand.Read(salt[:])
 	return limiter.New(limiter.Config{
-		Max:        perMinute,
-		Expiration: time.Minute,
-		KeyGenerator: func(c *fiber.Ctx) string {
-			h := sha256.New()
-			h.Write(salt[:])
-			h.Write([]byte(c.IP()))
-			return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:12])
-		},
+		Max:          perMinute,
+		Expiration:   time.Minute,
+		KeyGenerator: func(c *fiber.Ctx) string { return clientKey(salt, c) },
 		LimitReached: func(c *fiber.Ctx) error {
 			return apiError(fiber.StatusTooManyRequests, "rate_limited", "too many requests; try again in a minute")
 		},
 	})
+}
+
+// clientKey is a salted hash of the client's address: limiters key by it,
+// so no address is kept even in memory.
+func clientKey(salt [16]byte, c *fiber.Ctx) string {
+	h := sha256.New()
+	h.Write(salt[:])
+	h.Write([]byte(c.IP()))
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:12])
 }
 
 // decodeStrict reads exactly one JSON value into v, refusing unknown

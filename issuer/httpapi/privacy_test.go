@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -132,7 +133,7 @@ func TestNothingPersonalInLogsOrMetrics(t *testing.T) {
 		t.Fatalf("the sweep deleted no replay records: %+v", st)
 	}
 
-	status, metrics, _ := call(t, env, "GET", "/metrics", "", nil)
+	status, metrics := getMetrics(t, env)
 	if status != http.StatusOK || !strings.Contains(string(metrics), "healthcode_redemptions_total") {
 		t.Fatalf("metrics: %d %.300s", status, metrics)
 	}
@@ -182,4 +183,29 @@ var knownOutcome = map[string]bool{
 	attestation.CodeMalformed: true, attestation.CodeMissingClaim: true, attestation.CodeClaimNotAllowed: true,
 	attestation.CodeBadKind: true, attestation.CodeUnknownAttester: true, attestation.CodeBadSignature: true,
 	attestation.CodeExpired: true, attestation.CodeFuture: true, attestation.CodeTooLong: true,
+}
+
+func getMetrics(t *testing.T, env *issuertest.Env) (int, []byte) {
+	t.Helper()
+	resp, err := http.Get(env.MetricsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, raw
+}
+
+// /metrics is for operators: the public listener does not serve it, the
+// operator's own listener does.
+func TestMetricsNotPublic(t *testing.T) {
+	env := issuertest.Start(t, issuertest.WithTime(t0))
+	status, raw, _ := call(t, env, "GET", "/metrics", "", nil)
+	wantError(t, status, raw, http.StatusNotFound, "not_found")
+	if status, raw := getMetrics(t, env); status != http.StatusOK || !strings.Contains(string(raw), "# TYPE go_goroutines gauge") {
+		t.Fatalf("metrics listener: %d %.200s", status, raw)
+	}
 }

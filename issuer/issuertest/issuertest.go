@@ -31,10 +31,52 @@ import (
 	"github.com/healthcode/healthcode/web"
 )
 
-// Clock is a settable clock, safe for concurrent use.
+// Clock is a settable clock, safe for concurrent use. It is an
+// issuer.Waker: Run's waits end when Set or Advance reaches them.
 type Clock struct {
-	mu  sync.Mutex
-	now time.Time
+	mu      sync.Mutex
+	now     time.Time
+	waiters []waiter
+}
+
+type waiter struct {
+	at time.Time
+	ch chan struct{}
+}
+
+// WakeAt returns a channel that receives once the clock reaches t.
+func (c *Clock) WakeAt(t time.Time) (<-chan struct{}, func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan struct{}, 1)
+	if !c.now.Before(t) {
+		ch <- struct{}{}
+		return ch, func() {}
+	}
+	c.waiters = append(c.waiters, waiter{t, ch})
+	return ch, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for n, w := range c.waiters {
+			if w.ch == ch {
+				c.waiters = append(c.waiters[:n], c.waiters[n+1:]...)
+				return
+			}
+		}
+	}
+}
+
+// wake fires the waits the clock has reached. Callers hold c.mu.
+func (c *Clock) wake() {
+	kept := c.waiters[:0]
+	for _, w := range c.waiters {
+		if !c.now.Before(w.at) {
+			w.ch <- struct{}{}
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	c.waiters = kept
 }
 
 // NewClock starts at t.
@@ -51,6 +93,7 @@ func (c *Clock) Now() time.Time {
 func (c *Clock) Set(t time.Time) {
 	c.mu.Lock()
 	c.now = t
+	c.wake()
 	c.mu.Unlock()
 }
 
@@ -58,12 +101,16 @@ func (c *Clock) Set(t time.Time) {
 func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	c.now = c.now.Add(d)
+	c.wake()
 	c.mu.Unlock()
 }
+
+var _ issuer.Waker = (*Clock)(nil)
 
 // Env is a running issuer.
 type Env struct {
 	URL         string
+	MetricsURL  string // the operator's /metrics listener, apart from URL
 	Dir         string
 	Issuer      *issuer.Issuer
 	Server      *httpapi.Server
@@ -173,15 +220,27 @@ func Start(t testing.TB, opts ...Option) *Env {
 		defer close(done)
 		_ = srv.App().Listener(ln)
 	}()
+	mln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msrv := &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
+	mdone := make(chan struct{})
+	go func() {
+		defer close(mdone)
+		_ = msrv.Serve(mln)
+	}()
 	t.Cleanup(func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
+		_ = msrv.Shutdown(sctx)
 		<-done
+		<-mdone
 		db.Close()
 	})
 	return &Env{
-		URL: "http://" + ln.Addr().String(), Dir: c.dir, Issuer: iss, Server: srv, DB: db, Clock: clock,
+		URL: "http://" + ln.Addr().String(), MetricsURL: "http://" + mln.Addr().String() + "/metrics", Dir: c.dir, Issuer: iss, Server: srv, DB: db, Clock: clock,
 		Pin: iss.Fingerprint(), AttesterID: "test-lab", AttesterKey: priv, AdminToken: admin, AdminName: adminName,
 		KEK: c.kek,
 	}
