@@ -102,6 +102,10 @@ type Options struct {
 	// data naming its record); it is kept outside the data directory. Open
 	// refuses a KEK other than the one the keys are sealed under.
 	KEK *kek.Key
+	// PreviousKEK, set only by RotateKEK: whatever is still sealed under
+	// it is opened and resealed under KEK, so a rotation cut short by a
+	// crash is finished by running it again.
+	PreviousKEK *kek.Key
 }
 
 // DB is the bbolt-backed issuer.Store and issuer.StateStore.
@@ -128,6 +132,8 @@ type DB struct {
 
 	stripeSeed maphash.Seed
 	stripes    [stripeCount]sync.Mutex
+
+	resealed int // keys Open sealed or resealed (RotateKEK reports it)
 }
 
 var (

@@ -88,13 +88,22 @@ func (s *DB) openKey(end int64, stored []byte) ([]byte, bool, error) {
 			return nil, false, fmt.Errorf("boltstore: replay partition key %d is sealed and no KEK was given", end)
 		}
 		k, err := s.opts.KEK.Open(stored, partitionAAD(end))
+		reseal := false
+		if errors.Is(err, kek.ErrWrongKEK) && s.opts.PreviousKEK != nil {
+			// A KEK rotation (RotateKEK) reseals it under the new KEK.
+			k, err = s.opts.PreviousKEK.Open(stored, partitionAAD(end))
+			reseal = err == nil
+		}
 		if err != nil {
 			return nil, false, fmt.Errorf("boltstore: replay partition key %d: %w", end, err)
 		}
 		if len(k) != epochKeySize {
 			return nil, false, fmt.Errorf("boltstore: replay partition key %d is %d bytes, want %d", end, len(k), epochKeySize)
 		}
-		return k, false, nil
+		if reseal {
+			s.resealed++
+		}
+		return k, reseal, nil
 	}
 	if len(stored) != epochKeySize {
 		return nil, false, fmt.Errorf("boltstore: replay partition key %d is %d bytes, want %d", end, len(stored), epochKeySize)

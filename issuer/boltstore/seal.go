@@ -58,7 +58,20 @@ func (s *DB) sealAtRest() error {
 			if err != nil {
 				return err
 			}
-			if _, err := s.kek().Open(payload, kekCheckAAD); err != nil {
+			_, err = s.kek().Open(payload, kekCheckAAD)
+			if errors.Is(err, kek.ErrWrongKEK) && s.opts.PreviousKEK != nil {
+				// A KEK rotation: everything here is still under the previous
+				// KEK (one transaction reseals it all).
+				if _, perr := s.opts.PreviousKEK.Open(payload, kekCheckAAD); perr == nil {
+					n, err := s.resealAll(tx, s.opts.PreviousKEK, s.kek())
+					if err != nil {
+						return err
+					}
+					sealed = n
+					return s.markCompaction(tx)
+				}
+			}
+			if err != nil {
 				return fmt.Errorf("boltstore: cannot open the keys in %s: %w", s.dir, err)
 			}
 			return nil
@@ -75,10 +88,11 @@ func (s *DB) sealAtRest() error {
 		}
 		return nil
 	})
+	s.resealed += sealed
 	if err != nil || sealed == 0 {
 		return err
 	}
-	s.log.Info("sealed the private keys of a store written before sealing", "keys", sealed)
+	s.log.Info("sealed the private keys of the store under the KEK", "keys", sealed)
 	return s.compact()
 }
 
@@ -170,37 +184,33 @@ func keepHour(old, payload []byte) []byte {
 	return v
 }
 
-// RotateKEK reseals every private key of the store in dir, now sealed
-// under opts.KEK, under newKEK, in one transaction, then compacts so that
-// no freed page keeps a blob the old KEK opens. The issuer must not be
-// running (Open takes the file's lock). Afterwards only newKEK opens the
-// store; backups of the data directory made before stay sealed under the
-// old one.
+// RotateKEK reseals every private key of the store in dir (signing keys,
+// the bundle key, replay partition keys), now sealed under opts.KEK, under
+// newKEK, and compacts the main file so that no freed page keeps a blob
+// the old KEK opens. The main file is resealed in one transaction, each
+// partition key by an atomic rewrite; a rotation cut short is finished by
+// running it again with the same two KEKs. The issuer must not be running
+// (Open takes the data directory's lock). Afterwards only newKEK opens the
+// store; backups made before stay sealed under the old one. It returns how
+// many keys it resealed.
 func RotateKEK(ctx context.Context, dir string, opts Options, newKEK *kek.Key) (int, error) {
 	if newKEK == nil {
 		return 0, errors.New("boltstore: rotate KEK: the new KEK is required")
 	}
-	if opts.KEK != nil && opts.KEK.ID() == newKEK.ID() {
+	if opts.KEK == nil {
+		return 0, errors.New("boltstore: rotate KEK: the current KEK is required")
+	}
+	if opts.KEK.ID() == newKEK.ID() {
 		return 0, fmt.Errorf("boltstore: rotate KEK: the new KEK is the current one (%s)", newKEK.ID())
 	}
-	s, err := Open(dir, opts)
-	if err != nil {
+	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	defer s.Close()
-	n := 0
-	if err := s.update(ctx, func(tx *bolt.Tx) error {
-		var err error
-		if n, err = s.resealAll(tx, opts.KEK, newKEK); err != nil {
-			return err
-		}
-		return s.markCompaction(tx)
-	}); err != nil {
+	opts.KEK, opts.PreviousKEK = newKEK, opts.KEK
+	s, err := Open(dir, opts)
+	if err != nil {
 		return 0, fmt.Errorf("boltstore: rotate KEK: %w", err)
 	}
-	s.opts.KEK = newKEK
-	if err := s.compact(); err != nil {
-		return n, fmt.Errorf("boltstore: rotate KEK: compact: %w", err)
-	}
-	return n, nil
+	n := s.resealed
+	return n, s.Close()
 }

@@ -292,6 +292,13 @@ func TestRotateKEK(t *testing.T) {
 	if err := s.PutBundleKey(ctx, bk); err != nil {
 		t.Fatal(err)
 	}
+	// Two replay partitions, so two partition keys sealed under the KEK.
+	d1, d2 := t0.Add(time.Hour), t0.Add(48*time.Hour)
+	for _, r := range []issuer.Redemption{redemption("lab", d1, "a"), redemption("lab", d2, "b")} {
+		if err := errOf(s.Redeem(ctx, r)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var oldBlobs []pattern
 	if err := s.view(ctx, func(tx *bolt.Tx) error {
 		oldBlobs = append(oldBlobs, pattern{"bundle key sealed under the old KEK", bytes.Clone(bucket(tx, issuer.CategoryConfiguration).Get(cfgBundleKey)[8:])})
@@ -315,10 +322,25 @@ func TestRotateKEK(t *testing.T) {
 	if _, err := RotateKEK(ctx, dir, Options{KEK: otherKEK(t)}, otherKEK(t)); !errors.Is(err, kek.ErrWrongKEK) {
 		t.Fatalf("rotate from a wrong KEK: %v", err)
 	}
+	partKeys, err := filepath.Glob(filepath.Join(dir, replayDirName, "*.key"))
+	if err != nil || len(partKeys) != 2 {
+		t.Fatalf("partition keys %v, %v", partKeys, err)
+	}
+	for _, f := range partKeys {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		oldBlobs = append(oldBlobs, pattern{"partition key sealed under the old KEK", b})
+	}
 	newKEK := otherKEK(t)
 	n, err := RotateKEK(ctx, dir, opts, newKEK)
-	if err != nil || n != 2 {
-		t.Fatalf("RotateKEK = %d, %v; want 2 keys resealed", n, err)
+	if err != nil || n != 4 {
+		t.Fatalf("RotateKEK = %d, %v; want 4 keys resealed (signing, bundle, two partitions)", n, err)
+	}
+	// Run again (as after a crash): nothing is left to reseal, and it still works.
+	if n, err := RotateKEK(ctx, dir, opts, newKEK); err != nil || n != 0 {
+		t.Fatalf("RotateKEK again = %d, %v; want 0, nil", n, err)
 	}
 	if _, err := Open(dir, opts); !errors.Is(err, kek.ErrWrongKEK) {
 		t.Fatalf("old KEK after rotation: %v, want kek.ErrWrongKEK", err)
@@ -338,6 +360,9 @@ func TestRotateKEK(t *testing.T) {
 	if got, err := s.BundleKey(ctx); err != nil || !got.Equal(bk) {
 		t.Fatalf("bundle key under the new KEK: %v", err)
 	}
+	// The replay records are still found: the partition keys are the same.
+	wantRedeemed(t, s.Redeemed(ctx, redemption("lab", d1, "a").Replay, 0), 0)
+	wantRedeemed(t, s.Redeemed(ctx, redemption("lab", d2, "b").Replay, 0), 0)
 }
 
 // TestWithdrawSigningKey: a revoked key's record goes at once, replaced by
