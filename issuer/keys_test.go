@@ -40,7 +40,9 @@ func newCore(t *testing.T, p *policy.Policy) *core {
 		t.Fatal(err)
 	}
 	c := &core{t: t, dir: filepath.Join(t.TempDir(), "data"), kek: k, clock: issuertest.NewClock(t0)}
-	c.open(p)
+	if err := c.open(p); err != nil {
+		t.Fatal(err)
+	}
 	_, c.lab, _ = ed25519.GenerateKey(rand.Reader)
 	if err := c.iss.AddAttester(context.Background(), "test", "lab", c.lab.Public().(ed25519.PublicKey)); err != nil {
 		t.Fatal(err)
@@ -306,4 +308,169 @@ func TestStartPolicyNeverRollsBack(t *testing.T) {
 			t.Fatalf("a refused or repeated policy left %d audit entries", installed)
 		}
 	}
+}
+
+func (c *core) key(kid string) issuer.KeyInfo {
+	c.t.Helper()
+	for _, k := range c.iss.Keys() {
+		if k.ID == kid {
+			return k
+		}
+	}
+	c.t.Fatalf("no key %s", kid)
+	return issuer.KeyInfo{}
+}
+
+func (c *core) next() string {
+	for _, k := range c.iss.Keys() {
+		if k.Status == bundle.StatusNext {
+			return k.ID
+		}
+	}
+	return ""
+}
+
+// The key schedule's paths, each on a fresh temp-dir store, without HTTP.
+func TestKeySchedulePaths(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		run  func(t *testing.T, c *core, p *policy.Policy)
+	}{
+		{"first start: one key signs at once, bounds from the policy", func(t *testing.T, c *core, p *policy.Policy) {
+			if len(c.iss.Keys()) != 1 {
+				t.Fatalf("%d keys at first start", len(c.iss.Keys()))
+			}
+			k := c.key(c.signing())
+			g := p.Tokens.Granularity.D()
+			l := p.Tokens.Lifetime
+			longest := max(l.Green.D(), l.Yellow.D(), l.Red.D())
+			if !k.ActiveAt.Equal(t0) || !k.NotAfter.Equal(t0.Add(p.Keys.Lifetime.D())) ||
+				!k.DestroyAt.Equal(k.NotAfter.Add(p.Retention.RetiredKeys.D())) ||
+				!k.NotBefore.Equal(t0.Add(-longest).Truncate(g)) {
+				t.Fatalf("first key %+v", k)
+			}
+		}},
+		{"rotation falls due: the next key is published a bundle lifetime ahead", func(t *testing.T, c *core, p *policy.Policy) {
+			cur := c.key(c.signing())
+			due := cur.ActiveAt.Add(p.Keys.Rotation.D() - p.Bundle.Lifetime.D())
+			c.clock.Set(due.Add(-time.Minute))
+			if err := c.iss.Maintain(ctx); err != nil || c.next() != "" {
+				t.Fatalf("a next key before the rotation is due: %q %v", c.next(), err)
+			}
+			c.clock.Set(due)
+			if err := c.iss.Maintain(ctx); err != nil {
+				t.Fatal(err)
+			}
+			nk := c.key(c.next())
+			if !nk.ActiveAt.Equal(cur.ActiveAt.Add(p.Keys.Rotation.D())) {
+				t.Fatalf("next key signs from %s, want %s", nk.ActiveAt, cur.ActiveAt.Add(p.Keys.Rotation.D()))
+			}
+			if k, ok := bundleOf(c).Find(nk.ID); !ok || k.Status != bundle.StatusNext {
+				t.Fatal("the next key is not in the bundle as next")
+			}
+			c.clock.Set(nk.ActiveAt)
+			if err := c.iss.Maintain(ctx); err != nil || c.signing() != nk.ID || c.key(cur.ID).Status != bundle.StatusRetired {
+				t.Fatalf("at its time the next key does not sign: %v %v", c.iss.Keys(), err)
+			}
+		}},
+		{"scheduled rotation by hand, and a second one refused", func(t *testing.T, c *core, p *policy.Policy) {
+			kid, at, err := c.iss.RotateKeys(ctx, "ops", false)
+			if err != nil || !at.Equal(t0.Add(p.Bundle.Lifetime.D())) || c.next() != kid {
+				t.Fatalf("RotateKeys = %s %s %v", kid, at, err)
+			}
+			_, _, err = c.iss.RotateKeys(ctx, "ops", false)
+			want := "key " + kid + " is already published and signs from " + at.UTC().Format(time.RFC3339)
+			var ie *issuer.InputError
+			if !errors.As(err, &ie) || ie.Status != 409 || ie.Message != want {
+				t.Fatalf("second rotation: %v, want 409 %q", err, want)
+			}
+		}},
+		{"immediate rotation: the new key signs at once", func(t *testing.T, c *core, p *policy.Policy) {
+			old := c.signing()
+			kid, at, err := c.iss.RotateKeys(ctx, "ops", true)
+			if err != nil || !at.Equal(t0) || c.signing() != kid || c.key(old).Status != bundle.StatusRetired {
+				t.Fatalf("immediate rotation: %s %s %v; keys %v", kid, at, err, c.iss.Keys())
+			}
+			for _, tok := range c.redeem() {
+				if kidOf(t, tok) != kid {
+					t.Fatalf("signed by %s, want %s", kidOf(t, tok), kid)
+				}
+			}
+		}},
+		{"downtime past the horizon: a key signs at once", func(t *testing.T, c *core, p *policy.Policy) {
+			old := c.key(c.signing())
+			c.clock.Set(old.NotAfter.Add(-p.Reach()).Add(time.Hour))
+			if err := c.iss.Maintain(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if cur := c.key(c.signing()); cur.ID == old.ID || !cur.ActiveAt.Equal(c.clock.Now()) {
+				t.Fatalf("after downtime: signing %+v", cur)
+			}
+		}},
+		{"a retired key leaves the bundle at its naf and the store at DestroyAt", func(t *testing.T, c *core, p *policy.Policy) {
+			old := c.key(c.signing())
+			if _, _, err := c.iss.RotateKeys(ctx, "ops", true); err != nil {
+				t.Fatal(err)
+			}
+			c.clock.Set(old.NotAfter)
+			if err := c.iss.Maintain(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := bundleOf(c).Find(old.ID); ok || c.key(old.ID).Status != "ended" {
+				t.Fatal("an ended key is still in the bundle")
+			}
+			c.clock.Set(old.DestroyAt)
+			if _, err := c.iss.Sweep(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range c.iss.Keys() {
+				if k.ID == old.ID {
+					t.Fatal("key held past DestroyAt")
+				}
+			}
+		}},
+		{"tokens are trimmed to their key's naf", func(t *testing.T, c *core, p *policy.Policy) {
+			// Down for five days: the next key is published late, so the
+			// current key signs in its last days and its naf binds.
+			k1 := c.key(c.signing())
+			c.clock.Advance(5 * 24 * time.Hour)
+			if err := c.iss.Maintain(ctx); err != nil {
+				t.Fatal(err)
+			}
+			k2 := c.key(c.next())
+			c.clock.Set(k2.ActiveAt.Add(-time.Hour))
+			toks := c.redeem()
+			lastExp := int64(0)
+			for _, tok := range toks {
+				nbf, exp := claimsOf(t, tok)
+				if kidOf(t, tok) != k1.ID || exp > k1.NotAfter.Unix() || nbf < k1.NotBefore.Unix() {
+					t.Fatalf("token %s..%s by %s outside key %s (%s..%s)", unix(nbf), unix(exp), kidOf(t, tok), k1.ID, k1.NotBefore, k1.NotAfter)
+				}
+				lastExp = max(lastExp, exp)
+			}
+			if len(toks) == 0 || lastExp == 0 {
+				t.Fatal("empty batch")
+			}
+			if reach := c.clock.Now().Add(p.Reach()); !k1.NotAfter.Before(reach) {
+				t.Fatalf("naf %s is not before the batch's reach %s: the test checks nothing", k1.NotAfter, reach)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := policy.Default()
+			// The least Validate allows, so that a key's naf binds.
+			// A bundle lifetime shorter than the rotation, so that a
+			// rotation falls due after the first start.
+			p.Bundle.Lifetime = policy.Duration(3 * 24 * time.Hour)
+			p.Keys.Lifetime = policy.Duration(max(p.Keys.Rotation.D(), p.Bundle.Lifetime.D()) + p.Reach())
+			c := newCore(t, p)
+			tc.run(t, c, p)
+		})
+	}
+}
+
+func bundleOf(c *core) *bundle.Bundle {
+	_, b := c.iss.Bundle()
+	return b
 }
