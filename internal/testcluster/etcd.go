@@ -1,0 +1,150 @@
+package testcluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// EtcdCluster is a 3-member etcd cluster.
+type EtcdCluster struct {
+	Members []*Node // Addr is each member's client address
+}
+
+// StartEtcd starts three etcd members and waits until each reports itself
+// healthy (a leader is elected and it answers), failing the test after
+// ReadyTimeout.
+func StartEtcd(t testing.TB) *EtcdCluster {
+	t.Helper()
+	bin := binary(t, "etcd", "etcd-server")
+	ports, err := freePorts(6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := t.TempDir()
+	ec := &EtcdCluster{}
+	t.Cleanup(func() { ec.stopAll(t) })
+	var initial []string
+	for i := 0; i < 3; i++ {
+		initial = append(initial, fmt.Sprintf("etcd-%d=http://%s", i, addr(ports[2*i+1])))
+	}
+	for i := 0; i < 3; i++ {
+		client, peer := "http://"+addr(ports[2*i]), "http://"+addr(ports[2*i+1])
+		name := fmt.Sprintf("etcd-%d", i)
+		ec.Members = append(ec.Members, &Node{
+			Name: name,
+			Addr: addr(ports[2*i]),
+			Dir:  mkdir(t, base, name),
+			bin:  bin,
+			args: []string{
+				"--name", name,
+				"--data-dir", "data",
+				"--listen-client-urls", client,
+				"--advertise-client-urls", client,
+				"--listen-peer-urls", peer,
+				"--initial-advertise-peer-urls", peer,
+				"--initial-cluster", strings.Join(initial, ","),
+				"--initial-cluster-state", "new",
+				"--initial-cluster-token", "testcluster",
+				"--logger", "zap",
+				"--log-outputs", "stderr",
+			},
+		})
+	}
+	for _, m := range ec.Members {
+		if err := m.start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ec.WaitHealthy(); err != nil {
+		t.Fatal(err)
+	}
+	return ec
+}
+
+// Endpoints are the members' client addresses, for clientv3.Config.
+func (ec *EtcdCluster) Endpoints() []string {
+	out := make([]string, len(ec.Members))
+	for i, m := range ec.Members {
+		out[i] = "http://" + m.Addr
+	}
+	return out
+}
+
+// WaitHealthy waits until every running member answers /health with
+// health true (it sees a leader).
+func (ec *EtcdCluster) WaitHealthy() error {
+	for _, m := range ec.Members {
+		if !m.Running() {
+			continue
+		}
+		if err := m.waitFor("healthy", func() error { return etcdHealth(m.Addr) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Restart starts a stopped or killed member again on its data directory
+// and waits until it is healthy.
+func (ec *EtcdCluster) Restart(m *Node) error {
+	if err := m.start(); err != nil {
+		return err
+	}
+	return m.waitFor("healthy", func() error { return etcdHealth(m.Addr) })
+}
+
+func (ec *EtcdCluster) stopAll(t testing.TB) {
+	for _, m := range ec.Members {
+		if err := m.Stop(); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+var healthClient = &http.Client{Timeout: 2 * time.Second}
+
+func etcdHealth(a string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a+"/health", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := healthClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil {
+		return err
+	}
+	var h struct {
+		Health string `json:"health"`
+	}
+	if err := json.Unmarshal(body, &h); err != nil {
+		return fmt.Errorf("health answer %q: %w", body, err)
+	}
+	if h.Health != "true" {
+		return fmt.Errorf("health answer %s", body)
+	}
+	return nil
+}
+
+// Stop stops every member (SIGTERM, then SIGKILL after StopTimeout).
+func (ec *EtcdCluster) Stop() error {
+	var errs []error
+	for _, m := range ec.Members {
+		if err := m.Stop(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,231 @@
+package testcluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// gone says whether no process with this pid exists any more.
+func gone(pid int) bool {
+	return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+}
+
+func pids(t *testing.T, nodes []*Node) []int {
+	t.Helper()
+	var out []int
+	for _, n := range nodes {
+		p := n.PID()
+		if p == 0 || gone(p) {
+			t.Fatalf("%s: not running (pid %d)", n.Name, p)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// poll retries f until it succeeds or the bound passes.
+func poll(t *testing.T, what string, bound time.Duration, f func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		err := f()
+		if err == nil {
+			return time.Since(start)
+		}
+		if time.Since(start) > bound {
+			t.Fatalf("%s: not within %s: %v", what, bound, err)
+		}
+		time.Sleep(pollInterval)
+	}
+}
+
+func TestRedisClusterStartsServesFailsOverAndStops(t *testing.T) {
+	rc := StartRedis(t)
+	ps := pids(t, rc.Nodes)
+	masters, err := rc.Masters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(masters) != 3 {
+		t.Fatalf("masters: got %d, want 3", len(masters))
+	}
+	ctx := context.Background()
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: rc.Addrs(), MaxRedirects: 8})
+	defer cc.Close()
+	// Keys on every master: a cluster-aware client can write and read all.
+	for i := 0; i < 30; i++ {
+		k := fmt.Sprintf("k%d", i)
+		if err := cc.Set(ctx, k, i, 0).Err(); err != nil {
+			t.Fatalf("set %s: %v", k, err)
+		}
+	}
+	for i := 0; i < 30; i++ {
+		k := fmt.Sprintf("k%d", i)
+		if v, err := cc.Get(ctx, k).Int(); err != nil || v != i {
+			t.Fatalf("get %s: %d, %v", k, v, err)
+		}
+	}
+
+	// Kill the master of k0: its replica takes over, the data stays.
+	victimAddr := ""
+	m, err := cc.MasterForKey(ctx, "k0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	victimAddr = m.Options().Addr
+	var victim *Node
+	for _, n := range rc.Nodes {
+		if n.Addr == victimAddr {
+			victim = n
+		}
+	}
+	if victim == nil {
+		t.Fatalf("no node has address %s", victimAddr)
+	}
+	vpid := victim.PID()
+	if err := victim.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if !gone(vpid) || victim.Running() {
+		t.Fatalf("killed %s (pid %d) is still there", victim.Name, vpid)
+	}
+	took := poll(t, "failover", ReadyTimeout, func() error {
+		ms, err := rc.Masters()
+		if err != nil {
+			return err
+		}
+		if len(ms) != 3 {
+			return fmt.Errorf("%d masters", len(ms))
+		}
+		cc.ReloadState(ctx)
+		return cc.Get(ctx, "k0").Err()
+	})
+	t.Logf("k0 readable %s after its master was killed", took)
+	if v, err := cc.Get(ctx, "k0").Int(); err != nil || v != 0 {
+		t.Fatalf("k0 after failover: %d, %v", v, err)
+	}
+
+	// The killed node comes back (as a replica) and the cluster is whole.
+	if err := rc.Restart(victim); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.WaitHealthy(); err != nil {
+		t.Fatal(err)
+	}
+	ps[indexOf(rc.Nodes, victim)] = victim.PID()
+
+	if err := rc.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range ps {
+		if !gone(p) {
+			t.Errorf("%s: pid %d still exists after Stop", rc.Nodes[i].Name, p)
+		}
+	}
+}
+
+func indexOf(ns []*Node, n *Node) int {
+	for i, x := range ns {
+		if x == n {
+			return i
+		}
+	}
+	return -1
+}
+
+// etcdPut writes through etcd's JSON gateway (/v3/kv/put), so this
+// package's test needs no etcd client.
+func etcdPut(a, key, value string) error {
+	body, _ := json.Marshal(map[string]string{
+		"key":   base64.StdEncoding.EncodeToString([]byte(key)),
+		"value": base64.StdEncoding.EncodeToString([]byte(value)),
+	})
+	resp, err := healthClient.Post("http://"+a+"/v3/kv/put", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("put: %s", resp.Status)
+	}
+	return nil
+}
+
+func etcdGet(a, key string) (string, error) {
+	body, _ := json.Marshal(map[string]string{"key": base64.StdEncoding.EncodeToString([]byte(key))})
+	resp, err := healthClient.Post("http://"+a+"/v3/kv/range", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Kvs []struct {
+			Value string `json:"value"`
+		} `json:"kvs"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return "", err
+	}
+	if len(r.Kvs) != 1 {
+		return "", fmt.Errorf("range %s: %d values", key, len(r.Kvs))
+	}
+	v, err := base64.StdEncoding.DecodeString(r.Kvs[0].Value)
+	return string(v), err
+}
+
+func TestEtcdClusterStartsSurvivesAMemberAndStops(t *testing.T) {
+	ec := StartEtcd(t)
+	ps := pids(t, ec.Members)
+	if err := etcdPut(ec.Members[0].Addr, "greeting", "hello"); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ec.Members {
+		poll(t, "read on "+m.Name, 30*time.Second, func() error {
+			v, err := etcdGet(m.Addr, "greeting")
+			if err == nil && v != "hello" {
+				return fmt.Errorf("got %q", v)
+			}
+			return err
+		})
+	}
+	// One member killed: the other two still have a quorum and take writes.
+	if err := ec.Members[0].Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if !gone(ps[0]) {
+		t.Fatalf("killed member pid %d still exists", ps[0])
+	}
+	took := poll(t, "write without member 0", ReadyTimeout, func() error {
+		return etcdPut(ec.Members[1].Addr, "after", "kill")
+	})
+	t.Logf("write accepted %s after a member was killed", took)
+	if err := ec.Restart(ec.Members[0]); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "restarted member catches up", ReadyTimeout, func() error {
+		v, err := etcdGet(ec.Members[0].Addr, "after")
+		if err == nil && v != "kill" {
+			return fmt.Errorf("got %q", v)
+		}
+		return err
+	})
+	ps[0] = ec.Members[0].PID()
+	if err := ec.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range ps {
+		if !gone(p) {
+			t.Errorf("%s: pid %d still exists after Stop", ec.Members[i].Name, p)
+		}
+	}
+}
