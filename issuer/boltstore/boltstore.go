@@ -126,9 +126,10 @@ type DB struct {
 
 	sweepMu sync.Mutex // one sweep at a time
 
-	partsMu  sync.RWMutex
-	parts    map[int64]*partition // by epoch end; nil once closed
-	createMu sync.Mutex           // one partition creation at a time
+	partsMu        sync.RWMutex
+	parts          map[int64]*partition // by epoch end; nil once closed
+	droppedThrough int64                // latest epoch end a sweep dropped
+	createMu       sync.Mutex           // one partition creation at a time
 
 	stripeSeed maphash.Seed
 	stripes    [stripeCount]sync.Mutex

@@ -206,13 +206,18 @@ func (s *DB) loadPartitions() error {
 func (s *DB) partitionFor(end int64, key []byte) (*partition, error) {
 	s.partsMu.RLock()
 	p, ok := s.parts[end]
-	closed := s.parts == nil
+	closed, dropped := s.parts == nil, end <= s.droppedThrough
 	s.partsMu.RUnlock()
 	if closed {
 		return nil, ErrClosed
 	}
 	if ok {
 		return p, nil
+	}
+	if dropped {
+		// A sweep has dropped this epoch (its files may still be going):
+		// never make it again under the same names.
+		return nil, fmt.Errorf("boltstore: replay partition %d has already been dropped", end)
 	}
 	s.createMu.Lock()
 	defer s.createMu.Unlock()
@@ -267,6 +272,7 @@ func (s *DB) dropPartition(p *partition) error {
 	if s.parts[p.end] == p {
 		delete(s.parts, p.end)
 	}
+	s.droppedThrough = max(s.droppedThrough, p.end)
 	s.partsMu.Unlock()
 	p.mu.Lock()
 	var err error

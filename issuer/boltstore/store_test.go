@@ -587,6 +587,15 @@ func TestSweepDropsEndedPartitions(t *testing.T) {
 		t.Fatalf("%d partitions held, want 1", len(s.partitions()))
 	}
 	wantRedeemed(t, errOf(s.Redeem(ctx, redemption("lab", later, "b"))), 0)
+	// A sweep ran ahead of the store's clock: the dropped epoch is never
+	// made again under the same file names (its drop may still be going).
+	err = errOf(s.Redeem(ctx, redemption("lab", soon.Add(time.Hour), "c", "d")))
+	if want := fmt.Sprintf("boltstore: replay partition %d has already been dropped", endSoon); err == nil || err.Error() != want {
+		t.Fatalf("redeem into a dropped epoch: %v, want %q", err, want)
+	}
+	if n := replayCount(t, s); n != 1 {
+		t.Fatalf("%d replay records after a refused redemption, want 1", n)
+	}
 }
 
 func TestInventory(t *testing.T) {
