@@ -257,3 +257,20 @@ func TestKEKRotate(t *testing.T) {
 		t.Fatalf("fingerprint %q after rotation, %q before", fp2, fp)
 	}
 }
+
+// A second issuer on a data directory in use, without the KEK file the
+// first one was given, is refused for the lock and leaves no KEK file
+// behind (it would be taken for the real one at the next start).
+func TestServeInUseLeavesNoKEK(t *testing.T) {
+	t.Setenv(kekEnv, "")
+	root := t.TempDir()
+	data := filepath.Join(root, "data")
+	startServe(t, serveConfig{data: data, kek: filepath.Join(root, "real.kek"), logLevel: "info"})
+	code, _, stderr := runIssuer(t, "serve", "--data", data, "--addr", "127.0.0.1:0", "--metrics-addr", "off")
+	if code != 1 || !strings.Contains(stderr, "is in use: another issuer holds it") {
+		t.Fatalf("second issuer: exit %d %q", code, stderr)
+	}
+	if _, err := os.Stat(data + ".kek"); !os.IsNotExist(err) {
+		t.Fatalf("the refused start left %s.kek: %v", data, err)
+	}
+}

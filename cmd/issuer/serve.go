@@ -378,6 +378,10 @@ func openStore(data, kekFile string, create bool, opts boltstore.Options) (db *b
 		return nil, false, fmt.Errorf("the keys in %s are sealed under a key-encryption key, and the KEK file %s does not exist: give the file they were sealed under with --kek FILE (or $%s)", data, kekFile, kekEnv)
 	case errors.Is(err, kek.ErrWrongKEK):
 		return nil, false, fmt.Errorf("%s is not the key-encryption key the keys in %s are sealed under: %w", kekFile, data, err)
+	case created && strings.Contains(err.Error(), "another issuer holds it"):
+		// Refused before it read anything: the new KEK sealed nothing, and
+		// left behind it would be taken for the real one at the next start.
+		os.Remove(kekFile)
 	}
 	return nil, false, err
 }
