@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -234,10 +235,10 @@ func TestWalletRetriesLostAnswer(t *testing.T) {
 			att := env.Attest(t, attestation.TestNegative, time.Time{}, "")
 			before, lost := len(w.posts()), proxy.got.Load()
 			proxy.mode.Store(mode)
-			// Two: Chromium itself sends a POST again, once, when a kept-alive
-			// connection closes before any answer; the wallet's own retry
-			// comes after that.
-			proxy.loses.Store(2)
+			// A 502 once. A cut twice: Chromium itself sends a POST again,
+			// once, when a kept-alive connection closes before any answer;
+			// the wallet's own retry comes after that.
+			proxy.loses.Store(map[string]int64{"cut": 2, "502": 1}[mode])
 			w.paste(t, att)
 			msg := w.redeem(t)
 			w.Screenshot(t, "recovered")
@@ -341,4 +342,41 @@ func kidOf(t *testing.T, tok string) string {
 		t.Fatal(err)
 	}
 	return hd.Kid
+}
+
+// TestWalletRetriesOnNextLoad: every answer lost while the page is open
+// (the wallet gives up after its quick retries and says the answer was
+// lost); the request stays on the phone, and the next time the page
+// opens it is sent again, with its secret, and the codes arrive.
+func TestWalletRetriesOnNextLoad(t *testing.T) {
+	env := issuertest.Start(t)
+	proxy, base := startCutProxy(t, env)
+	w := openWalletAt(t, env, base)
+	att := env.Attest(t, attestation.TestNegative, time.Time{}, "")
+	proxy.mode.Store("502")
+	proxy.loses.Store(100)
+	w.paste(t, att)
+	msg := w.redeem(t)
+	if !strings.HasPrefix(msg, "The answer from the health-code service was lost on the way.") || w.stored(t) != nil {
+		t.Fatalf("after every answer was lost the page says %q", msg)
+	}
+	g := w.groups(t)
+	if len(g) != 1 || !g[0].Sending || g[0].Atts[0].Raw != att {
+		t.Fatalf("kept for the retry: %+v", g)
+	}
+	sent := len(w.posts())
+	proxy.loses.Store(0)
+	w.reload(t)
+	w.WaitFor(t, `localStorage.getItem('`+walletKey+`') !== null`, 15*time.Second, `document.getElementById('live').textContent + ' ' + localStorage.getItem('`+groupsKey+`') + ' ' + navigator.onLine + ' posts=`+fmt.Sprint(len(w.posts()))+`'`)
+	w.Screenshot(t, "recovered-on-load")
+	if got := w.text(t, "#live"); !strings.HasPrefix(got, "Your codes arrived after all:") {
+		t.Errorf("on the next load the page says %q", got)
+	}
+	posts := w.posts()
+	if len(posts) != sent+1 || posts[sent] != posts[0] {
+		t.Fatalf("on the next load: %d requests, want the same one once more", len(posts)-sent)
+	}
+	if g := w.groups(t); len(g) != 1 || g[0].Sending {
+		t.Fatalf("after the codes came: %+v", g)
+	}
 }

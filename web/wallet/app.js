@@ -13,7 +13,7 @@
 // Time: every reading of the clock goes through common/clock.js now(); a
 // test sets window.__healthcodeNow to move it (see there).
 import { $, t, tx, say, switchLanguage } from './ui.js';
-import { renderStatus, renderPending, renderOffline, addAttestation, onRedeem, successText } from './home.js';
+import { renderStatus, renderPending, renderOffline, addAttestation, onRedeem, successText, forget } from './home.js';
 import { openDoor, closeDoor, updateDoor, relabel, isOpen, onDoorChange } from './door.js';
 import { onFile, startCamera, stopCamera, onCode } from './scan.js';
 import { refresh, recheckSoon } from './renewal.js';
@@ -35,7 +35,11 @@ async function background(force) {
   const out = await refresh(force);
   if (!out) return;
   renderStatus();
-  if (out.kind === 'ok' && out.batch) say(successText('msg.renewed', out));
+  if (out.kind === 'ok' && out.batch) {
+    say(successText(out.why === 'retry' ? 'msg.recovered' : 'msg.renewed', out));
+    // The results whose answer was lost earlier are in: off the list.
+    forget(out.sent || []);
+  }
 }
 
 function tick() {

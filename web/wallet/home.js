@@ -107,6 +107,15 @@ export function addAttestation(text) {
   return true;
 }
 
+// forget takes results off the send list (their codes have come).
+export function forget(raws) {
+  for (const raw of raws) {
+    const at = pending.findIndex((p) => p.raw === raw);
+    if (at >= 0) pending.splice(at, 1);
+  }
+  renderPending();
+}
+
 export function renderPending() {
   const ul = $('pending');
   ul.textContent = '';
@@ -127,7 +136,7 @@ export function renderPending() {
 
 // ---- sending ------------------------------------------------------------------
 
-const LOCAL = ['unreachable', 'server', 'badAnswer', 'storage', 'refused'];
+const LOCAL = ['unreachable', 'lost', 'badAnswer', 'storage', 'refused'];
 
 function refusalText(code, status) {
   if (code && !LOCAL.includes(code) && tx.has('err.' + code)) return t('err.' + code);
@@ -166,7 +175,9 @@ export async function onRedeem() {
     const sent = pending.slice();
     const out = await redeem(sent, () => say(t('msg.retrying')));
     if (out.kind === 'storage') { say(t('err.storage'), true); return; }
-    if (out.kind === 'lost') { say(t(out.status ? 'err.server' : 'err.unreachable'), true); return; }
+    // Lost: the issuer may have recorded it; the stored request is retried
+    // by itself (renewal.js) with the same secret.
+    if (out.kind === 'lost') { say(t('err.lost'), true); return; }
     if (out.kind === 'unreadable') { say(t('err.badAnswer'), true); return; }
     if (out.kind === 'refused') {
       const reason = refusalText(out.code, out.status);

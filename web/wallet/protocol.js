@@ -10,8 +10,11 @@ export const MAX_ATTESTATION = 2048; // attestation.MaxLen
 export const MAX_TOKEN = 1024; // token.MaxLen
 export const JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 
-// How long to wait before each automatic retry of a lost answer.
-export const RETRY_DELAYS_MS = [500, 2000, 5000];
+// How long to wait before each quick retry of a lost answer. One only: the
+// issuer allows a few retries per period (each lost answer it did record
+// uses one), so the rest are kept for later (the next tick, the phone
+// coming back online, the next load), when the network may have healed.
+export const RETRY_DELAYS_MS = [1500];
 
 const TOKENS_URL = () => new URL('../v1/tokens', location.href);
 export const BUNDLE_URL = '/.well-known/healthcode/bundle';

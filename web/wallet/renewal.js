@@ -18,6 +18,7 @@ import { post, withdrawnKeys, keyID } from './protocol.js';
 export const LOW_SECONDS = 24 * 3600; // the batch "runs low" when its codes end within this
 const MIN_GAP_MS = 60 * 1000; // between automatic attempts (page clock)
 const BUNDLE_GAP_MS = 3600 * 1000; // between checks of the withdrawn keys
+const LOST_BACKOFF_S = 15 * 60; // between retries of a lost answer, from the ticks
 
 let busy = false;
 let lastAuto = -Infinity;
@@ -53,6 +54,13 @@ async function send(g, first, onRetry) {
   try {
     const out = await post(g.atts.map((a) => a.raw), g.secret, onRetry);
     if (out.kind === 'ok') return Object.assign(out, install(g, out));
+    if (out.kind === 'lost') {
+      // Kept for a later retry; the page's ticks wait a while (each lost
+      // answer the issuer did record uses one of its few retries), the
+      // next load or the phone coming back online do not.
+      g.backoffUntil = nowSec() + LOST_BACKOFF_S;
+      saveGroups(loadGroups().map((x) => (x.secret === g.secret ? g : x)));
+    }
     if (out.kind === 'refused' || out.kind === 'unreadable') {
       if (first || out.code === 'attestation_expired' || out.code === 'evidence_window_ended') {
         // Nothing was recorded for it, or nothing more can come of it.
@@ -86,10 +94,11 @@ export async function redeem(items, onRetry) {
   return send(g, true, onRetry);
 }
 
-// due says what the held group needs now: 'retry' (an answer was lost),
+// due says what the held group needs now: 'retry' (an answer was lost;
+// at once when forced, by a load or the phone coming online),
 // 'renew' (a new period and the batch runs low), or ''.
-function due(g, w, s) {
-  if (g.sending) return 'retry';
+function due(g, w, s, force) {
+  if (g.sending) return !force && g.backoffUntil && s < g.backoffUntil ? '' : 'retry';
   if (g.backoffUntil && s < g.backoffUntil) return '';
   if (!g.renewAfter || s < g.renewAfter) return '';
   if (!w) return 'renew';
@@ -109,7 +118,7 @@ export async function refresh(force) {
   if (!g) return null;
   const s = nowSec();
   const w = sweep();
-  let why = due(g, w, s);
+  let why = due(g, w, s, force);
   if (!why && w && !(g.backoffUntil && s < g.backoffUntil) && t - lastBundle >= BUNDLE_GAP_MS) {
     lastBundle = t;
     const withdrawn = await withdrawnKeys();
@@ -124,6 +133,7 @@ export async function refresh(force) {
   }
   const out = await send(g, why === 'retry' && !g.evidenceUntil);
   out.why = why;
+  out.sent = g.atts.map((a) => a.raw);
   return out;
 }
 

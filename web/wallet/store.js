@@ -101,7 +101,7 @@ export function saveGroups(groups) {
 export function sweepGroups() {
   const groups = loadGroups();
   const s = nowSec();
-  const keep = groups.filter((g) => !(Number.isInteger(g.evidenceUntil) && g.evidenceUntil <= s));
+  const keep = groups.filter((g) => !(Number.isInteger(g.evidenceUntil) && g.evidenceUntil > 0 && g.evidenceUntil <= s));
   if (keep.length !== groups.length) saveGroups(keep);
   return keep;
 }
