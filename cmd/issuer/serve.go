@@ -256,11 +256,21 @@ func printWelcome(w io.Writer, base, fp, tokenPath string, tokenCreated bool, de
 	}
 	fmt.Fprintf(w, "  wallet: %s/wallet/   verifier: %s/verify/   inventory: %s/v1/inventory\n", base, base, base)
 	if demoKey != "" {
+		// Absolute paths, so the files it makes go to a temporary
+		// directory, not the checkout.
+		bin := "bin"
+		if exe, err := os.Executable(); err == nil {
+			bin = filepath.Dir(exe)
+		}
+		if abs, err := filepath.Abs(demoKey); err == nil {
+			demoKey = abs
+		}
 		fmt.Fprintf(w, "\nTry it (in another shell):\n")
-		fmt.Fprintf(w, "  bin/attester sign --key %s --id %s --kind test-negative > att.jws\n", demoKey, demoAttesterID)
+		fmt.Fprintf(w, "  cd \"$(mktemp -d)\"\n")
+		fmt.Fprintf(w, "  %s/attester sign --key %s --id %s --kind test-negative > att.jws\n", bin, demoKey, demoAttesterID)
 		fmt.Fprintf(w, "  curl -s %s/v1/tokens -H 'Content-Type: application/json' -d \"{\\\"attestations\\\":[\\\"$(cat att.jws)\\\"]}\" > batch.json\n", base)
-		fmt.Fprintf(w, "  bin/verifier sync %s --pin %s --bundle bundle.json\n", base, fp)
-		fmt.Fprintf(w, "  bin/verifier check --bundle bundle.json \"$(grep -o '\"token\":\"[^\"]*\"' batch.json | head -1 | cut -d'\"' -f4)\"\n")
+		fmt.Fprintf(w, "  %s/verifier sync %s --pin %s --bundle bundle.json\n", bin, base, fp)
+		fmt.Fprintf(w, "  %s/verifier check --bundle bundle.json \"$(grep -o '\"token\":\"[^\"]*\"' batch.json | head -1 | cut -d'\"' -f4)\"\n", bin)
 	}
 }
 
