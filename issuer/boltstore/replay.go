@@ -480,7 +480,14 @@ func (s *DB) clearIntent(id uint64) error {
 	if s.db == nil {
 		return ErrClosed
 	}
-	return s.db.Batch(func(tx *bolt.Tx) error { return tx.Bucket(intentBucket).Delete(u64(id)) })
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(intentBucket).Delete(u64(id)); err != nil {
+			return err
+		}
+		// The intent named record hashes: the next sweep compacts them out
+		// of the main file's freed pages, before their partition goes.
+		return s.markCompaction(tx)
+	})
 }
 
 // recoverIntents undoes every request that a crash left between its
@@ -527,7 +534,12 @@ func (s *DB) recoverIntents() (int, error) {
 				return 0, fmt.Errorf("boltstore: recover replay partition %d: %w", end, err)
 			}
 		}
-		if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(intentBucket).Delete(pd.id) }); err != nil {
+		if err := s.db.Update(func(tx *bolt.Tx) error {
+			if err := tx.Bucket(intentBucket).Delete(pd.id); err != nil {
+				return err
+			}
+			return s.markCompaction(tx)
+		}); err != nil {
 			return 0, err
 		}
 	}
