@@ -1,0 +1,526 @@
+// Package redisstore is issuer.Store on a Redis Cluster (DESIGN §8): the
+// replay set of stateless issuer replicas. Each replay record is one hash
+// key written "if absent" (or if its deadline has passed) with an absolute
+// expiry (PEXPIREAT) at its deadline, so Redis deletes it by itself.
+//
+// Keys are keyed hashes: HMAC-SHA256 under the caller's epoch key of the
+// (attester, id) pair, never the ids; the value holds the deadline, the
+// retry count, a keyed hash of the wallet's secret and the marker of the
+// request that last wrote it — nothing from which an attestation can be
+// read back without the epoch key.
+//
+// All or none across shards: the keys of one request hash to different
+// slots, so no multi-key command or MULTI can cover them. Redeem writes
+// them one by one in key order, each by a script on its own slot, every
+// write tagged with a random per-request marker; on a refusal (or an
+// error) it undoes only the writes that still carry its marker. A process
+// that dies between two writes leaves records that refuse a replay of
+// those attestations (safe: never a double redemption); the owner's retry
+// with the same secret reclaims them as a retry. Taking keys in one global
+// order means two requests racing for the same keys cannot both lose.
+//
+// Durability is the operator's: AOF with appendfsync always on every node,
+// and Options.WaitReplicas to have each write acknowledged by a replica
+// (WAIT on the key's own master, in the same pipeline as the write) before
+// Redeem returns. Replication stays asynchronous: a master that fails
+// after its write and before any replica has it loses that write, and
+// WAIT narrows the window without closing it.
+//
+// Not yet done (issue 13): epoch-key rotation (today one key for the
+// store's life; a deletion promise needs keys unlinkable once their epoch
+// key is destroyed, plus AOF rewrites on every node to drop expired
+// values), and the etcd side that would hand out epoch keys.
+package redisstore
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/healthcode/healthcode/issuer"
+	"github.com/healthcode/healthcode/policy"
+)
+
+const (
+	epochKeySize = 32
+	secretSize   = 32
+	hashSize     = 16
+)
+
+// Options configures a Store.
+type Options struct {
+	// EpochKey (32 bytes, required) keys the record names and secret
+	// hashes. It comes from the shared state (etcd, later); every replica
+	// of one deployment must use the same.
+	EpochKey []byte
+	// Prefix namespaces this store's keys (no '{' or '}': keys must
+	// spread over the slots).
+	Prefix string
+	// Clock is the store's now for "live" and "expired" (default
+	// issuer.SystemClock). Redis's own expiry uses its wall clock; a record
+	// whose deadline has passed by Clock counts as absent even while Redis
+	// still holds it.
+	Clock issuer.Clock
+	// WaitReplicas, if positive, is how many replicas must acknowledge
+	// each record (WAIT) before Redeem returns; WaitTimeout bounds it
+	// (default 1s).
+	WaitReplicas int
+	WaitTimeout  time.Duration
+	// MaxAttempts bounds how often one script is sent on a cluster error
+	// (a failover, a moved slot), reloading the cluster's layout between
+	// tries (default 4). Re-sending is safe: the marker makes each write
+	// idempotent.
+	MaxAttempts int
+}
+
+// Store is the Redis Cluster issuer.Store.
+type Store struct {
+	c    *redis.ClusterClient
+	opts Options
+}
+
+var _ issuer.Store = (*Store)(nil)
+
+// New returns a Store on c; c stays the caller's to close.
+func New(c *redis.ClusterClient, opts Options) (*Store, error) {
+	if c == nil {
+		return nil, errors.New("redisstore: a cluster client is required")
+	}
+	if len(opts.EpochKey) != epochKeySize {
+		return nil, fmt.Errorf("redisstore: EpochKey must be %d bytes, got %d", epochKeySize, len(opts.EpochKey))
+	}
+	for _, r := range opts.Prefix {
+		if r == '{' || r == '}' {
+			return nil, fmt.Errorf("redisstore: Prefix must not contain '{' or '}' (a hash tag would put every record on one slot), got %q", opts.Prefix)
+		}
+	}
+	if opts.WaitReplicas < 0 {
+		return nil, fmt.Errorf("redisstore: WaitReplicas must not be negative, got %d", opts.WaitReplicas)
+	}
+	if opts.WaitTimeout < 0 || opts.MaxAttempts < 0 {
+		return nil, errors.New("redisstore: WaitTimeout and MaxAttempts must not be negative")
+	}
+	if opts.WaitTimeout == 0 {
+		opts.WaitTimeout = time.Second
+	}
+	if opts.MaxAttempts == 0 {
+		opts.MaxAttempts = 4
+	}
+	if opts.Clock == nil {
+		opts.Clock = issuer.SystemClock{}
+	}
+	opts.EpochKey = slices.Clone(opts.EpochKey)
+	return &Store{c: c, opts: opts}, nil
+}
+
+// pair writes attester and id length-prefixed, so no two pairs share an
+// encoding.
+func pair(m interface{ Write([]byte) (int, error) }, attester, id string) {
+	var n [4]byte
+	binary.BigEndian.PutUint32(n[:], uint32(len(attester)))
+	m.Write(n[:])
+	m.Write([]byte(attester))
+	m.Write([]byte(id))
+}
+
+// recordKey names the record of (attester, id): HMAC(epoch key, pair).
+func (s *Store) recordKey(attester, id string) string {
+	m := hmac.New(sha256.New, s.opts.EpochKey)
+	m.Write([]byte("replay\x00"))
+	pair(m, attester, id)
+	return s.opts.Prefix + "r:" + hex.EncodeToString(m.Sum(nil)[:hashSize])
+}
+
+// secretHash is the keyed hash of a wallet's secret, bound to its
+// attestation; "" for no secret.
+func (s *Store) secretHash(attester, id string, secret []byte) string {
+	if secret == nil {
+		return ""
+	}
+	m := hmac.New(sha256.New, s.opts.EpochKey)
+	m.Write([]byte("secret\x00"))
+	pair(m, attester, id)
+	m.Write(secret)
+	return string(m.Sum(nil)[:hashSize])
+}
+
+func (s *Store) countKey(day time.Time) string {
+	return s.opts.Prefix + "c:" + strconv.FormatInt(day.Unix(), 10)
+}
+
+// Record fields: d deadline (unix ms), r retries, s secret hash ("" for
+// none), m marker of the last writing request, mk what it did (new or
+// retry), pm/pmk the same of the writer before it (to undo a retry).
+const (
+	kindRefused = 0
+	kindRetry   = 1
+	kindNew     = 3
+)
+
+// redeemScript: KEYS[1] record; ARGV now_ms, deadline_ms, secret hash,
+// max retries, marker. Returns {kind, deadline_ms}.
+const redeemSource = `
+local v = redis.call('HMGET', KEYS[1], 'd', 'r', 's', 'm', 'mk')
+if v[1] and tonumber(v[1]) > tonumber(ARGV[1]) then
+  if v[4] == ARGV[5] then
+    return {tonumber(v[5]), v[1]}
+  end
+  if ARGV[3] ~= '' and v[3] == ARGV[3] and tonumber(v[2]) < tonumber(ARGV[4]) then
+    redis.call('HINCRBY', KEYS[1], 'r', 1)
+    redis.call('HSET', KEYS[1], 'm', ARGV[5], 'mk', '1', 'pm', v[4], 'pmk', v[5])
+    return {1, v[1]}
+  end
+  return {0, v[1]}
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'd', ARGV[2], 'r', '0', 's', ARGV[3], 'm', ARGV[5], 'mk', '3')
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+return {3, ARGV[2]}
+`
+
+var redeemScript = redis.NewScript(redeemSource)
+
+// undoScript: KEYS[1] record; ARGV marker. Undoes this request's write if
+// it is still the last one.
+var undoScript = redis.NewScript(`
+local v = redis.call('HMGET', KEYS[1], 'm', 'mk', 'pm', 'pmk')
+if v[1] ~= ARGV[1] then
+  return 0
+end
+if v[2] == '3' then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+redis.call('HINCRBY', KEYS[1], 'r', -1)
+redis.call('HSET', KEYS[1], 'm', v[3] or '', 'mk', v[4] or '')
+return 1
+`)
+
+// checked is one validated replay key.
+type checked struct {
+	index      int // in the request
+	key        string
+	secretHash string
+	deadlineMs int64
+}
+
+func (s *Store) check(rks []issuer.ReplayKey, now time.Time, op string) ([]checked, error) {
+	seen := make(map[string]bool, len(rks))
+	out := make([]checked, len(rks))
+	for i, rk := range rks {
+		if rk.Attester == "" || rk.ID == "" {
+			return nil, fmt.Errorf("redisstore: %s: attestation %d: attester and id are required", op, i)
+		}
+		if rk.Secret != nil && len(rk.Secret) != secretSize {
+			return nil, fmt.Errorf("redisstore: %s: attestation %d: secret is %d bytes, want %d", op, i, len(rk.Secret), secretSize)
+		}
+		key := s.recordKey(rk.Attester, rk.ID)
+		if seen[key] {
+			return nil, &issuer.RedeemedError{Index: i}
+		}
+		seen[key] = true
+		if !rk.Deadline.After(now) {
+			return nil, fmt.Errorf("redisstore: %s: attestation %d: deadline %s is not after now (%s)", op, i,
+				rk.Deadline.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		}
+		out[i] = checked{index: i, key: key, secretHash: s.secretHash(rk.Attester, rk.ID, rk.Secret), deadlineMs: rk.Deadline.UnixMilli()}
+	}
+	return out, nil
+}
+
+// Redeemed returns *issuer.RedeemedError if any key has a live record this
+// request may not retry. It only reads.
+func (s *Store) Redeemed(ctx context.Context, rks []issuer.ReplayKey, maxRetries int) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	now := s.opts.Clock.Now()
+	keys, err := s.check(rks, now, "redeemed")
+	if err != nil {
+		return err
+	}
+	var cmds []*redis.SliceCmd
+	err = s.retrying(ctx, func() error {
+		cmds = cmds[:0]
+		_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range keys {
+				cmds = append(cmds, p.HMGet(ctx, k.key, "d", "r", "s"))
+			}
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("redisstore: redeemed: %w", err)
+	}
+	for i, c := range cmds {
+		v := c.Val()
+		d, ok := v[0].(string)
+		if !ok {
+			continue // absent
+		}
+		deadline, err := strconv.ParseInt(d, 10, 64)
+		if err != nil {
+			return fmt.Errorf("redisstore: redeemed: attestation %d: stored record is malformed", i)
+		}
+		if deadline <= now.UnixMilli() {
+			continue // expired: absent
+		}
+		retries, _ := strconv.Atoi(fmt.Sprint(v[1]))
+		stored, _ := v[2].(string)
+		if keys[i].secretHash == "" || !hmac.Equal([]byte(stored), []byte(keys[i].secretHash)) || retries >= maxRetries {
+			return &issuer.RedeemedError{Index: i}
+		}
+	}
+	return nil
+}
+
+// Redeem records every key, all or none, or returns *issuer.RedeemedError
+// and leaves nothing of this request behind.
+func (s *Store) Redeem(ctx context.Context, r issuer.Redemption) (issuer.RedeemResult, error) {
+	var res issuer.RedeemResult
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	if len(r.Replay) == 0 {
+		return res, errors.New("redisstore: redeem: no attestations to record")
+	}
+	if r.MaxRetries < 0 {
+		return res, fmt.Errorf("redisstore: redeem: MaxRetries must not be negative, got %d", r.MaxRetries)
+	}
+	if !r.Colour.Valid() {
+		return res, fmt.Errorf("redisstore: redeem: colour %d is not a known colour", int(r.Colour))
+	}
+	if r.Day.IsZero() || r.Day.Nanosecond() != 0 || r.Day.Unix()%86400 != 0 {
+		return res, fmt.Errorf("redisstore: redeem: day must be a UTC midnight, got %s", r.Day.UTC().Format("2006-01-02T15:04:05.999999999Z"))
+	}
+	now := s.opts.Clock.Now()
+	if !r.CountDeadline.After(now) {
+		return res, fmt.Errorf("redisstore: redeem: aggregate count deadline %s is not after now", r.CountDeadline.UTC().Format(time.RFC3339))
+	}
+	keys, err := s.check(r.Replay, now, "redeem")
+	if err != nil {
+		return res, err
+	}
+	var m [16]byte
+	if _, err := rand.Read(m[:]); err != nil {
+		return res, fmt.Errorf("redisstore: redeem: marker: %w", err)
+	}
+	marker := hex.EncodeToString(m[:])
+
+	// One global order (by record key): of two requests racing for the
+	// same keys, the one that takes the first shared key goes on.
+	order := slices.Clone(keys)
+	slices.SortFunc(order, func(a, b checked) int {
+		if a.key < b.key {
+			return -1
+		}
+		if a.key > b.key {
+			return 1
+		}
+		return 0
+	})
+	res = issuer.RedeemResult{Retried: make([]bool, len(keys)), Deadlines: make([]time.Time, len(keys))}
+	var written []checked
+	fail := func(err error) (issuer.RedeemResult, error) {
+		if uerr := s.undo(written, marker); uerr != nil {
+			err = errors.Join(err, uerr)
+		}
+		return issuer.RedeemResult{}, err
+	}
+	for _, k := range order {
+		kind, deadlineMs, err := s.write(ctx, k, now, r.MaxRetries, marker)
+		if err != nil {
+			// The write may have happened: undo it too (a no-op if not).
+			written = append(written, k)
+			return fail(fmt.Errorf("redisstore: redeem: attestation %d: %w", k.index, err))
+		}
+		if kind == kindRefused {
+			return fail(&issuer.RedeemedError{Index: k.index})
+		}
+		written = append(written, k)
+		res.Retried[k.index] = kind == kindRetry
+		res.Deadlines[k.index] = time.UnixMilli(deadlineMs).UTC()
+	}
+	if err := s.count(ctx, r); err != nil {
+		return fail(fmt.Errorf("redisstore: redeem: aggregate count: %w", err))
+	}
+	return res, nil
+}
+
+// write runs the redeem script for one key; with WaitReplicas, on the
+// key's own master together with WAIT.
+func (s *Store) write(ctx context.Context, k checked, now time.Time, maxRetries int, marker string) (int64, int64, error) {
+	args := []any{now.UnixMilli(), k.deadlineMs, k.secretHash, maxRetries, marker}
+	var out []any
+	err := s.retrying(ctx, func() error {
+		var err error
+		if s.opts.WaitReplicas == 0 {
+			out, err = redeemScript.Run(ctx, s.c, []string{k.key}, args...).Slice()
+			return err
+		}
+		// ClusterClient.Wait would go to any master; WAIT counts the
+		// replicas of the connection's own master, so both go to the
+		// key's master in one pipeline. That path does not follow MOVED:
+		// retrying reloads the layout and asks MasterForKey again.
+		master, err := s.c.MasterForKey(ctx, k.key)
+		if err != nil {
+			return err
+		}
+		p := master.Pipeline()
+		ev := p.Eval(ctx, redeemSource, []string{k.key}, args...)
+		wait := p.Do(ctx, "WAIT", s.opts.WaitReplicas, s.opts.WaitTimeout.Milliseconds())
+		if _, err := p.Exec(ctx); err != nil {
+			return err
+		}
+		if out, err = ev.Slice(); err != nil {
+			return err
+		}
+		acked, err := wait.Int()
+		if err != nil {
+			return err
+		}
+		if acked < s.opts.WaitReplicas {
+			return &notReplicatedError{acked: acked, want: s.opts.WaitReplicas, timeout: s.opts.WaitTimeout}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(out) != 2 {
+		return 0, 0, fmt.Errorf("redeem script answered %d values", len(out))
+	}
+	kind, ok := out[0].(int64)
+	if !ok {
+		return 0, 0, fmt.Errorf("redeem script answered kind %v", out[0])
+	}
+	d, err := strconv.ParseInt(fmt.Sprint(out[1]), 10, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("redeem script answered deadline %v", out[1])
+	}
+	return kind, d, nil
+}
+
+type notReplicatedError struct {
+	acked, want int
+	timeout     time.Duration
+}
+
+func (e *notReplicatedError) Error() string {
+	return fmt.Sprintf("written but acknowledged by %d of %d replicas within %s", e.acked, e.want, e.timeout)
+}
+
+// undo takes back this request's writes. It runs on its own bounded
+// context: a request cancelled half way must still clean up.
+func (s *Store) undo(written []checked, marker string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var errs []error
+	for _, k := range written {
+		err := s.retrying(ctx, func() error {
+			return undoScript.Run(ctx, s.c, []string{k.key}, marker).Err()
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("redisstore: undo attestation %d: %w", k.index, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// count adds one to the day's count of the colour, with the count's
+// deadline as the hash's absolute expiry (one key: one slot, one MULTI).
+// Counts are not replicated with WAIT: an aggregate may lose one on a
+// failover.
+func (s *Store) count(ctx context.Context, r issuer.Redemption) error {
+	key := s.countKey(r.Day)
+	return s.retrying(ctx, func() error {
+		_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HIncrBy(ctx, key, strconv.Itoa(int(r.Colour)), 1)
+			p.PExpireAt(ctx, key, r.CountDeadline)
+			return nil
+		})
+		return err
+	})
+}
+
+// Counts returns the day's aggregate counts per colour.
+func (s *Store) Counts(ctx context.Context, day time.Time) (map[policy.Colour]int64, error) {
+	var m map[string]string
+	err := s.retrying(ctx, func() error {
+		var err error
+		m, err = s.c.HGetAll(ctx, s.countKey(day)).Result()
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: counts: %w", err)
+	}
+	out := make(map[policy.Colour]int64, len(m))
+	for f, v := range m {
+		c, err1 := strconv.Atoi(f)
+		n, err2 := strconv.ParseInt(v, 10, 64)
+		if err1 != nil || err2 != nil || !policy.Colour(c).Valid() {
+			return nil, fmt.Errorf("redisstore: counts: stored count %q is malformed", f)
+		}
+		out[policy.Colour(c)] = n
+	}
+	return out, nil
+}
+
+// retrying runs f up to MaxAttempts times while it fails with a cluster
+// error, reloading the cluster's layout in between: after a failover
+// go-redis with default options was seen dialling the dead master for
+// about a minute; a reload finds the promoted replica at once.
+func (s *Store) retrying(ctx context.Context, f func() error) error {
+	var err error
+	for attempt := 0; attempt < s.opts.MaxAttempts; attempt++ {
+		if attempt > 0 {
+			s.c.ReloadState(ctx)
+			t := time.NewTimer(time.Duration(attempt) * 100 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return errors.Join(err, ctx.Err())
+			case <-t.C:
+			}
+		}
+		if err = f(); err == nil || !retryable(err) || ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
+}
+
+// retryable says whether err may pass once the cluster's layout is known
+// again: anything but a refusal of the command itself, a script error or
+// a cancelled context.
+func retryable(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, redis.Nil) {
+		return false
+	}
+	var nr *notReplicatedError
+	if errors.As(err, &nr) {
+		return false
+	}
+	var re redis.Error
+	if errors.As(err, &re) {
+		msg := re.Error()
+		for _, p := range []string{"MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "READONLY", "MASTERDOWN"} {
+			if len(msg) >= len(p) && msg[:len(p)] == p {
+				return true
+			}
+		}
+		return false
+	}
+	return true // network errors
+}
