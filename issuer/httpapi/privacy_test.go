@@ -203,14 +203,9 @@ func getMetrics(t *testing.T, env *issuertest.Env) (int, []byte) {
 // operator's own listener does.
 func TestMetricsNotPublic(t *testing.T) {
 	env := issuertest.Start(t, issuertest.WithTime(t0))
-	// Outside the API document on purpose: a plain client, not the checker.
-	resp, err := (&http.Client{Transport: &http.Transport{}}).Get(env.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	wantError(t, resp.StatusCode, raw, http.StatusNotFound, "not_found")
+	// The document says so too: /metrics is 404 on the public listener.
+	status, raw, _ := call(t, env, "GET", "/metrics", "", nil)
+	wantError(t, status, raw, http.StatusNotFound, "not_found")
 	if status, raw := getMetrics(t, env); status != http.StatusOK || !strings.Contains(string(raw), "# TYPE go_goroutines gauge") {
 		t.Fatalf("metrics listener: %d %.200s", status, raw)
 	}
