@@ -2,10 +2,13 @@ package issuer_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 
+	"github.com/healthcode/healthcode/issuer"
 	"github.com/healthcode/healthcode/issuer/issuertest"
 )
 
@@ -111,5 +114,76 @@ func TestConcurrentRotationsNeverServeALowerSequence(t *testing.T) {
 	}
 	if k, ok := b.Find(signing); !ok || k.Status != "current" {
 		t.Fatalf("the last bundle (seq %d) does not name the signing key %s as current: %+v", b.Sequence, signing, k)
+	}
+}
+
+// Revocations racing rotations: every bundle served after a revocation
+// returned lacks the key and withdraws it, sequences never go down, and a
+// key always signs.
+func TestConcurrentRevocationsAndRotations(t *testing.T) {
+	ctx := context.Background()
+	env := issuertest.Start(t, issuertest.WithTime(t0))
+	iss := env.Issuer
+	var mu sync.Mutex
+	revoked := map[string]bool{}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 6 {
+				if g%2 == 0 {
+					if _, _, err := iss.RotateKeys(ctx, "race", true); err != nil {
+						t.Error(err)
+					}
+					continue
+				}
+				var kid string
+				for _, k := range iss.Keys() {
+					if k.Status == "current" {
+						kid = k.ID
+					}
+				}
+				rev, err := iss.RevokeKey(ctx, "race", kid)
+				if err != nil {
+					// Another goroutine revoked it first: refused as input
+					// (409), never an internal failure.
+					var ie *issuer.InputError
+					if !errors.As(err, &ie) || ie.Status != 409 {
+						t.Errorf("revoke %s: %v", kid, err)
+					}
+					continue
+				}
+				_, b := iss.Bundle()
+				if b.Sequence < rev.Sequence {
+					t.Errorf("bundle %d served after revocation in bundle %d", b.Sequence, rev.Sequence)
+				}
+				mu.Lock()
+				revoked[rev.Revoked] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	_, b := iss.Bundle()
+	if len(revoked) == 0 {
+		t.Fatal("no revocation went through")
+	}
+	for kid := range revoked {
+		if _, ok := b.Find(kid); ok {
+			t.Fatalf("revoked key %s in the final bundle %d", kid, b.Sequence)
+		}
+		if !slices.Contains(b.Withdrawn, kid) {
+			t.Fatalf("final bundle withdraws %v, lacks %s", b.Withdrawn, kid)
+		}
+	}
+	signing := ""
+	for _, k := range iss.Keys() {
+		if k.Status == "current" {
+			signing = k.ID
+		}
+	}
+	if k, ok := b.Find(signing); signing == "" || !ok || k.Status != "current" || revoked[signing] {
+		t.Fatalf("after the race the signing key is %q (in bundle: %v)", signing, ok)
 	}
 }
