@@ -38,7 +38,7 @@ func TestConformance(t *testing.T) {
 	for _, wait := range []int{0, 1} {
 		t.Run(fmt.Sprintf("WaitReplicas=%d", wait), func(t *testing.T) {
 			storetest.Run(t, func(t *testing.T, clock issuer.Clock) issuer.Store {
-				s, err := New(c, Options{EpochKey: testEpochKey, Prefix: freshPrefix(), Clock: clock, WaitReplicas: wait, WaitTimeout: 5 * time.Second})
+				s, err := New(c, Options{EpochKey: testEpochKey, Prefix: freshPrefix(), Clock: clock, WaitReplicas: wait, WaitTimeout: 3 * time.Second})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -135,6 +135,7 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		{Options{EpochKey: []byte("short")}, "redisstore: EpochKey must be 32 bytes, got 5"},
 		{Options{EpochKey: testEpochKey, Prefix: "{x}"}, `redisstore: Prefix must not contain '{' or '}' (a hash tag would put every record on one slot), got "{x}"`},
 		{Options{EpochKey: testEpochKey, WaitReplicas: -1}, "redisstore: WaitReplicas must not be negative, got -1"},
+		{Options{EpochKey: testEpochKey, WaitReplicas: 1, WaitTimeout: 5 * time.Second}, "redisstore: WaitTimeout (5s) must be shorter than the client's ReadTimeout (5s)"},
 	} {
 		if _, err := New(c, tc.opts); err == nil || err.Error() != tc.want {
 			t.Errorf("New(%+v): %v, want %q", tc.opts, err, tc.want)
