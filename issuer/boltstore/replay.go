@@ -8,7 +8,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/maphash"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -36,11 +38,23 @@ func (s *DB) epochOf(deadline int64) int64 {
 // even a guess can be checked against it. Release 0 keyed its records by
 // deadline || recordHash with the same construction.
 func recordHash(epochKey []byte, attester, id string) []byte {
-	m := hmac.New(sha256.New, epochKey)
-	m.Write([]byte(attester))
-	m.Write([]byte{0})
-	m.Write([]byte(id))
-	return m.Sum(nil)[:replayHashSize]
+	return newRecordHasher(epochKey).hash(attester, id)
+}
+
+// recordHasher makes many record hashes under one key: the keyed state is
+// set up once (a lookup probes every partition for every attestation).
+type recordHasher struct{ m hash.Hash }
+
+func newRecordHasher(epochKey []byte) recordHasher {
+	return recordHasher{hmac.New(sha256.New, epochKey)}
+}
+
+func (h recordHasher) hash(attester, id string) []byte {
+	h.m.Reset()
+	io.WriteString(h.m, attester)
+	h.m.Write([]byte{0})
+	io.WriteString(h.m, id)
+	return h.m.Sum(make([]byte, 0, sha256.Size))[:replayHashSize]
 }
 
 // secretHash is the keyed hash of a wallet's secret kept in its record:
@@ -163,17 +177,27 @@ type hit struct {
 }
 
 // find probes every given partition, each with its own key, for each
-// key's live record (deadline after now). The caller holds the partitions.
-func find(parts []*partition, keys []checked, now int64) ([]hit, error) {
+// key's live record (deadline after now). It also returns each key's hash
+// in the partition of its deadline (nil if that one was not given). The
+// caller holds the partitions.
+func find(parts []*partition, keys []checked, now int64) ([]hit, [][]byte, error) {
 	hits := make([]hit, len(keys))
+	targets := make([][]byte, len(keys))
 	for _, p := range parts {
+		rh := newRecordHasher(p.key)
 		err := p.db.View(func(tx *bolt.Tx) error {
 			b := tx.Bucket([]byte(issuer.CategoryReplay))
 			for i, k := range keys {
+				if hits[i].ok && k.end != p.end {
+					continue
+				}
+				h := rh.hash(k.rk.Attester, k.rk.ID)
+				if k.end == p.end {
+					targets[i] = h
+				}
 				if hits[i].ok {
 					continue
 				}
-				h := recordHash(p.key, k.rk.Attester, k.rk.ID)
 				v := b.Get(h)
 				if v == nil {
 					continue
@@ -189,10 +213,10 @@ func find(parts []*partition, keys []checked, now int64) ([]hit, error) {
 			return nil
 		})
 		if err != nil {
-			return nil, fmt.Errorf("boltstore: replay partition %d: %w", p.end, err)
+			return nil, nil, fmt.Errorf("boltstore: replay partition %d: %w", p.end, err)
 		}
 	}
-	return hits, nil
+	return hits, targets, nil
 }
 
 // mayRetry says whether key k may retry its live record h.
@@ -240,7 +264,7 @@ func (s *DB) Redeemed(ctx context.Context, rks []issuer.ReplayKey, maxRetries in
 	}
 	parts := s.acquireLive(now)
 	defer releaseAll(parts)
-	hits, err := find(parts, keys, now)
+	hits, _, err := find(parts, keys, now)
 	if err != nil {
 		return err
 	}
@@ -325,7 +349,7 @@ func (s *DB) Redeem(ctx context.Context, r issuer.Redemption) (issuer.RedeemResu
 	defer unlock()
 	parts := s.acquireLive(now)
 	defer releaseAll(parts)
-	hits, err := find(parts, keys, now)
+	hits, targets, err := find(parts, keys, now)
 	if err != nil {
 		return res, err
 	}
@@ -359,7 +383,11 @@ func (s *DB) Redeem(ctx context.Context, r issuer.Redemption) (issuer.RedeemResu
 			copy(rec.secret[:], secretHash(p.key, k.rk.Attester, k.rk.ID, k.rk.Secret))
 		}
 		res.Deadlines[i] = time.Unix(k.deadline, 0).UTC()
-		writes[p] = append(writes[p], write{hash: recordHash(p.key, k.rk.Attester, k.rk.ID), rec: rec, added: true})
+		h := targets[i]
+		if h == nil {
+			h = recordHash(p.key, k.rk.Attester, k.rk.ID)
+		}
+		writes[p] = append(writes[p], write{hash: h, rec: rec, added: true})
 	}
 	ck := countKey(countDeadline, day, byte(r.Colour))
 	if len(writes) == 1 {
