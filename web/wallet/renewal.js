@@ -3,7 +3,8 @@
 //  - redeem: the results on the send list, once, with a new secret. The
 //    request is written to the phone before it is sent, so an answer lost
 //    on the way (network error, 5xx) is retried with the same secret, by
-//    itself: at once a few times, then whenever the page runs again.
+//    itself: once at once, then at the next load, when the phone comes back
+//    online, or from the page's ticks every 15 minutes.
 //  - renew: once renew_after has passed and the batch runs low, the held
 //    attestations again, with a new secret, for the next period's batch.
 //  - replace: codes under a key the issuer has withdrawn are replaced at
