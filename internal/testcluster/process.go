@@ -38,8 +38,9 @@ type Node struct {
 	Addr string // host:port clients use
 	Dir  string // its data directory
 
-	bin  string
-	args []string
+	bin         string
+	args        []string
+	stopTimeout time.Duration // 0: StopTimeout
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -124,7 +125,11 @@ func (n *Node) Kill() error { return n.signalAndWait(syscall.SIGKILL, StopTimeou
 // Stop sends SIGTERM, and SIGKILL if the process is still there after
 // StopTimeout; it returns once the process is gone.
 func (n *Node) Stop() error {
-	err := n.signalAndWait(syscall.SIGTERM, StopTimeout)
+	wait := n.stopTimeout
+	if wait == 0 {
+		wait = StopTimeout
+	}
+	err := n.signalAndWait(syscall.SIGTERM, wait)
 	if errors.Is(err, errStillRunning) {
 		err = n.signalAndWait(syscall.SIGKILL, StopTimeout)
 	}

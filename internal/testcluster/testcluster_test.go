@@ -229,3 +229,42 @@ func TestEtcdClusterStartsSurvivesAMemberAndStops(t *testing.T) {
 		}
 	}
 }
+
+// TestStopKillsWhatIgnoresSIGTERM: a server that ignores SIGTERM (as a
+// Redis replica in its first AOF rewrite was seen to) is SIGKILLed after
+// the stop timeout, with the rest of its process group.
+func TestStopKillsWhatIgnoresSIGTERM(t *testing.T) {
+	n := &Node{Name: "stubborn", Dir: t.TempDir(), bin: "/bin/sh",
+		args:        []string{"-c", `trap "" TERM; echo ready; while :; do sleep 1; done`},
+		stopTimeout: 300 * time.Millisecond}
+	if err := n.start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Kill() })
+	if err := n.waitFor("ready", func() error {
+		if n.Output() != "ready\n" {
+			return fmt.Errorf("output %q", n.Output())
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pid := n.PID()
+	if err := n.signalAndWait(syscall.SIGTERM, 300*time.Millisecond); !errors.Is(err, errStillRunning) {
+		t.Fatalf("after SIGTERM alone: %v, want it still running", err)
+	}
+	if err := n.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !gone(pid) || n.Running() || n.PID() != 0 {
+		t.Fatalf("pid %d survived Stop", pid)
+	}
+	// Its process group (the sleep child) went with it; the child may
+	// linger as a zombie until its new parent reaps it.
+	poll(t, "process group gone", 30*time.Second, func() error {
+		if err := syscall.Kill(-pid, 0); !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("process group %d still has members: %v", pid, err)
+		}
+		return nil
+	})
+}
