@@ -144,9 +144,13 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger, stdout io.Write
 
 	iss, err := issuer.New(ctx, issuer.Config{Store: db, State: db, Clock: issuer.SystemClock{}, Logger: log, Policy: pol, InventoryRounding: c.inventoryRounding, InventoryRefresh: c.inventoryRefresh})
 	if err != nil {
-		// A policy file with a version not above the stored one is an
-		// operator mistake worth a clear word.
-		return err
+		// report adds the program's name; a policy file that would roll
+		// the stored policy back is named.
+		msg := strings.TrimPrefix(err.Error(), "issuer: ")
+		if c.policyFile != "" && strings.HasPrefix(msg, "the policy given at start") {
+			msg = "--policy " + c.policyFile + ": " + msg
+		}
+		return errors.New(msg)
 	}
 	// Public, but written so 'issuer fingerprint' works while we hold the
 	// database lock.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/healthcode/healthcode/internal/testcert"
+	"github.com/healthcode/healthcode/policy"
 )
 
 // firstLine hands the first write (serve's "Healthcode issuer on URL"
@@ -192,5 +193,35 @@ func TestServeMetricsAddrLoopbackOnly(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "healthcode.db")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a refused start opened the store: %v", err)
+	}
+}
+
+// A restart with an older policy file never rolls back the policy the
+// issuer holds: the start is refused, naming both versions.
+func TestServeRefusesOlderPolicyFile(t *testing.T) {
+	t.Setenv(kekEnv, "")
+	root := t.TempDir()
+	data := filepath.Join(root, "data")
+	write := func(name string, version int) string {
+		p := policy.Default()
+		p.Version = version
+		raw, err := p.Canonical()
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(root, name)
+		if err := os.WriteFile(path, raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	v5, v2 := write("v5.json", 5), write("v2.json", 2)
+	t.Run("start with version 5", func(t *testing.T) {
+		startServe(t, serveConfig{data: data, policyFile: v5, logLevel: "info"})
+	})
+	code, _, stderr := runIssuer(t, "serve", "--data", data, "--addr", "127.0.0.1:0", "--metrics-addr", "off", "--policy", v2)
+	want := "issuer: --policy " + v2 + ": the policy given at start has version 2, lower than the stored version 5: a start never rolls the policy back (give it a version above 5, or start without one to keep version 5)\n"
+	if code != 1 || stderr != want {
+		t.Fatalf("restart with version 2: exit %d\n%s\nwant\n%s", code, stderr, want)
 	}
 }
