@@ -23,13 +23,31 @@ type EtcdCluster struct {
 func StartEtcd(t testing.TB) *EtcdCluster {
 	t.Helper()
 	bin := binary(t, "etcd", "etcd-server")
+	var err error
+	for attempt := 0; attempt < startAttempts; attempt++ {
+		ec := &EtcdCluster{}
+		t.Cleanup(func() { ec.stopAll(t) })
+		if err = ec.start(t, bin); err == nil {
+			return ec
+		}
+		if serr := ec.Stop(); serr != nil {
+			t.Error(serr)
+		}
+		if !errors.Is(err, errExited) {
+			break
+		}
+		t.Logf("testcluster: etcd start-up attempt %d: %v", attempt+1, err)
+	}
+	t.Fatal(err)
+	return nil
+}
+
+func (ec *EtcdCluster) start(t testing.TB, bin string) error {
 	ports, err := freePorts(6)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	base := t.TempDir()
-	ec := &EtcdCluster{}
-	t.Cleanup(func() { ec.stopAll(t) })
 	var initial []string
 	for i := 0; i < 3; i++ {
 		initial = append(initial, fmt.Sprintf("etcd-%d=http://%s", i, addr(ports[2*i+1])))
@@ -59,13 +77,13 @@ func StartEtcd(t testing.TB) *EtcdCluster {
 	}
 	for _, m := range ec.Members {
 		if err := m.start(); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
 	if err := ec.WaitHealthy(); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	return ec
+	return nil
 }
 
 // Endpoints are the members' client addresses, for clientv3.Config.

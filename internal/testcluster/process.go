@@ -138,6 +138,13 @@ func (n *Node) Stop() error {
 
 var errStillRunning = errors.New("still running")
 
+// errExited is a server that stopped during start-up; most often a port
+// taken by another process between freePorts and its bind, so start-up is
+// tried again on other ports.
+var errExited = errors.New("exited")
+
+const startAttempts = 3
+
 func (n *Node) signalAndWait(sig syscall.Signal, wait time.Duration) error {
 	n.mu.Lock()
 	cmd, done := n.cmd, n.done
@@ -173,7 +180,7 @@ func (n *Node) waitFor(what string, ready func() error) error {
 		}
 		select {
 		case <-exited:
-			return fmt.Errorf("testcluster: %s exited while waiting for %s: %v\n%s", n.Name, what, last, tail(n.Output()))
+			return fmt.Errorf("testcluster: %s %w while waiting for %s: %v\n%s", n.Name, errExited, what, last, tail(n.Output()))
 		default:
 		}
 		if time.Now().After(deadline) {

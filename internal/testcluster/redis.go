@@ -27,13 +27,31 @@ func StartRedis(t testing.TB) *RedisCluster {
 	t.Helper()
 	server := binary(t, "redis-server", "redis-server")
 	cli := binary(t, "redis-cli", "redis-tools")
+	var err error
+	for attempt := 0; attempt < startAttempts; attempt++ {
+		rc := &RedisCluster{}
+		t.Cleanup(func() { rc.stopAll(t) })
+		if err = rc.start(t, server, cli); err == nil {
+			return rc
+		}
+		if serr := rc.Stop(); serr != nil {
+			t.Error(serr)
+		}
+		if !errors.Is(err, errExited) {
+			break
+		}
+		t.Logf("testcluster: Redis start-up attempt %d: %v", attempt+1, err)
+	}
+	t.Fatal(err)
+	return nil
+}
+
+func (rc *RedisCluster) start(t testing.TB, server, cli string) error {
 	ports, err := freePorts(12)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	base := t.TempDir()
-	rc := &RedisCluster{}
-	t.Cleanup(func() { rc.stopAll(t) })
 	for i := 0; i < 6; i++ {
 		port, bus := ports[2*i], ports[2*i+1]
 		n := &Node{
@@ -63,12 +81,12 @@ func StartRedis(t testing.TB) *RedisCluster {
 	}
 	for _, n := range rc.Nodes {
 		if err := n.start(); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
 	for _, n := range rc.Nodes {
 		if err := n.waitFor("answering PING", func() error { return ping(n.Addr) }); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
 	args := []string{"--cluster", "create"}
@@ -77,12 +95,12 @@ func StartRedis(t testing.TB) *RedisCluster {
 	ctx, cancel := context.WithTimeout(context.Background(), ReadyTimeout)
 	defer cancel()
 	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
-		t.Fatalf("testcluster: redis-cli --cluster create: %v\n%s", err, tail(string(out)))
+		return fmt.Errorf("testcluster: redis-cli --cluster create: %v\n%s", err, tail(string(out)))
 	}
 	if err := rc.WaitHealthy(); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	return rc
+	return nil
 }
 
 // Addrs are the host:port of every node, for redis.ClusterOptions.Addrs.

@@ -268,3 +268,25 @@ func TestStopKillsWhatIgnoresSIGTERM(t *testing.T) {
 		return nil
 	})
 }
+
+// TestWaitReportsAnExitedServer: a server that dies during start-up (a
+// port taken between freePorts and its bind) ends the wait at once with
+// errExited, which StartRedis and StartEtcd answer by trying other ports.
+func TestWaitReportsAnExitedServer(t *testing.T) {
+	n := &Node{Name: "short-lived", Dir: t.TempDir(), bin: "/bin/sh", args: []string{"-c", "echo bind: address in use; exit 1"}}
+	if err := n.start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Kill() })
+	start := time.Now()
+	err := n.waitFor("ready", func() error { return errors.New("not yet") })
+	if !errors.Is(err, errExited) {
+		t.Fatalf("waitFor: %v, want errExited", err)
+	}
+	if took := time.Since(start); took >= ReadyTimeout {
+		t.Fatalf("waitFor took %s: it waited for the timeout instead of the exit", took)
+	}
+	if !bytes.Contains([]byte(err.Error()), []byte("bind: address in use")) {
+		t.Fatalf("waitFor's error lacks the server's output: %v", err)
+	}
+}
