@@ -114,7 +114,7 @@ func TestScaleRunsThroughASweep(t *testing.T) {
 	bin := issuerBinary(t)
 	o := scaleOptions{issuerBin: bin, live: 3000, expiring: 0.5, concurrency: 4, baseline: 5 * time.Second,
 		epoch: time.Second, sweepInterval: time.Second, fillCall: 700, requestTimeout: 30 * time.Second,
-		requestsPerSecondCap: 1000}
+		requestsPerSecondCap: 1000, tmpParent: t.TempDir()}
 	var out, errb bytes.Buffer
 	res, err := scale(context.Background(), o, &out, &errb)
 	if err != nil {
