@@ -377,6 +377,9 @@ func adminSynopsis(cmd, sub string) string {
 	prefix := strings.TrimSpace("issuer admin " + cmd + " " + sub)
 	for _, line := range strings.Split(adminUsage, "\n") {
 		if l := strings.TrimSpace(line); l == prefix || strings.HasPrefix(l, prefix+" ") {
+			if note := strings.Index(l, "  ("); note > 0 { // the line's remark
+				l = strings.TrimSpace(l[:note])
+			}
 			return l
 		}
 	}

@@ -20,7 +20,8 @@ const usage = `issuer: the Healthcode issuer (colour tokens from lab attestation
 
 Usage:
   issuer serve [--data DIR] [--kek FILE] [--addr HOST:PORT] [--policy FILE] [--demo] [--tls-cert FILE --tls-key FILE]
-  issuer fingerprint [--data DIR]        print the bundle key fingerprint verifiers pin
+  issuer fingerprint [--data DIR] [--qr FILE.png]
+                                         print the pin venues use; --qr also writes it as a poster QR
   issuer kek rotate --data DIR --kek OLD --new-kek NEW
                                          reseal the keys under a new key-encryption key (offline)
   issuer policy default                  print the built-in default policy
