@@ -159,6 +159,7 @@ type verdict struct {
 // a slow machine cannot miss it to the page's own clearing timer.
 func waitVerdict(t testing.TB, b *webtest.Browser, d time.Duration) verdict {
 	t.Helper()
+	d = max(d, 30*time.Second) // a bound on a loaded machine, as in webtest.WaitFor
 	raw, err := chromedp.Run(b.Ctx, chromedp.Poll[string](`(() => {
 		const r = document.getElementById('result');
 		if (!r.dataset.verdict) return false;

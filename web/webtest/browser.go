@@ -71,7 +71,10 @@ func Language(lang string) Option { return func(c *config) { c.lang = lang } }
 // Viewport sets the window size; the default is a small phone, 360×640.
 func Viewport(w, h int) Option { return func(c *config) { c.w, c.h = w, h } }
 
-// Timeout bounds the whole browser session; the default is 90s.
+// minWait is the least WaitFor waits before it fails.
+const minWait = 30 * time.Second
+
+// Timeout bounds the whole browser session; the default is 180s.
 func Timeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
 
 // Browser is one Chromium process with one tab.
@@ -87,7 +90,7 @@ type Browser struct {
 // camera at all (the machine has none and no fake device is added).
 func Start(t testing.TB, opts ...Option) *Browser {
 	t.Helper()
-	cfg := config{w: 360, h: 640, timeout: 90 * time.Second, lang: "en-US"}
+	cfg := config{w: 360, h: 640, timeout: 180 * time.Second, lang: "en-US"}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -171,6 +174,12 @@ func Eval[T any](t testing.TB, b *Browser, expr string) T {
 // test with what describe returns (evaluated then) if it is not within d.
 func (b *Browser) WaitFor(t testing.TB, expr string, d time.Duration, describe string) {
 	t.Helper()
+	// A wait bounds a step, it never measures one: on a loaded 2-core
+	// machine a wasm decode or a service-worker start can take seconds, and
+	// a short bound only turns a slow run into a failure.
+	if d < minWait {
+		d = minWait
+	}
 	_, err := chromedp.Run(b.Ctx, chromedp.Poll[bool](expr,
 		chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(d)))
 	if err != nil {
