@@ -15,7 +15,7 @@ all: build
 
 build: wasm
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./cmd/issuer ./cmd/verifier ./cmd/attester
+	$(GO) build -buildvcs=auto -o $(BIN)/ ./cmd/issuer ./cmd/verifier ./cmd/attester
 
 run: build
 	$(BIN)/issuer serve --data $(DATA) --kek $(DATA).kek --addr $(ADDR) --demo
