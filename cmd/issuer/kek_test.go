@@ -107,7 +107,7 @@ func TestServeSealsKeysUnderKEKOutsideData(t *testing.T) {
 		t.Fatalf("private key bytes in a copy of the data directory: %v", hits)
 	}
 
-	code, _, stderr := runIssuer(t, "serve", "--data", stolen, "--addr", "127.0.0.1:0")
+	code, _, stderr := runIssuer(t, "serve", "--data", stolen, "--addr", "127.0.0.1:0", "--metrics-addr", "off")
 	want := "issuer: the keys in " + stolen + " are sealed under a key-encryption key, and the KEK file " + stolen +
 		".kek does not exist: give the file they were sealed under with --kek FILE (or $HEALTHCODE_KEK_FILE)\n"
 	if code != 1 || stderr != want {
@@ -119,7 +119,7 @@ func TestServeSealsKeysUnderKEKOutsideData(t *testing.T) {
 
 	other := filepath.Join(root, "other.kek")
 	otherKEK := writeKEK(t, other)
-	code, _, stderr = runIssuer(t, "serve", "--data", stolen, "--kek", other, "--addr", "127.0.0.1:0")
+	code, _, stderr = runIssuer(t, "serve", "--data", stolen, "--kek", other, "--addr", "127.0.0.1:0", "--metrics-addr", "off")
 	want = "issuer: " + other + " is not the key-encryption key the keys in " + stolen + " are sealed under: boltstore: cannot open the keys in " +
 		stolen + ": kek: sealed under a different key-encryption key (blob sealed under KEK " + k.ID() + ", this KEK is " + otherKEK.ID() + ")\n"
 	if code != 1 || stderr != want {
@@ -128,13 +128,13 @@ func TestServeSealsKeysUnderKEKOutsideData(t *testing.T) {
 
 	// $HEALTHCODE_KEK_FILE names the KEK; an explicit --kek beats it.
 	t.Setenv(kekEnv, other)
-	code, _, stderr = runIssuer(t, "serve", "--data", stolen, "--addr", "127.0.0.1:0")
+	code, _, stderr = runIssuer(t, "serve", "--data", stolen, "--addr", "127.0.0.1:0", "--metrics-addr", "off")
 	if code != 1 || !strings.HasPrefix(stderr, "issuer: "+other+" is not the key-encryption key") {
 		t.Fatalf("serve with $%s: exit %d %s", kekEnv, code, stderr)
 	}
 	third := filepath.Join(root, "third.kek")
 	writeKEK(t, third)
-	code, _, stderr = runIssuer(t, "serve", "--data", stolen, "--kek", third, "--addr", "127.0.0.1:0")
+	code, _, stderr = runIssuer(t, "serve", "--data", stolen, "--kek", third, "--addr", "127.0.0.1:0", "--metrics-addr", "off")
 	if code != 1 || !strings.HasPrefix(stderr, "issuer: "+third+" is not the key-encryption key") {
 		t.Fatalf("--kek did not beat $%s: exit %d %s", kekEnv, code, stderr)
 	}
@@ -154,7 +154,7 @@ func TestServeSealsKeysUnderKEKOutsideData(t *testing.T) {
 
 func TestServeRefusesKEKInsideData(t *testing.T) {
 	data := t.TempDir()
-	code, _, stderr := runIssuer(t, "serve", "--data", data, "--kek", filepath.Join(data, "my.kek"), "--addr", "127.0.0.1:0")
+	code, _, stderr := runIssuer(t, "serve", "--data", data, "--kek", filepath.Join(data, "my.kek"), "--addr", "127.0.0.1:0", "--metrics-addr", "off")
 	want := "issuer: --kek " + filepath.Join(data, "my.kek") + " is inside the data directory " + data + "; keep the key-encryption key apart from the keys it seals\n"
 	if code != 2 || !strings.HasPrefix(stderr, want) {
 		t.Fatalf("exit %d %q, want 2 %q", code, stderr, want)

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -165,13 +166,16 @@ func walkthrough(t *testing.T, d string) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	srv := exec.CommandContext(ctx, bin("issuer"), "serve", "--data", data, "--addr", "127.0.0.1:0", "--demo")
+	// Free ports for both listeners: the metrics default (127.0.0.1:9090)
+	// may be taken on a shared machine.
+	srv := exec.CommandContext(ctx, bin("issuer"), "serve", "--data", data, "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--demo")
 	srv.Cancel = func() error { return srv.Process.Signal(syscall.SIGTERM) }
 	stdout, err := srv.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.Stderr = io.Discard
+	var srvErr lockedBuffer
+	srv.Stderr = &srvErr
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +196,7 @@ func walkthrough(t *testing.T, d string) {
 	}
 	go io.Copy(io.Discard, stdout)
 	if base == "" || pin == "" {
-		t.Fatalf("no address or pin in the welcome (base %q, pin %q)", base, pin)
+		t.Fatalf("no address or pin in the welcome (base %q, pin %q); stderr:\n%s", base, pin, srvErr.String())
 	}
 
 	run := func(wantCode int, prog string, args ...string) string {
@@ -242,4 +246,22 @@ func walkthrough(t *testing.T, d string) {
 	}
 	tampered := tok[:mid] + string(c) + tok[mid+1:]
 	run(1, "verifier", "check", "--bundle", "bundle.json", tampered)
+}
+
+// lockedBuffer collects a child's stderr while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
