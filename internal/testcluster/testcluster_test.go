@@ -83,6 +83,20 @@ func TestRedisClusterStartsServesFailsOverAndStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	victimAddr = m.Options().Addr
+	// Replication is asynchronous: a master killed before it sent k0 on
+	// loses it in the failover. SET and WAIT on one connection of k0's own
+	// master make sure a replica has it first.
+	var waited *redis.Cmd
+	if _, err := m.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, "k0", 0, 0)
+		waited = p.Do(ctx, "WAIT", 1, 10000)
+		return nil
+	}); err != nil {
+		t.Fatalf("set k0 and wait for a replica: %v", err)
+	}
+	if n, err := waited.Int(); err != nil || n < 1 {
+		t.Fatalf("WAIT 1: %d replicas acknowledged, %v", n, err)
+	}
 	var victim *Node
 	for _, n := range rc.Nodes {
 		if n.Addr == victimAddr {
