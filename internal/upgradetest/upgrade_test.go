@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/json"
-	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
@@ -27,20 +26,7 @@ import (
 var now = time.Date(2026, 12, 1, 22, 30, 0, 0, time.UTC)
 
 // Upgrades go through the same HTTP contract as everything else.
-func TestMain(m *testing.M) {
-	c, err := openapicheck.New(httpapi.OpenAPI)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	http.DefaultTransport = c.Transport(http.DefaultTransport)
-	code := m.Run()
-	if f := c.Failures(); len(f) > 0 {
-		fmt.Fprintf(os.Stderr, "%d exchanges do not match issuer/httpapi/openapi.yaml:\n  %s\n", len(f), strings.Join(f, "\n  "))
-		code = 1
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(openapicheck.Run(m, httpapi.OpenAPI, nil)) }
 
 // copyDir copies release0's data directory, keeping file modes.
 func copyDir(t *testing.T, from, to string) {

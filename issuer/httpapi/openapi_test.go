@@ -1,7 +1,6 @@
 package httpapi_test
 
 import (
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -22,22 +21,7 @@ import (
 // http.Get, http.Post, http.DefaultClient and the issuertest helpers use.
 var apiCheck *openapicheck.Checker
 
-func TestMain(m *testing.M) {
-	c, err := openapicheck.New(httpapi.OpenAPI)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	apiCheck = c
-	http.DefaultTransport = c.Transport(http.DefaultTransport)
-	code := m.Run()
-	// A test may have dropped its client's error: report every mismatch.
-	if f := c.Failures(); len(f) > 0 {
-		fmt.Fprintf(os.Stderr, "%d exchanges do not match issuer/httpapi/openapi.yaml:\n  %s\n", len(f), strings.Join(f, "\n  "))
-		code = 1
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(openapicheck.Run(m, httpapi.OpenAPI, &apiCheck)) }
 
 // The issuer serves the document it was built with.
 func TestOpenAPIServed(t *testing.T) {
