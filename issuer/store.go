@@ -156,9 +156,12 @@ type SweepStats struct {
 	Compacted bool
 }
 
-// StateStore holds everything else the issuer keeps. Every write of a
-// category with retention takes its deadline.
-type StateStore interface {
+// The state the issuer keeps besides replay records, split by the part of
+// the issuer that consumes it (step-ca's small interfaces). An adapter
+// implements them all as a StateStore; a part that needs one asks for one.
+
+// KeyStore holds the signing-key schedule.
+type KeyStore interface {
 	SigningKeys(ctx context.Context) ([]SigningKey, error)
 	PutSigningKey(ctx context.Context, k SigningKey) error
 	// WithdrawSigningKey deletes signing key id at once (a revocation) and,
@@ -166,29 +169,91 @@ type StateStore interface {
 	// key's naf). ErrNotFound if no such key is held.
 	WithdrawSigningKey(ctx context.Context, w WithdrawnKey) error
 	WithdrawnKeys(ctx context.Context) ([]WithdrawnKey, error)
+}
 
+// BundleKeyStore holds the long-lived bundle key and the bundle sequence.
+type BundleKeyStore interface {
 	BundleKey(ctx context.Context) (ed25519.PrivateKey, error) // ErrNotFound before the first start
 	PutBundleKey(ctx context.Context, k ed25519.PrivateKey) error
+	// NextBundleSequence returns a sequence number above every one it
+	// returned before, across restarts and across issuers sharing it.
 	NextBundleSequence(ctx context.Context) (uint64, error)
+}
 
+// AttesterStore holds the registered attesters.
+type AttesterStore interface {
 	Attesters(ctx context.Context) ([]Attester, error)
 	PutAttester(ctx context.Context, a Attester) error
 	DeleteAttester(ctx context.Context, id string) error // ErrNotFound if absent
+}
 
+// AdminTokenStore holds the admin tokens' hashes.
+type AdminTokenStore interface {
 	AdminTokens(ctx context.Context) ([]AdminToken, error)
 	PutAdminToken(ctx context.Context, t AdminToken) error
 	DeleteAdminToken(ctx context.Context, name string) error // ErrNotFound if absent
+}
 
+// PolicyStore holds the policy in force and its history.
+type PolicyStore interface {
 	Policy(ctx context.Context) (PolicyRecord, error) // ErrNotFound before one is set
 	// PutPolicy makes rec current; the one it replaces moves to policy
 	// history until historyDeadline.
 	PutPolicy(ctx context.Context, rec PolicyRecord, historyDeadline time.Time) error
+}
 
+// AuditLog holds the admin audit log.
+type AuditLog interface {
 	AppendAudit(ctx context.Context, e AuditEntry, deadline time.Time) error
 	Audit(ctx context.Context) ([]AuditEntry, error) // oldest first
+}
 
+// Housekeeping is retention: the inventory of what is held, and the sweep
+// that deletes what is due.
+type Housekeeping interface {
 	Inventory(ctx context.Context) ([]CategoryStat, error)
 	// Sweep deletes every record whose deadline is at or before now, in
 	// bounded transactions, and makes the deletion physical.
 	Sweep(ctx context.Context, now time.Time) (SweepStats, error)
+}
+
+// StateStore holds everything else the issuer keeps. Every write of a
+// category with retention takes its deadline.
+type StateStore interface {
+	KeyStore
+	BundleKeyStore
+	AttesterStore
+	AdminTokenStore
+	PolicyStore
+	AuditLog
+	Housekeeping
+}
+
+// --- several issuers on one shared state (DESIGN §8) -----------------------
+
+// PublishedBundle is a signed trust bundle and its sequence.
+type PublishedBundle struct {
+	Sequence uint64
+	Raw      string // the signed bundle, as served
+}
+
+// ErrStale is returned by PublishBundle for a bundle whose sequence is not
+// above the one published.
+var ErrStale = errors.New("a newer bundle is published")
+
+// Sharing is what a StateStore shared by several issuer replicas (etcd)
+// adds, so that they act as one issuer: one key schedule at a time, and
+// one trust bundle that every replica serves. A single issuer (bbolt) has
+// none of it.
+type Sharing interface {
+	// LockSchedule takes the lock that serialises the key schedule and the
+	// policy across replicas (it stands for Issuer's own mutex); unlock
+	// releases it. It fails when ctx ends or the store is unreachable.
+	LockSchedule(ctx context.Context) (unlock func(), err error)
+	// PublishedBundle returns the bundle in force; ErrNotFound before the
+	// first one.
+	PublishedBundle(ctx context.Context) (PublishedBundle, error)
+	// PublishBundle makes b the bundle in force if its sequence is above
+	// the published one's (compare-and-set), else returns ErrStale.
+	PublishBundle(ctx context.Context, b PublishedBundle) error
 }
