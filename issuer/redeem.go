@@ -163,7 +163,7 @@ func (i *Issuer) Redeem(ctx context.Context, req Request) (*Batch, error) {
 			return nil, &RedeemError{Index: n, Code: attestation.CodeTooLong, Status: 422,
 				Message: "attestation expires too far ahead: its replay record would outlive retention.replay"}
 		}
-		replay[n] = ReplayKey{Attester: ev.Attester, ID: ev.ID, Deadline: deadline, Secret: req.Secret}
+		replay[n] = ReplayKey{Attester: ev.Attester, ID: ev.ID, Deadline: deadline, Secret: req.Secret, Accepted: accepted[n]}
 	}
 
 	hint := ""
