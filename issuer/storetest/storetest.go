@@ -70,9 +70,16 @@ func newEnv(t *testing.T, open Open) *env {
 	return &env{t: t, ctx: ctx, clock: c, store: open(t, c), t0: t0}
 }
 
+// acceptedHours is when, after t0, every attestation of the suite stops
+// being accepted: after the furthest deadline the suite uses (30 days),
+// and the same for every key, as issuer.ReplayKey.Accepted is the same for
+// every redemption of one pair.
+const acceptedHours = 24 * 31
+
 // key is a replay key of attester "lab-1" with a deadline hours after t0.
 func (e *env) key(id string, hours int, secret []byte) issuer.ReplayKey {
-	return issuer.ReplayKey{Attester: "lab-1", ID: id, Deadline: e.t0.Add(time.Duration(hours) * time.Hour), Secret: secret}
+	return issuer.ReplayKey{Attester: "lab-1", ID: id, Deadline: e.t0.Add(time.Duration(hours) * time.Hour), Secret: secret,
+		Accepted: e.t0.Add(acceptedHours * time.Hour)}
 }
 
 func (e *env) redemption(maxRetries int, keys ...issuer.ReplayKey) issuer.Redemption {
