@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -19,35 +20,53 @@ type EtcdCluster struct {
 
 // StartEtcd starts three etcd members and waits until each reports itself
 // healthy (a leader is elected and it answers), failing the test after
-// ReadyTimeout.
+// ReadyTimeout; t.Cleanup stops them.
 func StartEtcd(t testing.TB) *EtcdCluster {
 	t.Helper()
-	bin := binary(t, "etcd", "etcd-server")
-	var err error
+	ec, err := launchEtcd(t.TempDir(), t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ec.stopAll(t) })
+	return ec
+}
+
+// LaunchEtcd is StartEtcd outside a test (loadgen cluster, make cluster):
+// the members' directories go under base, and the caller stops the cluster
+// with Stop.
+func LaunchEtcd(base string) (*EtcdCluster, error) {
+	return launchEtcd(base, func(string, ...any) {})
+}
+
+func launchEtcd(base string, logf func(string, ...any)) (*EtcdCluster, error) {
+	bin, err := binary("etcd", "etcd-server")
+	if err != nil {
+		return nil, err
+	}
 	for attempt := 0; attempt < startAttempts; attempt++ {
 		ec := &EtcdCluster{}
-		t.Cleanup(func() { ec.stopAll(t) })
-		if err = ec.start(t, bin); err == nil {
-			return ec
+		if err = ec.start(base, bin); err == nil {
+			return ec, nil
 		}
 		if serr := ec.Stop(); serr != nil {
-			t.Error(serr)
+			err = errors.Join(err, serr)
 		}
 		if !errors.Is(err, errExited) {
 			break
 		}
-		t.Logf("testcluster: etcd start-up attempt %d: %v", attempt+1, err)
+		logf("testcluster: etcd start-up attempt %d: %v", attempt+1, err)
 	}
-	t.Fatal(err)
-	return nil
+	return nil, err
 }
 
-func (ec *EtcdCluster) start(t testing.TB, bin string) error {
+func (ec *EtcdCluster) start(base, bin string) error {
 	ports, err := freePorts(6)
 	if err != nil {
 		return err
 	}
-	base := t.TempDir()
+	if base, err = os.MkdirTemp(base, "etcd-"); err != nil {
+		return err
+	}
 	var initial []string
 	for i := 0; i < 3; i++ {
 		initial = append(initial, fmt.Sprintf("etcd-%d=http://%s", i, addr(ports[2*i+1])))
@@ -55,10 +74,14 @@ func (ec *EtcdCluster) start(t testing.TB, bin string) error {
 	for i := 0; i < 3; i++ {
 		client, peer := "http://"+addr(ports[2*i]), "http://"+addr(ports[2*i+1])
 		name := fmt.Sprintf("etcd-%d", i)
+		dir, err := mkdir(base, name)
+		if err != nil {
+			return err
+		}
 		ec.Members = append(ec.Members, &Node{
 			Name: name,
 			Addr: addr(ports[2*i]),
-			Dir:  mkdir(t, base, name),
+			Dir:  dir,
 			bin:  bin,
 			args: []string{
 				"--name", name,
@@ -119,10 +142,8 @@ func (ec *EtcdCluster) Restart(m *Node) error {
 }
 
 func (ec *EtcdCluster) stopAll(t testing.TB) {
-	for _, m := range ec.Members {
-		if err := m.Stop(); err != nil {
-			t.Error(err)
-		}
+	if err := ec.Stop(); err != nil {
+		t.Error(err)
 	}
 }
 

@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 )
 
@@ -229,24 +228,22 @@ func freePorts(n int) ([]int, error) {
 
 func addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
-// binary finds a server binary or fails the test with how to install it.
-func binary(t testing.TB, name, pkg string) string {
-	t.Helper()
+// binary finds a server binary, or says how to install it.
+func binary(name, pkg string) (string, error) {
 	p, err := exec.LookPath(name)
 	if err != nil {
-		t.Fatalf("testcluster: %s not found (install Debian's %s package): %v", name, pkg, err)
+		return "", fmt.Errorf("testcluster: %s not found (install Debian's %s package): %w", name, pkg, err)
 	}
-	return p
+	return p, nil
 }
 
 // mkdir makes a node's data directory.
-func mkdir(t testing.TB, base, name string) string {
-	t.Helper()
+func mkdir(base, name string) (string, error) {
 	dir := base + "/" + name
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
+		return "", fmt.Errorf("testcluster: %w", err)
 	}
-	return dir
+	return dir, nil
 }
 
 type syncBuffer struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -22,42 +23,67 @@ type RedisCluster struct {
 
 // StartRedis starts a 3+3 Redis Cluster and waits until every node says
 // cluster_state:ok and every replica's link to its master is up. It fails
-// the test if that takes longer than ReadyTimeout.
+// the test if that takes longer than ReadyTimeout; t.Cleanup stops it.
 func StartRedis(t testing.TB) *RedisCluster {
 	t.Helper()
-	server := binary(t, "redis-server", "redis-server")
-	cli := binary(t, "redis-cli", "redis-tools")
-	var err error
+	rc, err := launchRedis(t.TempDir(), t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rc.stopAll(t) })
+	return rc
+}
+
+// LaunchRedis is StartRedis outside a test (loadgen cluster, make
+// cluster): the nodes' directories go under base, and the caller stops the
+// cluster with Stop.
+func LaunchRedis(base string) (*RedisCluster, error) {
+	return launchRedis(base, func(string, ...any) {})
+}
+
+func launchRedis(base string, logf func(string, ...any)) (*RedisCluster, error) {
+	server, err := binary("redis-server", "redis-server")
+	if err != nil {
+		return nil, err
+	}
+	cli, err := binary("redis-cli", "redis-tools")
+	if err != nil {
+		return nil, err
+	}
 	for attempt := 0; attempt < startAttempts; attempt++ {
 		rc := &RedisCluster{}
-		t.Cleanup(func() { rc.stopAll(t) })
-		if err = rc.start(t, server, cli); err == nil {
-			return rc
+		if err = rc.start(base, server, cli); err == nil {
+			return rc, nil
 		}
 		if serr := rc.Stop(); serr != nil {
-			t.Error(serr)
+			err = errors.Join(err, serr)
 		}
 		if !errors.Is(err, errExited) {
 			break
 		}
-		t.Logf("testcluster: Redis start-up attempt %d: %v", attempt+1, err)
+		logf("testcluster: Redis start-up attempt %d: %v", attempt+1, err)
 	}
-	t.Fatal(err)
-	return nil
+	return nil, err
 }
 
-func (rc *RedisCluster) start(t testing.TB, server, cli string) error {
+func (rc *RedisCluster) start(base, server, cli string) error {
 	ports, err := freePorts(12)
 	if err != nil {
 		return err
 	}
-	base := t.TempDir()
+	if base, err = os.MkdirTemp(base, "redis-"); err != nil {
+		return err
+	}
 	for i := 0; i < 6; i++ {
 		port, bus := ports[2*i], ports[2*i+1]
+		dir, err := mkdir(base, fmt.Sprintf("redis-%d", i))
+		if err != nil {
+			return err
+		}
 		n := &Node{
 			Name: fmt.Sprintf("redis-%d", i),
 			Addr: addr(port),
-			Dir:  mkdir(t, base, fmt.Sprintf("redis-%d", i)),
+			Dir:  dir,
 			bin:  server,
 			args: []string{
 				"--port", strconv.Itoa(port),
@@ -156,10 +182,8 @@ func (rc *RedisCluster) Restart(n *Node) error {
 }
 
 func (rc *RedisCluster) stopAll(t testing.TB) {
-	for _, n := range rc.Nodes {
-		if err := n.Stop(); err != nil {
-			t.Error(err)
-		}
+	if err := rc.Stop(); err != nil {
+		t.Error(err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -302,5 +303,34 @@ func TestWaitReportsAnExitedServer(t *testing.T) {
 	}
 	if !bytes.Contains([]byte(err.Error()), []byte("bind: address in use")) {
 		t.Fatalf("waitFor's error lacks the server's output: %v", err)
+	}
+}
+
+// TestLaunchOutsideATest: LaunchEtcd, for callers with no testing.T
+// (loadgen cluster, make cluster), puts the members' directories under the
+// base it is given and leaves stopping to its caller.
+func TestLaunchOutsideATest(t *testing.T) {
+	base := t.TempDir()
+	ec, err := LaunchEtcd(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ec.Stop() })
+	ps := pids(t, ec.Members)
+	for _, m := range ec.Members {
+		if !strings.HasPrefix(m.Dir, base+"/") {
+			t.Errorf("%s: directory %s is not under %s", m.Name, m.Dir, base)
+		}
+	}
+	if err := etcdPut(ec.Members[2].Addr, "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ec.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range ps {
+		if !gone(p) {
+			t.Errorf("%s: pid %d still exists after Stop", ec.Members[i].Name, p)
+		}
 	}
 }
