@@ -20,6 +20,23 @@ build: wasm
 run: build
 	$(BIN)/issuer serve --data $(DATA) --kek $(DATA).kek --addr $(ADDR) --demo
 
+# A local cluster (README "Running it at scale"): 3 etcd members, a 3+3
+# Redis Cluster and 3 issuer replicas on 127.0.0.1, state and logs under
+# $(CLUSTER_DATA); it keeps running after make returns. cluster-down stops
+# it and keeps the data; CLEAN=1 deletes it too.
+CLUSTER_DATA ?= ./cluster-data
+
+.PHONY: cluster cluster-down
+
+cluster: build
+	$(GO) build -o $(BIN)/ ./cmd/devcluster
+	$(BIN)/devcluster up --dir $(CLUSTER_DATA) --issuer $(BIN)/issuer
+
+cluster-down:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/devcluster
+	$(BIN)/devcluster down --dir $(CLUSTER_DATA)$(if $(CLEAN), --clean)
+
 vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
