@@ -117,9 +117,9 @@ func TestRetryAfterTheIssuerDiesAfterTheCommit(t *testing.T) {
 	// The issuer comes back on the same data directory.
 	env := issuertest.Start(t, issuertest.WithDir(dir), issuertest.WithTime(rt0.Add(2*time.Minute)))
 	_, err = redeem(env, nil, att)
-	wantRefused(t, err, 409, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
+	wantRefused(t, err, issuer.KindConflict, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
 	_, err = redeem(env, secret(0x01), att)
-	wantRefused(t, err, 409, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
+	wantRefused(t, err, issuer.KindConflict, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
 	b, err := redeem(env, wallet, att)
 	if err != nil {
 		t.Fatalf("the wallet's retry: %v", err)

@@ -257,7 +257,7 @@ func (i *Issuer) AddAttester(ctx context.Context, admin, id string, pub ed25519.
 func (i *Issuer) RemoveAttester(ctx context.Context, admin, id string) error {
 	if err := i.state.DeleteAttester(ctx, id); err != nil {
 		if errors.Is(err, ErrNotFound) {
-			return &InputError{Code: "not_found", Message: fmt.Sprintf("no attester %q", id), Status: 404}
+			return &InputError{Code: "not_found", Message: fmt.Sprintf("no attester %q", id), Kind: KindNotFound}
 		}
 		return err
 	}
@@ -273,13 +273,13 @@ func (i *Issuer) RemoveAttester(ctx context.Context, admin, id string) error {
 // history for retention.policy_history.
 func (i *Issuer) SetPolicy(ctx context.Context, admin string, p *policy.Policy) error {
 	if err := p.Validate(); err != nil {
-		return &InputError{Code: "invalid_policy", Message: err.Error()}
+		return &InputError{Code: "invalid_policy", Message: err.Error(), Kind: KindRefused}
 	}
 	i.sched.Lock()
 	defer i.sched.Unlock()
 	cur := i.Policy()
 	if cur != nil && p.Version <= cur.Version {
-		return &InputError{Code: "invalid_policy", Message: fmt.Sprintf("version: must be greater than the current version (%d), got %d", cur.Version, p.Version)}
+		return &InputError{Code: "invalid_policy", Message: fmt.Sprintf("version: must be greater than the current version (%d), got %d", cur.Version, p.Version), Kind: KindRefused}
 	}
 	if err := i.putPolicy(ctx, admin, p, true); err != nil {
 		return err
@@ -389,7 +389,7 @@ func (i *Issuer) CreateAdminToken(ctx context.Context, admin, name string) (stri
 	for _, a := range i.admins {
 		if a.Name == name {
 			i.mu.RUnlock()
-			return "", &InputError{Code: "conflict", Message: fmt.Sprintf("an admin token named %q exists", name), Status: 409}
+			return "", &InputError{Code: "conflict", Message: fmt.Sprintf("an admin token named %q exists", name), Kind: KindConflict}
 		}
 	}
 	i.mu.RUnlock()
@@ -411,7 +411,7 @@ func (i *Issuer) CreateAdminToken(ctx context.Context, admin, name string) (stri
 func (i *Issuer) RevokeAdminToken(ctx context.Context, admin, name string) error {
 	if err := i.state.DeleteAdminToken(ctx, name); err != nil {
 		if errors.Is(err, ErrNotFound) {
-			return &InputError{Code: "not_found", Message: fmt.Sprintf("no admin token named %q", name), Status: 404}
+			return &InputError{Code: "not_found", Message: fmt.Sprintf("no admin token named %q", name), Kind: KindNotFound}
 		}
 		return err
 	}
@@ -451,11 +451,11 @@ func (i *Issuer) AuthenticateAdmin(tok string) (string, bool) {
 // --- errors ----------------------------------------------------------------
 
 // InputError is a refusal caused by the caller's input: a code and a
-// message fit for the client. Status is the HTTP status (400 if zero).
+// message fit for the client, and its Kind (KindInvalid if not set).
 type InputError struct {
 	Code    string
 	Message string
-	Status  int
+	Kind    Kind
 }
 
 func (e *InputError) Error() string { return e.Message }

@@ -185,7 +185,7 @@ func (i *Issuer) RotateKeys(ctx context.Context, admin string, immediate bool) (
 		for _, k := range i.keys {
 			if k.ActiveAt.After(now) {
 				i.mu.RUnlock()
-				return "", time.Time{}, &InputError{Code: "conflict", Status: 409,
+				return "", time.Time{}, &InputError{Code: "conflict", Kind: KindConflict,
 					Message: fmt.Sprintf("key %s is already published and signs from %s", k.ID, k.ActiveAt.UTC().Format(time.RFC3339))}
 			}
 		}
@@ -255,9 +255,9 @@ func (i *Issuer) revoke(ctx context.Context, kid string) (Revocation, string, er
 	i.mu.RUnlock()
 	if target == nil {
 		if already {
-			return Revocation{}, "", &InputError{Code: "conflict", Status: 409, Message: fmt.Sprintf("key %s is already revoked", kid)}
+			return Revocation{}, "", &InputError{Code: "conflict", Kind: KindConflict, Message: fmt.Sprintf("key %s is already revoked", kid)}
 		}
-		return Revocation{}, "", &InputError{Code: "not_found", Status: 404, Message: fmt.Sprintf("no signing key %q", clip.String(kid, 64))}
+		return Revocation{}, "", &InputError{Code: "not_found", Kind: KindNotFound, Message: fmt.Sprintf("no signing key %q", clip.String(kid, 64))}
 	}
 	k := *target
 	status := keyStatus(k, cur, now)

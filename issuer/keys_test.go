@@ -220,11 +220,11 @@ func TestRevokeKey(t *testing.T) {
 			// Errors: again, and a key that never was.
 			_, err = c.iss.RevokeKey(ctx, "alice", kid)
 			var ie *issuer.InputError
-			if !errors.As(err, &ie) || ie.Status != 409 || ie.Message != "key "+kid+" is already revoked" {
+			if !errors.As(err, &ie) || ie.Kind != issuer.KindConflict || ie.Message != "key "+kid+" is already revoked" {
 				t.Fatalf("second revocation: %v", err)
 			}
 			_, err = c.iss.RevokeKey(ctx, "alice", "nokey")
-			if !errors.As(err, &ie) || ie.Status != 404 || ie.Message != `no signing key "nokey"` {
+			if !errors.As(err, &ie) || ie.Kind != issuer.KindNotFound || ie.Message != `no signing key "nokey"` {
 				t.Fatalf("unknown key: %v", err)
 			}
 
@@ -382,7 +382,7 @@ func TestKeySchedulePaths(t *testing.T) {
 			_, _, err = c.iss.RotateKeys(ctx, "ops", false)
 			want := "key " + kid + " is already published and signs from " + at.UTC().Format(time.RFC3339)
 			var ie *issuer.InputError
-			if !errors.As(err, &ie) || ie.Status != 409 || ie.Message != want {
+			if !errors.As(err, &ie) || ie.Kind != issuer.KindConflict || ie.Message != want {
 				t.Fatalf("second rotation: %v, want 409 %q", err, want)
 			}
 		}},

@@ -69,7 +69,7 @@ type RedeemError struct {
 	Index   int
 	Code    string
 	Message string
-	Status  int // HTTP status: 400, 409, 422
+	Kind    Kind
 }
 
 func (e *RedeemError) Error() string {
@@ -105,14 +105,14 @@ func (i *Issuer) Redeem(ctx context.Context, req Request) (*Batch, error) {
 
 	raws := req.Attestations
 	if len(raws) == 0 {
-		return nil, &RedeemError{Index: -1, Code: CodeNoAttestations, Message: "no attestations given", Status: 400}
+		return nil, &RedeemError{Index: -1, Code: CodeNoAttestations, Message: "no attestations given", Kind: KindInvalid}
 	}
 	if len(raws) > p.Attestations.MaxPerRequest {
-		return nil, &RedeemError{Index: -1, Code: CodeTooMany, Status: 400,
+		return nil, &RedeemError{Index: -1, Code: CodeTooMany, Kind: KindInvalid,
 			Message: fmt.Sprintf("%d attestations given; at most %d per request", len(raws), p.Attestations.MaxPerRequest)}
 	}
 	if req.Secret != nil && len(req.Secret) != SecretSize {
-		return nil, &RedeemError{Index: -1, Code: CodeMalformed, Status: 400,
+		return nil, &RedeemError{Index: -1, Code: CodeMalformed, Kind: KindInvalid,
 			Message: fmt.Sprintf("secret must be %d bytes, got %d", SecretSize, len(req.Secret))}
 	}
 	skew := p.Tokens.ClockSkew.D()
@@ -129,17 +129,17 @@ func (i *Issuer) Redeem(ctx context.Context, req Request) (*Batch, error) {
 		if err != nil {
 			var ae *attestation.Error
 			if errors.As(err, &ae) {
-				return nil, &RedeemError{Index: n, Code: ae.Code, Message: ae.Message, Status: 422}
+				return nil, &RedeemError{Index: n, Code: ae.Code, Message: ae.Message, Kind: KindRefused}
 			}
 			return nil, err
 		}
 		if life := p.Attestations.Lifetimes.Of(ev.Kind); ev.Expires.Sub(now) > life+skew {
-			return nil, &RedeemError{Index: n, Code: attestation.CodeTooLong, Status: 422,
+			return nil, &RedeemError{Index: n, Code: attestation.CodeTooLong, Kind: KindRefused,
 				Message: fmt.Sprintf("attestation expires more than %s from now; the policy allows at most that for a %s attestation", policy.Duration(life), ev.Kind)}
 		}
 		for m := 0; m < n; m++ {
 			if evs[m].Attester == ev.Attester && evs[m].ID == ev.ID {
-				return nil, &RedeemError{Index: n, Code: CodeDuplicateInBatch, Status: 400, Message: fmt.Sprintf("the same attestation as attestation %d", m)}
+				return nil, &RedeemError{Index: n, Code: CodeDuplicateInBatch, Kind: KindInvalid, Message: fmt.Sprintf("the same attestation as attestation %d", m)}
 			}
 		}
 		evs[n] = ev
@@ -160,7 +160,7 @@ func (i *Issuer) Redeem(ctx context.Context, req Request) (*Batch, error) {
 			deadline = hour.Add(time.Hour)
 		}
 		if deadline.After(now.Add(p.Retention.Replay.D())) {
-			return nil, &RedeemError{Index: n, Code: attestation.CodeTooLong, Status: 422,
+			return nil, &RedeemError{Index: n, Code: attestation.CodeTooLong, Kind: KindRefused,
 				Message: "attestation expires too far ahead: its replay record would outlive retention.replay"}
 		}
 		replay[n] = ReplayKey{Attester: ev.Attester, ID: ev.ID, Deadline: deadline, Secret: req.Secret, Accepted: accepted[n]}
@@ -173,7 +173,7 @@ func (i *Issuer) Redeem(ctx context.Context, req Request) (*Batch, error) {
 				continue
 			}
 			if hint != "" && ev.Hint != hint {
-				return nil, &RedeemError{Index: n, Code: CodeHintConflict, Status: 422, Message: "attestations carry different holder hints"}
+				return nil, &RedeemError{Index: n, Code: CodeHintConflict, Kind: KindRefused, Message: "attestations carry different holder hints"}
 			}
 			hint = ev.Hint
 		}
@@ -185,7 +185,7 @@ func (i *Issuer) Redeem(ctx context.Context, req Request) (*Batch, error) {
 	reach := hour.Add(p.Reach())
 	windows := p.Windows(cut(d, reach), now)
 	if len(windows) == 0 {
-		return nil, &RedeemError{Index: -1, Code: CodeNothingToIssue, Status: 422, Message: "the evidence no longer covers any validity window"}
+		return nil, &RedeemError{Index: -1, Code: CodeNothingToIssue, Kind: KindRefused, Message: "the evidence no longer covers any validity window"}
 	}
 
 	i.mu.RLock()
@@ -274,7 +274,7 @@ func (i *Issuer) Redeem(ctx context.Context, req Request) (*Batch, error) {
 		again := trimToKey(p.Windows(cut(d, retryReach), now), key, p)
 		if len(again) == 0 {
 			// The batch being repeated has run out; nothing honest to sign.
-			return nil, &RedeemError{Index: -1, Code: CodeNothingToIssue, Status: 422, Message: "the evidence no longer covers any validity window"}
+			return nil, &RedeemError{Index: -1, Code: CodeNothingToIssue, Kind: KindRefused, Message: "the evidence no longer covers any validity window"}
 		}
 		if b, signErr = sign(signer, d.Colour, hint, p, again); signErr != nil {
 			return nil, signErr
@@ -350,7 +350,7 @@ func sign(signer *token.Signer, colour policy.Colour, hint string, p *policy.Pol
 func redeemedError(err error) error {
 	var re *RedeemedError
 	if errors.As(err, &re) {
-		return &RedeemError{Index: re.Index, Code: CodeAlreadyRedeemed, Status: 409, Message: "this attestation has already been redeemed in this renewal period"}
+		return &RedeemError{Index: re.Index, Code: CodeAlreadyRedeemed, Kind: KindConflict, Message: "this attestation has already been redeemed in this renewal period"}
 	}
 	return fmt.Errorf("issuer: record redemption: %w", err)
 }

@@ -40,14 +40,14 @@ func redeem(env *issuertest.Env, secret []byte, atts ...string) (*issuer.Batch, 
 }
 
 // wantRefused checks the error is the RedeemError named.
-func wantRefused(t *testing.T, err error, status int, code string, index int, msg string) {
+func wantRefused(t *testing.T, err error, kind issuer.Kind, code string, index int, msg string) {
 	t.Helper()
 	var re *issuer.RedeemError
 	if !errors.As(err, &re) {
 		t.Fatalf("got %v (%T), want a RedeemError %s", err, err, code)
 	}
-	if re.Status != status || re.Code != code || re.Index != index || !strings.Contains(re.Message, msg) {
-		t.Fatalf("got %d %s index %d %q, want %d %s index %d containing %q", re.Status, re.Code, re.Index, re.Message, status, code, index, msg)
+	if re.Kind != kind || re.Code != code || re.Index != index || !strings.Contains(re.Message, msg) {
+		t.Fatalf("got %v %s index %d %q, want %v %s index %d containing %q", re.Kind, re.Code, re.Index, re.Message, kind, code, index, msg)
 	}
 }
 
@@ -116,7 +116,7 @@ func TestRenewalWalksAVaccination(t *testing.T) {
 		b, err := redeem(env, secret(1), att)
 		if !now.Before(evidenceEnd.Add(p.Tokens.ClockSkew.D())) {
 			// After the final period the attestation itself has expired.
-			wantRefused(t, err, 422, attestation.CodeExpired, 0, "expired")
+			wantRefused(t, err, issuer.KindRefused, attestation.CodeExpired, 0, "expired")
 			break
 		}
 		if err != nil {
@@ -157,11 +157,11 @@ func TestRenewalWalksAVaccination(t *testing.T) {
 		// A second redemption in the same period, without the secret, or
 		// with another one, is refused; the period's last second too.
 		_, err = redeem(env, nil, att)
-		wantRefused(t, err, 409, issuer.CodeAlreadyRedeemed, 0, "already been redeemed in this renewal period")
+		wantRefused(t, err, issuer.KindConflict, issuer.CodeAlreadyRedeemed, 0, "already been redeemed in this renewal period")
 		if b.RenewAfter.Before(evidenceEnd) {
 			env.Clock.Set(b.RenewAfter.Add(-time.Second))
 			_, err = redeem(env, secret(2), att)
-			wantRefused(t, err, 409, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
+			wantRefused(t, err, issuer.KindConflict, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
 		}
 
 		// The wallet comes back at the end of the period (a few minutes
@@ -209,32 +209,32 @@ func TestRedeemRefusals(t *testing.T) {
 		name   string
 		secret []byte
 		atts   []string
-		status int
+		kind   issuer.Kind
 		code   string
 		index  int
 		msg    string
 	}{
-		{"none", nil, nil, 400, issuer.CodeNoAttestations, -1, "no attestations given"},
-		{"more than max_per_request", nil, nine, 400, issuer.CodeTooMany, -1, "9 attestations given; at most 8 per request"},
-		{"secret too short", secret(1)[:31], []string{neg("s31")}, 400, issuer.CodeMalformed, -1, "secret must be 32 bytes, got 31"},
-		{"secret too long", append(secret(1), 0), []string{neg("s33")}, 400, issuer.CodeMalformed, -1, "secret must be 32 bytes, got 33"},
-		{"not a JWS", nil, []string{"a.b.c"}, 422, attestation.CodeMalformed, 0, ""},
-		{"unknown attester", nil, []string{other}, 422, attestation.CodeUnknownAttester, 0, `"stranger-lab" is not registered`},
+		{"none", nil, nil, issuer.KindInvalid, issuer.CodeNoAttestations, -1, "no attestations given"},
+		{"more than max_per_request", nil, nine, issuer.KindInvalid, issuer.CodeTooMany, -1, "9 attestations given; at most 8 per request"},
+		{"secret too short", secret(1)[:31], []string{neg("s31")}, issuer.KindInvalid, issuer.CodeMalformed, -1, "secret must be 32 bytes, got 31"},
+		{"secret too long", append(secret(1), 0), []string{neg("s33")}, issuer.KindInvalid, issuer.CodeMalformed, -1, "secret must be 32 bytes, got 33"},
+		{"not a JWS", nil, []string{"a.b.c"}, issuer.KindRefused, attestation.CodeMalformed, 0, ""},
+		{"unknown attester", nil, []string{other}, issuer.KindRefused, attestation.CodeUnknownAttester, 0, `"stranger-lab" is not registered`},
 		{"expired", nil, []string{attestAt(t, env, attestation.TestNegative, now.Add(-2*day), now.Add(-time.Hour), "old", "")},
-			422, attestation.CodeExpired, 0, "expired at"},
+			issuer.KindRefused, attestation.CodeExpired, 0, "expired at"},
 		{"beyond every kind's lifetime", nil, []string{attestAt(t, env, attestation.Vaccination, now, now.Add(200*day), "v200", "")},
-			422, attestation.CodeTooLong, 0, "expires more than"},
+			issuer.KindRefused, attestation.CodeTooLong, 0, "expires more than"},
 		{"a test beyond its kind's three days", nil, []string{attestAt(t, env, attestation.TestNegative, now, now.Add(4*day), "t4", "")},
-			422, attestation.CodeTooLong, 0, "the policy allows at most that for a test-negative attestation"},
-		{"the same attestation twice", nil, []string{neg("twice"), neg("twice")}, 400, issuer.CodeDuplicateInBatch, 1, "the same attestation as attestation 0"},
+			issuer.KindRefused, attestation.CodeTooLong, 0, "the policy allows at most that for a test-negative attestation"},
+		{"the same attestation twice", nil, []string{neg("twice"), neg("twice")}, issuer.KindInvalid, issuer.CodeDuplicateInBatch, 1, "the same attestation as attestation 0"},
 		{"holder hints disagree", nil, []string{
 			attestAt(t, env, attestation.TestNegative, now, now.Add(day), "h1", "AB 1990"),
 			attestAt(t, env, attestation.Recovery, now, now.Add(day), "h2", "CD 1985")},
-			422, issuer.CodeHintConflict, 1, "different holder hints"},
+			issuer.KindRefused, issuer.CodeHintConflict, 1, "different holder hints"},
 		{"evidence ends within the hour", nil, []string{attestAt(t, env, attestation.TestNegative, now.Add(-72*time.Hour+30*time.Minute), now.Add(day), "late", "")},
-			422, issuer.CodeNothingToIssue, -1, "no longer covers any validity window"},
-		{"redeemed before in this period", nil, []string{spent}, 409, issuer.CodeAlreadyRedeemed, 0, "already been redeemed in this renewal period"},
-		{"a fresh one beside a spent one", nil, []string{neg("fresh"), spent}, 409, issuer.CodeAlreadyRedeemed, 1, "already been redeemed"},
+			issuer.KindRefused, issuer.CodeNothingToIssue, -1, "no longer covers any validity window"},
+		{"redeemed before in this period", nil, []string{spent}, issuer.KindConflict, issuer.CodeAlreadyRedeemed, 0, "already been redeemed in this renewal period"},
+		{"a fresh one beside a spent one", nil, []string{neg("fresh"), spent}, issuer.KindConflict, issuer.CodeAlreadyRedeemed, 1, "already been redeemed"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -242,7 +242,7 @@ func TestRedeemRefusals(t *testing.T) {
 			if b != nil {
 				t.Fatalf("got a batch of %d tokens", len(b.Tokens))
 			}
-			wantRefused(t, err, c.status, c.code, c.index, c.msg)
+			wantRefused(t, err, c.kind, c.code, c.index, c.msg)
 		})
 	}
 	// All or none: the fresh attestation refused beside a spent one was not
@@ -287,13 +287,13 @@ func TestRetryWithTheSecret(t *testing.T) {
 		}
 		// A stranger holding only the attestation gets nothing.
 		_, err = redeem(env, nil, att)
-		wantRefused(t, err, 409, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
+		wantRefused(t, err, issuer.KindConflict, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
 		_, err = redeem(env, secret(8), att)
-		wantRefused(t, err, 409, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
+		wantRefused(t, err, issuer.KindConflict, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
 	}
 	// RetriesPerPeriod used up: even the secret is refused now.
 	_, err = redeem(env, secret(7), att)
-	wantRefused(t, err, 409, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
+	wantRefused(t, err, issuer.KindConflict, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
 	// The next period starts afresh, with a new secret if the wallet likes.
 	env.Clock.Set(first.RenewAfter)
 	if b, err := redeem(env, secret(9), att); err != nil || b.Retry {
@@ -313,7 +313,7 @@ func TestNoSecretNoRetry(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := redeem(env, secret(1), att)
-	wantRefused(t, err, 409, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
+	wantRefused(t, err, issuer.KindConflict, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
 }
 
 // In its final period the record goes when the attestation can no longer
@@ -343,13 +343,13 @@ func TestRenewalFinalPeriod(t *testing.T) {
 	// Still accepted within the skew: the record is still there.
 	env.Clock.Set(exp.Add(p.Tokens.ClockSkew.D() - time.Second))
 	_, err = redeem(env, nil, att)
-	wantRefused(t, err, 409, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
+	wantRefused(t, err, issuer.KindConflict, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
 	if b, err := redeem(env, secret(3), att); err != nil || !b.Retry {
 		t.Fatalf("retry at exp + skew: %v", err)
 	}
 	env.Clock.Set(want)
 	_, err = redeem(env, secret(3), att)
-	wantRefused(t, err, 422, attestation.CodeExpired, 0, "expired")
+	wantRefused(t, err, issuer.KindRefused, attestation.CodeExpired, 0, "expired")
 }
 
 // Issue 12 item 3: after the signing key is replaced at once (a withdrawn
@@ -473,7 +473,7 @@ func TestRedeemRefusesARecordOutlivingRetention(t *testing.T) {
 	// exp + skew = 09:22 three days on, rounded up to 10:00, past
 	// rt0 + 72h10m = 09:27.
 	_, err := redeem(env, nil, attestAt(t, env, attestation.TestNegative, rt0, rt0.Add(72*time.Hour+5*time.Minute), "late", ""))
-	wantRefused(t, err, 422, attestation.CodeTooLong, 0, "outlive retention.replay")
+	wantRefused(t, err, issuer.KindRefused, attestation.CodeTooLong, 0, "outlive retention.replay")
 	if _, err := redeem(env, nil, attestAt(t, env, attestation.TestNegative, rt0, rt0.Add(70*time.Hour), "early", "")); err != nil {
 		t.Fatal(err)
 	}
@@ -520,5 +520,5 @@ func TestRetryAfterRevocationReplacesTheCodes(t *testing.T) {
 	}
 	// A stranger holding the attestation still gets nothing.
 	_, err = redeem(env, nil, att)
-	wantRefused(t, err, 409, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
+	wantRefused(t, err, issuer.KindConflict, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
 }

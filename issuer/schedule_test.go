@@ -149,7 +149,7 @@ func TestConcurrentRevocationsAndRotations(t *testing.T) {
 					// Another goroutine revoked it first: refused as input
 					// (409), never an internal failure.
 					var ie *issuer.InputError
-					if !errors.As(err, &ie) || ie.Status != 409 {
+					if !errors.As(err, &ie) || ie.Kind != issuer.KindConflict {
 						t.Errorf("revoke %s: %v", kid, err)
 					}
 					continue

@@ -54,17 +54,17 @@ func TestRelease0OpensWithRenewal(t *testing.T) {
 	att := strings.TrimSpace(string(used))
 	for _, s := range [][]byte{nil, secret(1)} {
 		_, err := redeem(env, s, att)
-		wantRefused(t, err, 409, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
+		wantRefused(t, err, issuer.KindConflict, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
 	}
 	// Its last accepted second (exp 21:56:05 + 5m skew): still refused, its
 	// record lives to the deadline release 0 gave it (23:00); after that
 	// the attestation has expired, so it never redeems twice.
 	env.Clock.Set(time.Date(2026, 12, 4, 22, 1, 4, 0, time.UTC))
 	_, err = redeem(env, nil, att)
-	wantRefused(t, err, 409, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
+	wantRefused(t, err, issuer.KindConflict, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
 	env.Clock.Set(time.Date(2026, 12, 4, 23, 0, 0, 0, time.UTC))
 	_, err = redeem(env, nil, att)
-	wantRefused(t, err, 422, "attestation_expired", 0, "expired")
+	wantRefused(t, err, issuer.KindRefused, "attestation_expired", 0, "expired")
 	// The moved record goes with its partition, at the end of its
 	// deadline's epoch (the next midnight): counted as absent since 23:00.
 	if n := replayCount(t, env); n != 1 {

@@ -208,14 +208,7 @@ func parsePolicy(c *fiber.Ctx) (*policy.Policy, error) {
 func coreError(err error) error {
 	var ie *issuer.InputError
 	if errors.As(err, &ie) {
-		status := ie.Status
-		if status == 0 {
-			status = fiber.StatusBadRequest
-			if ie.Code == "invalid_policy" {
-				status = fiber.StatusUnprocessableEntity
-			}
-		}
-		return apiError(status, ie.Code, ie.Message)
+		return kindError(ie.Kind, ie.Code, ie.Message, err)
 	}
 	return err
 }

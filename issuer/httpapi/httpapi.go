@@ -13,6 +13,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -196,6 +197,25 @@ func (e *APIError) Error() string { return e.Message }
 
 func apiError(status int, code, msg string) error {
 	return &APIError{Status: status, Code: code, Message: msg}
+}
+
+// kindStatus is the one place the core's error kinds become HTTP statuses.
+var kindStatus = map[issuer.Kind]int{
+	issuer.KindInvalid:  fiber.StatusBadRequest,
+	issuer.KindNotFound: fiber.StatusNotFound,
+	issuer.KindConflict: fiber.StatusConflict,
+	issuer.KindRefused:  fiber.StatusUnprocessableEntity,
+}
+
+// kindError is the API error for a core refusal of kind k. A kind without
+// a status is a bug here, not the client's: it stays internal (a 500, the
+// detail logged).
+func kindError(k issuer.Kind, code, msg string, err error) error {
+	status, ok := kindStatus[k]
+	if !ok {
+		return fmt.Errorf("no HTTP status for error kind %v: %w", k, err)
+	}
+	return apiError(status, code, msg)
 }
 
 type errorBody struct {

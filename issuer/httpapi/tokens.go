@@ -76,7 +76,7 @@ func (s *Server) postTokens(c *fiber.Ctx) error {
 			if re.Index >= 0 && len(req.Attestations) > 1 {
 				msg = fmt.Sprintf("attestation %d: %s", re.Index, re.Message)
 			}
-			return apiError(re.Status, re.Code, msg)
+			return kindError(re.Kind, re.Code, msg, err)
 		}
 		return err
 	}
