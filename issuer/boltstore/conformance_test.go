@@ -12,20 +12,30 @@ import (
 // TestConformance runs the issuer.Store suite that every adapter passes
 // on a real bbolt store in a temp directory.
 func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, clock issuer.Clock) issuer.Store { return openFresh(t, clock) })
+}
+
+// TestStateConformance runs the issuer.StateStore suite. bbolt is a single
+// issuer's store: it implements no issuer.Sharing, so RunSharing is not
+// for it.
+func TestStateConformance(t *testing.T) {
+	storetest.RunState(t, func(t *testing.T, clock issuer.Clock) issuer.StateStore { return openFresh(t, clock) })
+}
+
+// openFresh opens a new store in a temp directory, closed by t.Cleanup.
+func openFresh(t *testing.T, clock issuer.Clock) *boltstore.DB {
 	key, _, err := kek.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	storetest.Run(t, func(t *testing.T, clock issuer.Clock) issuer.Store {
-		s, err := boltstore.Open(t.TempDir(), boltstore.Options{KEK: key, Clock: clock})
-		if err != nil {
-			t.Fatal(err)
+	s, err := boltstore.Open(t.TempDir(), boltstore.Options{KEK: key, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
 		}
-		t.Cleanup(func() {
-			if err := s.Close(); err != nil {
-				t.Error(err)
-			}
-		})
-		return s
 	})
+	return s
 }

@@ -1,8 +1,13 @@
-// Package storetest is the conformance suite of issuer.Store: the
-// behaviour redemption relies on, tested once and run against every
-// adapter (bbolt, Redis Cluster), as SPIRE's datastore tests and gocloud's
-// drivertest do. An adapter's own tests keep only what is particular to
-// it (file formats, crash recovery, error texts, durability).
+// Package storetest is the conformance suite of the store interfaces: the
+// behaviour the issuer relies on, tested once and run against every
+// adapter, as SPIRE's datastore tests and gocloud's drivertest do.
+//
+//   - Run: issuer.Store, the replay records (bbolt, Redis Cluster).
+//   - RunState: issuer.StateStore, everything else (bbolt, etcd).
+//   - RunSharing: issuer.Sharing, two replicas on one shared state (etcd).
+//
+// An adapter's own tests keep only what is particular to it (file
+// formats, crash recovery, error texts, durability).
 //
 // Use:
 //
