@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// commandTimeout bounds each run of the command: a healthy up takes a few
+// seconds, but the machine is shared.
+const commandTimeout = 4 * time.Minute
+
+// build compiles devcluster and the issuer into a temp dir, as make
+// cluster does into bin/.
+func build(t *testing.T) (devcluster, issuerBin string) {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", dir+"/", "github.com/healthcode/healthcode/cmd/devcluster", "github.com/healthcode/healthcode/cmd/issuer")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return filepath.Join(dir, "devcluster"), filepath.Join(dir, "issuer")
+}
+
+type result struct {
+	stdout, stderr string
+	err            error
+}
+
+func runCmd(t *testing.T, bin string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return result{stdout.String(), stderr.String(), err}
+}
+
+var replicaLine = regexp.MustCompile(`^replica: (http://127\.0\.0\.1:[0-9]+)$`)
+
+// replicas are the URLs of the "replica: URL" lines; every line starting
+// with "replica:" must have exactly that form.
+func replicas(t *testing.T, stdout string) []string {
+	t.Helper()
+	var urls []string
+	for _, line := range strings.Split(stdout, "\n") {
+		if !strings.HasPrefix(line, "replica:") {
+			continue
+		}
+		m := replicaLine.FindStringSubmatch(line)
+		if m == nil {
+			t.Fatalf("replica line %q is not 'replica: http://127.0.0.1:PORT'", line)
+		}
+		urls = append(urls, m[1])
+	}
+	if len(urls) != issuers {
+		t.Fatalf("%d replica lines, want %d:\n%s", len(urls), issuers, stdout)
+	}
+	return urls
+}
+
+// pids reads every server's pid file.
+func pids(t *testing.T, base string) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	entries, err := os.ReadDir(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(base, e.Name(), pidFile))
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			t.Fatalf("%s/%s: %v", e.Name(), pidFile, err)
+		}
+		out[e.Name()] = pid
+	}
+	return out
+}
+
+func redeem(t *testing.T, url, att string) (int, string) {
+	t.Helper()
+	body, _ := json.Marshal(map[string][]string{"attestations": {att}})
+	resp, err := http.Post(url+"/v1/tokens", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(resp.Body)
+	return resp.StatusCode, buf.String()
+}
+
+// A part that fails half way is named with its log, and everything the run
+// had started is stopped.
+func TestClusterUpFailureStopsWhatItStarted(t *testing.T) {
+	devcluster, _ := build(t)
+	base := filepath.Join(t.TempDir(), "cluster-data")
+	// An "issuer" that prints a line and exits: etcd and Redis come up,
+	// the first replica does not.
+	fake := filepath.Join(t.TempDir(), "issuer")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\necho 'fake issuer: no such flag' >&2\nexit 3\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { runCmd(t, devcluster, "down", "--dir", base) })
+	r := runCmd(t, devcluster, "up", "--dir", base, "--issuer", fake)
+	if r.err == nil {
+		t.Fatalf("up with a failing issuer succeeded:\n%s", r.stdout)
+	}
+	for _, want := range []string{"issuer-0 exited", "fake issuer: no such flag", "stopped what this run had started"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr does not say %q:\n%s", want, r.stderr)
+		}
+	}
+	if strings.Contains(r.stdout, "replica:") {
+		t.Errorf("a failed up printed replica lines:\n%s", r.stdout)
+	}
+	for name, pid := range pids(t, base) {
+		t.Errorf("%s left a pid file (pid %d, alive %v)", name, pid, alive(pid))
+	}
+	// Nothing is left running in the cluster's directories.
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || !alive(pid) {
+			continue
+		}
+		if cwd, err := os.Readlink("/proc/" + e.Name() + "/cwd"); err == nil && strings.HasPrefix(cwd, base) {
+			t.Errorf("pid %d is still running in %s", pid, cwd)
+		}
+	}
+}
