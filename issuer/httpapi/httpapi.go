@@ -71,7 +71,7 @@ func DefaultOptions() Options {
 
 // Server is the issuer's HTTP API.
 type Server struct {
-	iss     *issuer.Issuer
+	iss     Authority
 	log     *slog.Logger
 	metrics *Metrics
 	app     *fiber.App
@@ -81,8 +81,8 @@ type Server struct {
 	clientSalt    [16]byte
 }
 
-// New builds the fiber app for iss.
-func New(iss *issuer.Issuer, o Options) *Server {
+// New builds the fiber app over iss (an *issuer.Issuer in every use).
+func New(iss Authority, o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
