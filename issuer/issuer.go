@@ -28,7 +28,10 @@ import (
 
 // Config wires an Issuer.
 type Config struct {
-	Store  Store
+	Store Store
+	// State is the issuer's state. If it also implements Sharing, the
+	// issuer is one of several replicas on it (see Refresh and the notes
+	// in replica.go); otherwise it is the only issuer on it.
 	State  StateStore
 	Clock  Clock
 	Logger *slog.Logger
@@ -63,7 +66,11 @@ type Issuer struct {
 	// a policy and signing a bundle happen one at a time, each check held
 	// with its act, so no two keys are published for one slot and no
 	// bundle is served with a lower sequence than one served before.
+	// Taken through lockSchedule, which on a shared state adds the
+	// replicas' lock.
 	sched sync.Mutex
+	// sharing is State as a Sharing, nil for a lone issuer.
+	sharing Sharing
 
 	mu        sync.RWMutex
 	pol       *policy.Policy
@@ -110,6 +117,17 @@ func New(ctx context.Context, cfg Config) (*Issuer, error) {
 	}
 	i := &Issuer{store: cfg.Store, state: cfg.State, clock: cfg.Clock, log: cfg.Logger,
 		invRounding: cfg.InventoryRounding, invRefresh: cfg.InventoryRefresh, sweepInterval: make(chan struct{}, 1)}
+	i.sharing, _ = cfg.State.(Sharing)
+
+	// All of the start under the schedule lock: replicas starting together
+	// create one bundle key, one policy and one first key, and a later one
+	// adopts them.
+	unlock, err := i.lockSchedule(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	changed := false // whether this start installed a policy or a bundle key
 
 	rec, err := i.state.Policy(ctx)
 	stored := err == nil
@@ -118,13 +136,14 @@ func New(ctx context.Context, cfg Config) (*Issuer, error) {
 	}
 	switch {
 	case cfg.Policy != nil && stored:
-		if err := i.startPolicy(ctx, cfg.Policy, rec); err != nil {
+		if changed, err = i.startPolicy(ctx, cfg.Policy, rec); err != nil {
 			return nil, err
 		}
 	case cfg.Policy != nil:
 		if err := i.putPolicy(ctx, "startup", cfg.Policy, false); err != nil {
 			return nil, err
 		}
+		changed = true
 	case stored:
 		p, err := policy.Parse(rec.Raw)
 		if err != nil {
@@ -135,6 +154,7 @@ func New(ctx context.Context, cfg Config) (*Issuer, error) {
 		if err := i.putPolicy(ctx, "startup", policy.Default(), false); err != nil {
 			return nil, err
 		}
+		changed = true
 	}
 
 	bk, err := i.state.BundleKey(ctx)
@@ -146,6 +166,7 @@ func New(ctx context.Context, cfg Config) (*Issuer, error) {
 		if err := i.state.PutBundleKey(ctx, bk); err != nil {
 			return nil, fmt.Errorf("issuer: store bundle key: %w", err)
 		}
+		changed = true
 	} else if err != nil {
 		return nil, fmt.Errorf("issuer: load bundle key: %w", err)
 	}
@@ -157,14 +178,23 @@ func New(ctx context.Context, cfg Config) (*Issuer, error) {
 	if err := i.reloadAdmins(ctx); err != nil {
 		return nil, err
 	}
-	i.sched.Lock()
-	err = i.reloadKeys(ctx)
-	i.sched.Unlock()
-	if err != nil {
+	if err := i.reloadKeys(ctx); err != nil {
 		return nil, err
 	}
-	if err := i.Maintain(ctx); err != nil {
+	if err := i.reloadBundle(ctx); err != nil {
 		return nil, err
+	}
+	i.mu.RLock()
+	_, hasKey := i.current(i.clock.Now())
+	published := i.bundle != nil
+	i.mu.RUnlock()
+	// A replica runs the key schedule at its start only if the state lacks
+	// a signing key or a bundle, or it has just changed the state; else it
+	// adopts what the others made (the leader keeps the schedule).
+	if i.sharing == nil || !hasKey || !published || changed {
+		if err := i.maintain(ctx); err != nil {
+			return nil, err
+		}
 	}
 	return i, nil
 }
@@ -275,8 +305,11 @@ func (i *Issuer) SetPolicy(ctx context.Context, admin string, p *policy.Policy) 
 	if err := p.Validate(); err != nil {
 		return &InputError{Code: "invalid_policy", Message: err.Error(), Kind: KindRefused}
 	}
-	i.sched.Lock()
-	defer i.sched.Unlock()
+	unlock, err := i.lockSchedule(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	cur := i.Policy()
 	if cur != nil && p.Version <= cur.Version {
 		return &InputError{Code: "invalid_policy", Message: fmt.Sprintf("version: must be greater than the current version (%d), got %d", cur.Version, p.Version), Kind: KindRefused}
@@ -285,10 +318,7 @@ func (i *Issuer) SetPolicy(ctx context.Context, admin string, p *policy.Policy) 
 		return err
 	}
 	if cur == nil || cur.Retention.SweepInterval != p.Retention.SweepInterval {
-		select {
-		case i.sweepInterval <- struct{}{}:
-		default: // Run has a wake-up pending already
-		}
+		i.wakeRun()
 	}
 	// Lifetimes and display data may have changed.
 	return i.refreshBundle(ctx, true)
@@ -321,23 +351,25 @@ func (i *Issuer) putPolicy(ctx context.Context, admin string, p *policy.Policy, 
 // never rolling it back: a lower version, or the same version with another
 // document, is refused (a restart with an old file once silently replaced
 // a newer policy set through the admin API).
-func (i *Issuer) startPolicy(ctx context.Context, p *policy.Policy, rec PolicyRecord) error {
+func (i *Issuer) startPolicy(ctx context.Context, p *policy.Policy, rec PolicyRecord) (installed bool, err error) {
 	switch {
 	case p.Version < rec.Version:
-		return fmt.Errorf("issuer: the policy given at start has version %d, lower than the stored version %d: a start never rolls the policy back (give it a version above %d, or start without one to keep version %d)",
+		return false, fmt.Errorf("issuer: the policy given at start has version %d, lower than the stored version %d: a start never rolls the policy back (give it a version above %d, or start without one to keep version %d)",
 			p.Version, rec.Version, rec.Version, rec.Version)
 	case p.Version == rec.Version:
 		raw, err := p.Canonical()
 		if err != nil {
-			return err
+			return false, err
 		}
 		if !bytes.Equal(raw, rec.Raw) {
-			return fmt.Errorf("issuer: the policy given at start has version %d, the stored version, but another content: give it a version above %d", p.Version, rec.Version)
+			return false, fmt.Errorf("issuer: the policy given at start has version %d, the stored version, but another content: give it a version above %d", p.Version, rec.Version)
 		}
+		i.mu.Lock()
 		i.pol = p // the same document: nothing to install
-		return nil
+		i.mu.Unlock()
+		return false, nil
 	}
-	return i.putPolicy(ctx, "startup", p, true)
+	return true, i.putPolicy(ctx, "startup", p, true)
 }
 
 // --- audit -----------------------------------------------------------------
@@ -385,6 +417,13 @@ func (i *Issuer) CreateAdminToken(ctx context.Context, admin, name string) (stri
 	if err := validName("admin token name", name); err != nil {
 		return "", &InputError{Code: "invalid_name", Message: err.Error()}
 	}
+	// Under the schedule lock, which on a shared state re-reads the
+	// tokens: two replicas never make two tokens of one name.
+	unlock, err := i.lockSchedule(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
 	i.mu.RLock()
 	for _, a := range i.admins {
 		if a.Name == name {

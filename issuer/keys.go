@@ -133,8 +133,16 @@ func (i *Issuer) newKey(ctx context.Context, now, activeAt time.Time) (SigningKe
 // content changed or it is half-way to stale. It is called at start and by
 // Run.
 func (i *Issuer) Maintain(ctx context.Context) error {
-	i.sched.Lock()
-	defer i.sched.Unlock()
+	unlock, err := i.lockSchedule(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return i.maintain(ctx)
+}
+
+// maintain is Maintain. Callers hold the schedule lock.
+func (i *Issuer) maintain(ctx context.Context) error {
 	now := i.clock.Now()
 	p := i.Policy()
 	i.mu.RLock()
@@ -174,8 +182,11 @@ func (i *Issuer) Maintain(ctx context.Context) error {
 // immediate (for a compromised key) it signs at once and verifiers must
 // sync. Returns the new key's id and activation time.
 func (i *Issuer) RotateKeys(ctx context.Context, admin string, immediate bool) (string, time.Time, error) {
-	i.sched.Lock()
-	defer i.sched.Unlock()
+	unlock, err := i.lockSchedule(ctx)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	defer unlock()
 	now := i.clock.Now()
 	activeAt := now.Add(i.Policy().Bundle.Lifetime.D())
 	if immediate {
@@ -237,8 +248,11 @@ func (i *Issuer) RevokeKey(ctx context.Context, admin, kid string) (Revocation, 
 }
 
 func (i *Issuer) revoke(ctx context.Context, kid string) (Revocation, string, error) {
-	i.sched.Lock()
-	defer i.sched.Unlock()
+	unlock, err := i.lockSchedule(ctx)
+	if err != nil {
+		return Revocation{}, "", err
+	}
+	defer unlock()
 	now := i.clock.Now()
 	i.mu.RLock()
 	cur, hasCur := i.current(now)
@@ -325,8 +339,9 @@ func keyStatus(k, cur SigningKey, now time.Time) string {
 }
 
 // refreshBundle re-signs the bundle if forced, if its keys or policy
-// changed, or if it is half-way to stale. Callers hold i.sched, so the
-// sequence drawn and the bundle installed go up together.
+// changed, or if it is half-way to stale. Callers hold the schedule lock,
+// so the sequence drawn and the bundle installed go up together (on a
+// shared state, compared with the published bundle, re-read under it).
 func (i *Issuer) refreshBundle(ctx context.Context, force bool) error {
 	now := i.clock.Now()
 	p := i.Policy()
@@ -376,10 +391,7 @@ func (i *Issuer) refreshBundle(ctx context.Context, force bool) error {
 	if err != nil {
 		return fmt.Errorf("issuer: sign bundle: %w", err)
 	}
-	i.mu.Lock()
-	i.bundle, i.bundleRaw = b, raw
-	i.mu.Unlock()
-	return nil
+	return i.publish(ctx, b, raw)
 }
 
 func sameKeys(a, b []bundle.Key) bool {
@@ -394,7 +406,8 @@ func sameKeys(a, b []bundle.Key) bool {
 	return true
 }
 
-// Bundle returns the signed trust bundle and its parsed form.
+// Bundle returns the signed trust bundle and its parsed form: on a shared
+// state, the published one as of the last Refresh or schedule lock.
 func (i *Issuer) Bundle() (string, *bundle.Bundle) {
 	i.mu.RLock()
 	defer i.mu.RUnlock()

@@ -357,8 +357,9 @@ func redeemedError(err error) error {
 
 func (i *Issuer) selfCheck(ctx context.Context, t IssuedToken) error {
 	now := i.clock.Now()
-	if _, bun := i.Bundle(); bun.Stale(now) {
-		// Run keeps it fresh; this covers a clock that jumped.
+	if _, bun := i.Bundle(); bun.Stale(now) && i.sharing == nil {
+		// Run keeps it fresh; this covers a clock that jumped. (A replica
+		// leaves it to the leader and serves what is published.)
 		if err := i.Maintain(ctx); err != nil {
 			return err
 		}

@@ -1,0 +1,415 @@
+package issuer_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/healthcode/healthcode/attestation"
+	"github.com/healthcode/healthcode/internal/kek"
+	"github.com/healthcode/healthcode/issuer"
+	"github.com/healthcode/healthcode/issuer/boltstore"
+	"github.com/healthcode/healthcode/issuer/issuertest"
+	"github.com/healthcode/healthcode/policy"
+)
+
+// sharedState is one shared state for several replicas in a test: each
+// replica gets its own view of it (replicaState), as each replica process
+// has its own client.
+type sharedState struct {
+	replicaState func() issuer.StateStore
+	replay       issuer.Store
+}
+
+// sharedBolt is one real bbolt state with the Sharing a replica store adds:
+// a stand-in for etcdstore in the core's tests until that adapter lands.
+type sharedBolt struct {
+	*boltstore.DB
+	lock chan struct{}
+	mu   *sync.Mutex
+	pub  *issuer.PublishedBundle
+}
+
+func (s *sharedBolt) LockSchedule(ctx context.Context) (func(), error) {
+	select {
+	case s.lock <- struct{}{}:
+		return func() { <-s.lock }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (s *sharedBolt) PublishedBundle(context.Context) (issuer.PublishedBundle, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pub == nil {
+		return issuer.PublishedBundle{}, issuer.ErrNotFound
+	}
+	return *s.pub, nil
+}
+
+func (s *sharedBolt) PublishBundle(_ context.Context, b issuer.PublishedBundle) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pub != nil && b.Sequence <= s.pub.Sequence {
+		return issuer.ErrStale
+	}
+	s.pub = &b
+	return nil
+}
+
+func newSharedState(t *testing.T, clock issuer.Clock) sharedState {
+	t.Helper()
+	k, _, err := kek.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := boltstore.Open(filepath.Join(t.TempDir(), "data"), boltstore.Options{KEK: k, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	shared := &sharedBolt{DB: db, lock: make(chan struct{}, 1), mu: new(sync.Mutex)}
+	return sharedState{replicaState: func() issuer.StateStore { return shared }, replay: db}
+}
+
+// replicas is n issuers on one shared state, started together.
+type replicas struct {
+	t     *testing.T
+	clock *issuertest.Clock
+	state sharedState
+	iss   []*issuer.Issuer
+}
+
+func startReplicas(t *testing.T, n int, p *policy.Policy, log *slog.Logger) *replicas {
+	t.Helper()
+	clock := issuertest.NewClock(t0)
+	r := &replicas{t: t, clock: clock, state: newSharedState(t, clock), iss: make([]*issuer.Issuer, n)}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for m := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.iss[m], errs[m] = r.start(p, log)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *replicas) start(p *policy.Policy, log *slog.Logger) (*issuer.Issuer, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return issuer.New(context.Background(), issuer.Config{Store: r.state.replay, State: r.state.replicaState(), Clock: r.clock, Policy: p, Logger: log})
+}
+
+// refresh is what each replica's watch does on a change.
+func (r *replicas) refresh() {
+	r.t.Helper()
+	for _, iss := range r.iss {
+		if err := iss.Refresh(context.Background()); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+}
+
+// published is the bundle sequence the shared state holds.
+func (r *replicas) published() uint64 {
+	r.t.Helper()
+	pb, err := r.state.replicaState().(issuer.Sharing).PublishedBundle(context.Background())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return pb.Sequence
+}
+
+func served(iss *issuer.Issuer) uint64 {
+	_, b := iss.Bundle()
+	return b.Sequence
+}
+
+func inputCode(err error) string {
+	var ie *issuer.InputError
+	if errors.As(err, &ie) {
+		return ie.Code
+	}
+	return ""
+}
+
+// Replicas started together on an empty state make one bundle key, one
+// policy, one signing key and one bundle; a replica that starts later
+// adopts them and signs nothing.
+func TestReplicasStartAsOne(t *testing.T) {
+	ctx := context.Background()
+	r := startReplicas(t, 3, nil, nil)
+	keys, err := r.state.replicaState().SigningKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 1 {
+		t.Fatalf("%d signing keys after three replicas started, want 1", len(keys))
+	}
+	seq := r.published()
+	r.refresh()
+	for n, iss := range r.iss {
+		if iss.Fingerprint() != r.iss[0].Fingerprint() {
+			t.Fatalf("replica %d pins %s, replica 0 %s", n, iss.Fingerprint(), r.iss[0].Fingerprint())
+		}
+		if got := served(iss); got != seq {
+			t.Fatalf("replica %d serves bundle %d, published %d", n, got, seq)
+		}
+		if iss.Policy().Version != 1 {
+			t.Fatalf("replica %d: policy version %d", n, iss.Policy().Version)
+		}
+	}
+	audit, err := r.iss[0].Audit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(audit) != 1 || audit[0].Action != "policy.set" {
+		t.Fatalf("audit after the start: %+v, want one policy.set", audit)
+	}
+
+	late, err := r.start(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.published(); got != seq {
+		t.Fatalf("a replica that started later published bundle %d over %d", got, seq)
+	}
+	if served(late) != seq || late.Keys()[0].ID != keys[0].ID {
+		t.Fatalf("the late replica serves bundle %d with key %s; want %d with %s", served(late), late.Keys()[0].ID, seq, keys[0].ID)
+	}
+}
+
+// A replica decides on what the shared state holds, not on what it last
+// saw: it never installs a policy version at or below the stored one,
+// and the bundle it signs comes after every one published.
+func TestReplicaPolicyNeverGoesBack(t *testing.T) {
+	ctx := context.Background()
+	r := startReplicas(t, 2, nil, nil)
+	a, b := r.iss[0], r.iss[1]
+	p2 := policy.Default()
+	p2.Version = 2
+	p2.Name = "two"
+	if err := a.SetPolicy(ctx, "ops", p2); err != nil {
+		t.Fatal(err)
+	}
+	// b has not refreshed: it still holds version 1 in memory.
+	if b.Policy().Version != 1 {
+		t.Fatalf("b holds version %d before any refresh", b.Policy().Version)
+	}
+	other := policy.Default()
+	other.Version = 2
+	other.Name = "another two"
+	if err := b.SetPolicy(ctx, "ops", other); inputCode(err) != "invalid_policy" {
+		t.Fatalf("b set a second version 2: %v", err)
+	}
+	seqA := r.published()
+	p3 := policy.Default()
+	p3.Version = 3
+	if err := b.SetPolicy(ctx, "ops", p3); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.published(); got <= seqA || served(b) != got {
+		t.Fatalf("after b's policy: published %d (a's was %d), b serves %d", got, seqA, served(b))
+	}
+	if err := a.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, ab := a.Bundle()
+	if a.Policy().Version != 3 || ab.Policy.Version != 3 || ab.Sequence != r.published() {
+		t.Fatalf("a after refresh: policy %d, bundle %d of policy %d; want 3, %d, 3", a.Policy().Version, ab.Sequence, ab.Policy.Version, r.published())
+	}
+	rec, err := r.state.replicaState().Policy(ctx)
+	if err != nil || rec.Version != 3 {
+		t.Fatalf("stored policy %d, %v", rec.Version, err)
+	}
+}
+
+// Two replicas rotating at once publish one next key: the second sees the
+// first's under the lock and is refused. The same for two admin tokens of
+// one name.
+func TestReplicasOneKeyPerSlotOneTokenPerName(t *testing.T) {
+	ctx := context.Background()
+	r := startReplicas(t, 2, nil, nil)
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	toks := make([]string, 2)
+	for n, iss := range r.iss {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, errs[n] = iss.RotateKeys(ctx, "ops", false)
+		}()
+	}
+	wg.Wait()
+	if (errs[0] == nil) == (errs[1] == nil) || inputCode(errors.Join(errs...)) != "conflict" {
+		t.Fatalf("two scheduled rotations at once: %v and %v; want one conflict", errs[0], errs[1])
+	}
+	keys, err := r.state.replicaState().SigningKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 2 {
+		t.Fatalf("%d keys held, want the first and one next", len(keys))
+	}
+
+	for n, iss := range r.iss {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			toks[n], errs[n] = iss.CreateAdminToken(ctx, "ops", "night-shift")
+		}()
+	}
+	wg.Wait()
+	if (errs[0] == nil) == (errs[1] == nil) || inputCode(errors.Join(errs...)) != "conflict" {
+		t.Fatalf("two tokens named night-shift at once: %v and %v; want one conflict", errs[0], errs[1])
+	}
+	list, err := r.state.replicaState().AdminTokens(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 {
+		t.Fatalf("%d admin tokens stored, want 1", len(list))
+	}
+	// Either replica accepts the token once it has refreshed.
+	r.refresh()
+	tok := toks[0] + toks[1]
+	for n, iss := range r.iss {
+		if name, ok := iss.AuthenticateAdmin(tok); !ok || name != "night-shift" {
+			t.Fatalf("replica %d: the token authenticates as %q, %v", n, name, ok)
+		}
+	}
+}
+
+// Bundles signed through different replicas (admin actions through any
+// of them, the leader's schedule) go up in one sequence, and every replica
+// serves the newest once it has refreshed. A revocation through one
+// replica reaches the other's signing at its refresh.
+func TestReplicaBundlesOneSequence(t *testing.T) {
+	ctx := context.Background()
+	r := startReplicas(t, 2, nil, nil)
+	a, b := r.iss[0], r.iss[1]
+	_, lab, _ := ed25519.GenerateKey(rand.Reader)
+	if err := a.AddAttester(ctx, "ops", "lab", lab.Public().(ed25519.PublicKey)); err != nil {
+		t.Fatal(err)
+	}
+	redeem := func(iss *issuer.Issuer) *issuer.Batch {
+		t.Helper()
+		now := r.clock.Now()
+		att, err := attestation.Sign(lab, attestation.Claims{Attester: "lab", Kind: attestation.TestNegative, At: now.Add(-time.Hour).Unix(),
+			Expires: now.Add(24 * time.Hour).Unix(), ID: randID(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch, err := iss.Redeem(ctx, issuer.Request{Attestations: []string{att}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return batch
+	}
+	// b learns the attester at its refresh (the watch's work).
+	r.refresh()
+	redeem(b)
+
+	var seqs []uint64
+	seqs = append(seqs, r.published())
+	if _, _, err := a.RotateKeys(ctx, "ops", false); err != nil {
+		t.Fatal(err)
+	}
+	seqs = append(seqs, r.published())
+	// b revokes the key that signs now without having seen a's rotation.
+	cur := b.Keys()[0].ID
+	rev, err := b.RevokeKey(ctx, "ops", cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqs = append(seqs, r.published())
+	r.clock.Advance(25 * time.Hour) // past half of the bundle's freshness
+	if err := a.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	seqs = append(seqs, r.published())
+	for n := 1; n < len(seqs); n++ {
+		if seqs[n] <= seqs[n-1] {
+			t.Fatalf("published sequences %v do not strictly increase", seqs)
+		}
+	}
+	if rev.Sequence != seqs[2] {
+		t.Fatalf("the revocation names bundle %d, published %d", rev.Sequence, seqs[2])
+	}
+	r.refresh()
+	for n, iss := range r.iss {
+		_, bun := iss.Bundle()
+		if bun.Sequence != seqs[3] || !bun.IsWithdrawn(cur) {
+			t.Fatalf("replica %d serves bundle %d (withdraws %v), want %d withdrawing %s", n, bun.Sequence, bun.Withdrawn, seqs[3], cur)
+		}
+		// The key the revocation made signs on every replica, and the
+		// scheduled next key is still the next one.
+		if got := kidOf(t, redeem(iss).Tokens[0].Token); got != rev.Signing {
+			t.Fatalf("replica %d signs with %s, want %s", n, got, rev.Signing)
+		}
+	}
+}
+
+// Refresh brings a policy set through another replica into force,
+// including a new sweep interval for the Run of the replica that leads.
+func TestReplicaRefreshWakesRun(t *testing.T) {
+	ctx := context.Background()
+	swept := sweepSignal{make(chan struct{}, 16)}
+	p := policy.Default()
+	p.Retention.SweepInterval = policy.Duration(6 * time.Hour)
+	r := startReplicas(t, 2, p, nil)
+	// A leader on a logger of its own that reports its sweeps.
+	leader, err := r.start(nil, slog.New(swept))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- leader.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	waitSweep := func(what string) {
+		t.Helper()
+		select {
+		case <-swept.ch:
+		case <-time.After(20 * time.Second): // a failure bound, not a wait for time to pass
+			t.Fatalf("no sweep %s", what)
+		}
+	}
+	waitSweep("at start")
+	r.clock.Advance(time.Hour)
+
+	p2 := policy.Default()
+	p2.Version = p.Version + 1
+	p2.Retention.SweepInterval = policy.Duration(90 * time.Minute)
+	if err := r.iss[1].SetPolicy(ctx, "ops", p2); err != nil {
+		t.Fatal(err)
+	}
+	if err := leader.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if leader.Policy().Version != p2.Version {
+		t.Fatalf("the leader holds policy %d after its refresh, want %d", leader.Policy().Version, p2.Version)
+	}
+	// Due 90 minutes after the last sweep: 30 minutes from now.
+	r.clock.Advance(30 * time.Minute)
+	waitSweep("when the interval set through another replica ended")
+}
