@@ -155,6 +155,7 @@ func Run(t *testing.T, open Open) {
 		{"FoundByAttesterAndIDAlone", testFoundByAttesterAndIDAlone},
 		{"ExpiredCountsAsAbsent", testExpiredCountsAsAbsent},
 		{"RetryWithSameSecret", testRetryWithSameSecret},
+		{"RetryOfSeveralKeys", testRetryOfSeveralKeys},
 		{"RetryNeedsTheSecret", testRetryNeedsTheSecret},
 		{"RedeemedPreCheck", testRedeemedPreCheck},
 		{"AllOrNone", testAllOrNone},
@@ -217,6 +218,12 @@ func testExpiredCountsAsAbsent(e *env) {
 	e.mustRedeem(0, []issuer.ReplayKey{next}, []bool{false}, []time.Time{next.Deadline})
 	_, err = e.redeem(0, next)
 	refused(e.t, "replay of the new record", err, 0)
+	// The new record expires in its turn, and the period after it redeems.
+	e.clock.Set(next.Deadline)
+	third := e.key("att-1", 24*10, nil)
+	e.mustRedeem(0, []issuer.ReplayKey{third}, []bool{false}, []time.Time{third.Deadline})
+	_, err = e.redeem(0, third)
+	refused(e.t, "replay of the third record", err, 0)
 }
 
 func testRetryWithSameSecret(e *env) {
@@ -258,6 +265,27 @@ func testRetryNeedsTheSecret(e *env) {
 	refused(e.t, "MaxRetries 0", err, 0)
 	// The refusals used no retry: the right secret still retries.
 	e.mustRedeem(5, []issuer.ReplayKey{withSecret}, []bool{true}, []time.Time{withSecret.Deadline})
+}
+
+func testRetryOfSeveralKeys(e *env) {
+	// Two attestations of one request, retried together (another deadline
+	// given): both are retries, each keeping its own deadline.
+	s := secret(6)
+	a, b := e.key("att-a", 72, s), e.key("att-b", 24*6, s)
+	e.mustRedeem(2, []issuer.ReplayKey{a, b}, []bool{false, false}, []time.Time{a.Deadline, b.Deadline})
+	if err := e.store.Redeemed(e.ctx, []issuer.ReplayKey{a, b}, 2); err != nil {
+		e.t.Fatalf("Redeemed of two valid retries: %v", err)
+	}
+	// MaxRetries lowered to 0 (a policy change): no retry, none used.
+	_, err := e.redeem(0, a, b)
+	refused(e.t, "retry with MaxRetries 0", err, 0)
+	refused(e.t, "Redeemed with MaxRetries 0", e.store.Redeemed(e.ctx, []issuer.ReplayKey{b}, 0), 0)
+	for i := 0; i < 2; i++ {
+		e.mustRedeem(2, []issuer.ReplayKey{e.key("att-a", 96, s), e.key("att-b", 96, s)}, []bool{true, true}, []time.Time{a.Deadline, b.Deadline})
+	}
+	_, err = e.redeem(2, a, b)
+	refused(e.t, "both retries used", err, 0)
+	refused(e.t, "Redeemed, both retries used", e.store.Redeemed(e.ctx, []issuer.ReplayKey{b}, 2), 0)
 }
 
 func testRedeemedPreCheck(e *env) {
@@ -327,10 +355,12 @@ func testAllOrNoneKeepsRetries(e *env) {
 }
 
 func testDuplicateInOneRequest(e *env) {
-	k := e.key("att-1", 72, nil)
-	_, err := e.redeem(0, e.key("att-0", 72, nil), k, e.key("att-1", 48, nil))
+	k, other := e.key("att-1", 72, nil), e.key("att-0", 72, nil)
+	// The second copy has another deadline: the same attestation still.
+	_, err := e.redeem(0, other, k, e.key("att-1", 48, nil))
 	refused(e.t, "same attestation twice", err, 2)
-	e.mustRedeem(0, []issuer.ReplayKey{k}, []bool{false}, []time.Time{k.Deadline})
+	// Nothing of the request was written.
+	e.mustRedeem(0, []issuer.ReplayKey{k, other}, []bool{false, false}, []time.Time{k.Deadline, other.Deadline})
 }
 
 func testInvalidInputWritesNothing(e *env) {
@@ -341,6 +371,8 @@ func testInvalidInputWritesNothing(e *env) {
 		"empty id":           e.redemption(0, good, issuer.ReplayKey{Attester: "lab-1", Deadline: good.Deadline}),
 		"short secret":       e.redemption(0, good, e.key("att-s", 72, []byte("short"))),
 		"deadline at now":    e.redemption(0, good, e.key("att-d", 0, nil)),
+		"no deadline":        e.redemption(0, good, issuer.ReplayKey{Attester: "lab-1", ID: "att-z", Accepted: good.Accepted}),
+		"no count deadline":  func() issuer.Redemption { r := e.redemption(0, good); r.CountDeadline = time.Time{}; return r }(),
 		"deadline before":    e.redemption(0, good, e.key("att-d", -1, nil)),
 		"negative retries":   e.redemption(-1, good),
 		"unknown colour":     func() issuer.Redemption { r := e.redemption(0, good); r.Colour = 99; return r }(),
@@ -405,14 +437,16 @@ func testConcurrentSameKeyOneWins(e *env) {
 }
 
 func testConcurrentOverlappingRequests(e *env) {
-	// Each request holds a key of its own and one shared key: exactly one
-	// wins, and every loser's own key stays unrecorded.
-	shared := e.key("att-shared", 24*5, nil)
+	// Each request holds a key of its own and one shared key, the shared
+	// one with deadlines days apart (partitions or shards apart in
+	// adapters that spread them): exactly one wins, and every loser's own
+	// key stays unrecorded.
+	shared := func(i int) issuer.ReplayKey { return e.key("att-shared", 24*(1+i%5), nil) }
 	own := func(i int) issuer.ReplayKey { return e.key(fmt.Sprintf("att-own-%d", i), 24*(1+i%7), nil) }
 	errs := race(racers, func(i int) error {
-		keys := []issuer.ReplayKey{own(i), shared}
+		keys := []issuer.ReplayKey{own(i), shared(i)}
 		if i%2 == 1 {
-			keys = []issuer.ReplayKey{shared, own(i)}
+			keys = []issuer.ReplayKey{shared(i), own(i)}
 		}
 		_, err := e.redeem(0, keys...)
 		return err
