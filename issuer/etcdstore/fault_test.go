@@ -1,0 +1,94 @@
+package etcdstore_test
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/healthcode/healthcode/issuer"
+	"github.com/healthcode/healthcode/issuer/etcdstore"
+)
+
+// TestLeaderMemberKilled kills the etcd leader under a store: each request
+// is bounded by OpTimeout, the store answers again once etcd has a new
+// leader, and then every kind of call works on the two members left; a
+// sweep deletes, compacts and names the member it could not defragment.
+func TestLeaderMemberKilled(t *testing.T) {
+	c := startCluster(t)
+	cli := c.client(t)
+	ctx := testCtx(t)
+	clk := newClock()
+	s, err := etcdstore.New(ctx, cli, etcdstore.Options{Prefix: c.newPrefix(), KEK: c.kek, Clock: clk, OpTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	t0 := clk.Now()
+	if err := s.AppendAudit(ctx, issuer.AuditEntry{Time: t0, Admin: "ops", Action: "before"}, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+
+	leader := -1
+	for i, m := range c.ec.Members {
+		st, err := cli.Status(ctx, "http://"+m.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Leader == st.Header.MemberId {
+			leader = i
+		}
+	}
+	if leader < 0 {
+		t.Fatal("no member says it leads")
+	}
+	if err := c.ec.Members[leader].Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		_, lastErr = s.NextBundleSequence(ctx)
+		if lastErr == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no write succeeded after the leader was killed: %v", lastErr)
+		}
+	}
+	t.Logf("first write %s after the etcd leader was killed", time.Since(killed).Round(time.Millisecond))
+
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	if err := s.PutSigningKey(ctx, issuer.SigningKey{ID: "k", Private: priv, Created: t0, ActiveAt: t0, NotBefore: t0,
+		NotAfter: t0.Add(time.Hour), DestroyAt: t0.Add(2 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutAttester(ctx, issuer.Attester{ID: "lab", Public: priv.Public().(ed25519.PublicKey), Added: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendAudit(ctx, issuer.AuditEntry{Time: t0, Admin: "ops", Action: "after"}, t0.Add(3*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := s.LockSchedule(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	if err := s.PublishBundle(ctx, issuer.PublishedBundle{Sequence: 1, Raw: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if keys, err := s.SigningKeys(ctx); err != nil || len(keys) != 1 {
+		t.Fatalf("SigningKeys: %d, %v", len(keys), err)
+	}
+	st, err := s.Sweep(ctx, t0.Add(time.Hour))
+	if st.Deleted[issuer.CategoryAudit] != 1 || !st.Compacted {
+		t.Fatalf("sweep with a member down: %+v (%v)", st, err)
+	}
+	if err == nil || !strings.Contains(err.Error(), "defragment member "+c.ec.Members[leader].Name) {
+		t.Fatalf("sweep with a member down: got %v, want it to name %s", err, c.ec.Members[leader].Name)
+	}
+	if got, err := s.Audit(ctx); err != nil || len(got) != 1 || got[0].Action != "after" {
+		t.Fatalf("audit after the sweep: %v %v", got, err)
+	}
+}
