@@ -40,7 +40,12 @@ func newSharingEnv(t *testing.T, open OpenShared) *sharingEnv {
 }
 
 // RunSharing runs every case of the issuer.Sharing suite, each on a shared
-// state of its own.
+// state of its own: PublishBundle is a compare-and-set (ErrStale for a
+// sequence not above the published one, from either handle); the schedule
+// lock excludes the other handle (one caller per handle at a time, as the
+// issuer's own mutex ensures), is taken again after unlock, and a
+// LockSchedule whose ctx is cancelled, before or while it waits, fails
+// with an error that errors.Is context.Canceled and leaves the lock free.
 func RunSharing(t *testing.T, open OpenShared) {
 	cases := []struct {
 		name string
@@ -153,51 +158,74 @@ func testPublishConcurrent(e *sharingEnv) {
 }
 
 func testLockExcludes(e *sharingEnv) {
-	// Goroutines on both handles each take the lock a few times; inside,
-	// a counter must be 1. Gosched widens the window an overlap would
-	// show in, without any timing in the assertion.
-	const perHandle, rounds = 3, 4
-	var inside, entered atomic.Int32
-	var overlap atomic.Bool
+	// One goroutine per handle, as the issuer takes its own mutex before
+	// the shared lock: the exclusion under test is between replicas. Each
+	// holder does a read-modify-write of the shared state (publish the
+	// sequence above the one it reads), a round trip as long as the lock's
+	// own; two holders at once would read the same sequence and one would
+	// get ErrStale. A counter inside shows an overlap without a store too.
+	const rounds = 10
+	var inside atomic.Int32
 	var wg sync.WaitGroup
-	errs := make(chan error, 2*perHandle*rounds)
-	for _, h := range []issuer.Sharing{e.a, e.b} {
-		for g := 0; g < perHandle; g++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for r := 0; r < rounds; r++ {
-					ctx, cancel := context.WithTimeout(e.ctx, lockBound)
-					unlock, err := h.LockSchedule(ctx)
-					cancel()
-					if err != nil {
-						errs <- err
-						return
-					}
-					if inside.Add(1) != 1 {
-						overlap.Store(true)
-					}
-					entered.Add(1)
-					for i := 0; i < 10; i++ {
-						runtime.Gosched()
-					}
-					inside.Add(-1)
-					unlock()
-				}
-			}()
-		}
+	errs := make(chan error, 2)
+	for name, h := range map[string]issuer.Sharing{"a": e.a, "b": e.b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := lockRounds(e.ctx, h, rounds, &inside); err != nil {
+				errs <- fmt.Errorf("handle %s: %w", name, err)
+			}
+		}()
 	}
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		e.t.Fatalf("LockSchedule: %v", err)
+		if err != nil {
+			e.t.Fatal(err)
+		}
 	}
-	if overlap.Load() {
-		e.t.Fatal("two holders of the schedule lock at once")
+	want := issuer.PublishedBundle{Sequence: 2 * rounds, Raw: fmt.Sprint("bundle ", 2*rounds)}
+	e.published(e.a, "a", want)
+	e.published(e.b, "b", want)
+}
+
+// lockRounds takes h's schedule lock rounds times and, holding it,
+// publishes the bundle after the published one.
+func lockRounds(ctx context.Context, h issuer.Sharing, rounds int, inside *atomic.Int32) error {
+	for r := 0; r < rounds; r++ {
+		lctx, cancel := context.WithTimeout(ctx, lockBound)
+		unlock, err := h.LockSchedule(lctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("LockSchedule: %w", err)
+		}
+		err = func() error {
+			defer unlock()
+			if inside.Add(1) != 1 {
+				return errors.New("two holders of the schedule lock at once")
+			}
+			defer inside.Add(-1)
+			var seq uint64
+			cur, err := h.PublishedBundle(ctx)
+			switch {
+			case errors.Is(err, issuer.ErrNotFound):
+			case err != nil:
+				return fmt.Errorf("PublishedBundle: %w", err)
+			default:
+				seq = cur.Sequence
+			}
+			runtime.Gosched()
+			next := issuer.PublishedBundle{Sequence: seq + 1, Raw: fmt.Sprint("bundle ", seq+1)}
+			if err := h.PublishBundle(ctx, next); err != nil {
+				return fmt.Errorf("PublishBundle %d under the lock: %w (another holder published meanwhile)", seq+1, err)
+			}
+			return nil
+		}()
+		if err != nil {
+			return err
+		}
 	}
-	if got := entered.Load(); got != 2*perHandle*rounds {
-		e.t.Fatalf("%d critical sections ran, want %d", got, 2*perHandle*rounds)
-	}
+	return nil
 }
 
 func testLockAgainAfterUnlock(e *sharingEnv) {

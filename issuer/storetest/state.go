@@ -47,8 +47,29 @@ func newStateEnv(t *testing.T, open OpenState) *stateEnv {
 }
 
 // RunState runs every case of the issuer.StateStore suite, each on a store
-// of its own. The issuer sorts what it lists, so listings are compared as
-// sets; the audit log alone has an order (oldest first).
+// of its own. What it holds an adapter to, besides the interface's
+// comments:
+//
+//   - listings are compared as sets (the issuer sorts them); the audit log
+//     alone has an order: oldest Time first, then append order;
+//   - every field round-trips (times by Equal, the private keys whole);
+//   - Inventory has a row for admin_audit, signing_keys, policy_history
+//     and configuration: Count, Oldest (the earliest write hour, by the
+//     store's clock, of a record held; a replaced policy keeps its own)
+//     and NextDeadline (the earliest deadline held); a withdrawal is a
+//     signing_keys record until its Until; configuration has no deadline
+//     and counts at least the attesters, tokens and policy held;
+//   - Sweep(now) deletes every record whose deadline is at or before now,
+//     whatever the wall clock says, and SweepStats.Deleted counts them
+//     exactly per category (zero for a category it names but holds none
+//     of);
+//   - refused input (a missing id, deadline or time, a key of the wrong
+//     size, a zero token hash, policy version 0 or an empty document, a
+//     blank audit action, Sweep without now) is an error other than
+//     ErrNotFound and writes nothing; an unknown id to delete or withdraw
+//     is ErrNotFound and writes nothing;
+//   - a cancelled ctx fails every call with an error that errors.Is
+//     context.Canceled, and writes nothing.
 func RunState(t *testing.T, open OpenState) {
 	cases := []struct {
 		name string
