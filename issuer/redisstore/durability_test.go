@@ -23,7 +23,7 @@ func TestRecordsSurviveEveryNodeKilled(t *testing.T) {
 	now := time.Now().UTC().Truncate(time.Hour)
 	clock := &storetest.Clock{}
 	clock.Set(now)
-	s, err := New(c, Options{EpochKey: testEpochKey, Prefix: freshPrefix(), Clock: clock})
+	s, err := New(c, Options{EpochKeys: testKeys, Prefix: freshPrefix(), Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}

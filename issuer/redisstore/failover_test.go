@@ -41,7 +41,7 @@ func masterKilledUnderLoad(t *testing.T, wait int) {
 	now := time.Now().UTC().Truncate(time.Hour)
 	clock := &storetest.Clock{}
 	clock.Set(now)
-	s, err := New(c, Options{EpochKey: testEpochKey, Prefix: freshPrefix(), Clock: clock, WaitReplicas: wait, WaitTimeout: 2 * time.Second})
+	s, err := New(c, Options{EpochKeys: testKeys, Prefix: freshPrefix(), Clock: clock, WaitReplicas: wait, WaitTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func masterKilledUnderLoad(t *testing.T, wait int) {
 
 	// The victim is the master of a probe key; probe ids on its slots are
 	// chosen now, from the client's current layout.
-	master, err := c.MasterForKey(ctx, s.recordKey("lab-1", "probe"))
+	master, err := c.MasterForKey(ctx, recordKeyOf(t, s, key("probe")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func masterKilledUnderLoad(t *testing.T, wait int) {
 	var probes []string
 	for i := 0; len(probes) < 400; i++ {
 		id := fmt.Sprintf("probe-%d", i)
-		m, err := c.MasterForKey(ctx, s.recordKey("lab-1", id))
+		m, err := c.MasterForKey(ctx, recordKeyOf(t, s, key(id)))
 		if err != nil {
 			t.Fatal(err)
 		}

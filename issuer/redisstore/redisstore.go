@@ -3,11 +3,22 @@
 // key written "if absent" (or if its deadline has passed) with an absolute
 // expiry (PEXPIREAT) at its deadline, so Redis deletes it by itself.
 //
-// Keys are keyed hashes: HMAC-SHA256 under the caller's epoch key of the
-// (attester, id) pair, never the ids; the value holds the deadline, the
-// retry count, a keyed hash of the wallet's secret and the marker of the
-// request that last wrote it — nothing from which an attestation can be
-// read back without the epoch key.
+// Epochs: every record of an (attester, id) pair is filed under the
+// epoch (Options.Epoch, 24h by default) that ends at or after the pair's
+// ReplayKey.Accepted — the last instant it can redeem, the same for all its
+// renewal periods. The record's key is prefix "r:" end ":" and
+// HMAC-SHA256, under that epoch's key (Options.EpochKeys: etcd, shared by
+// every replica), of the pair, never the ids; the value holds the
+// deadline, the retry count, a keyed hash of the wallet's secret and the
+// marker of the request that last wrote it — nothing from which an
+// attestation can be read back without the epoch key. A lookup reads
+// exactly one key (no probing of several epochs), and two replicas racing
+// on one attestation contend on one key. The epoch key outlives every
+// record of its epoch (deadline <= Accepted <= end) and is deleted from
+// etcd once its end has passed: from then on any surviving copy of a
+// record (a stale AOF, a backup) is unlinkable to its attestation. Keys
+// are cached in memory (immutable) and forgotten once their end has
+// passed.
 //
 // All or none across shards: the keys of one request hash to different
 // slots, so no multi-key command or MULTI can cover them. Redeem writes
@@ -47,6 +58,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -61,12 +73,24 @@ const (
 	hashSize     = 16
 )
 
+// EpochKeys hands out the epoch keys that key record names and secret
+// hashes: the 32-byte key of the epoch ending at end, the same for every
+// replica of one deployment (created on first use), and gone once end has
+// passed. Production uses issuer/etcdstore's, whose sweep deletes a key
+// once its end has passed: every record filed under that epoch becomes
+// unlinkable to its attestation, wherever a copy of it survives.
+type EpochKeys interface {
+	EpochKey(ctx context.Context, end time.Time) ([]byte, error)
+}
+
 // Options configures a Store.
 type Options struct {
-	// EpochKey (32 bytes, required) keys the record names and secret
-	// hashes. It comes from the shared state (etcd, later); every replica
-	// of one deployment must use the same.
-	EpochKey []byte
+	// EpochKeys (required) gives the key of each epoch.
+	EpochKeys EpochKeys
+	// Epoch is the length of an epoch, in whole hours (default 24h).
+	// Every record of a pair is filed under the epoch ending at or after
+	// its ReplayKey.Accepted, so that epoch's key outlives all of them.
+	Epoch time.Duration
 	// Prefix namespaces this store's keys (no '{' or '}': keys must
 	// spread over the slots).
 	Prefix string
@@ -85,12 +109,18 @@ type Options struct {
 	// tries (default 4). Re-sending is safe: the marker makes each write
 	// idempotent.
 	MaxAttempts int
+	// PersistTimeout bounds how long Sweep waits for each node's AOF
+	// rewrite and snapshot (default 30m).
+	PersistTimeout time.Duration
 }
 
 // Store is the Redis Cluster issuer.Store.
 type Store struct {
 	c    *redis.ClusterClient
 	opts Options
+
+	mu     sync.Mutex
+	epochs map[int64][]byte // epoch end (unix seconds) → its key; immutable, dropped once end passed
 }
 
 var _ issuer.Store = (*Store)(nil)
@@ -100,8 +130,14 @@ func New(c *redis.ClusterClient, opts Options) (*Store, error) {
 	if c == nil {
 		return nil, errors.New("redisstore: a cluster client is required")
 	}
-	if len(opts.EpochKey) != epochKeySize {
-		return nil, fmt.Errorf("redisstore: EpochKey must be %d bytes, got %d", epochKeySize, len(opts.EpochKey))
+	if opts.EpochKeys == nil {
+		return nil, errors.New("redisstore: EpochKeys is required")
+	}
+	if opts.Epoch == 0 {
+		opts.Epoch = 24 * time.Hour
+	}
+	if opts.Epoch < 0 || opts.Epoch%time.Hour != 0 {
+		return nil, fmt.Errorf("redisstore: Epoch must be a positive whole number of hours, got %s", opts.Epoch)
 	}
 	for _, r := range opts.Prefix {
 		if r == '{' || r == '}' {
@@ -111,8 +147,8 @@ func New(c *redis.ClusterClient, opts Options) (*Store, error) {
 	if opts.WaitReplicas < 0 {
 		return nil, fmt.Errorf("redisstore: WaitReplicas must not be negative, got %d", opts.WaitReplicas)
 	}
-	if opts.WaitTimeout < 0 || opts.MaxAttempts < 0 {
-		return nil, errors.New("redisstore: WaitTimeout and MaxAttempts must not be negative")
+	if opts.WaitTimeout < 0 || opts.MaxAttempts < 0 || opts.PersistTimeout < 0 {
+		return nil, errors.New("redisstore: WaitTimeout, MaxAttempts and PersistTimeout must not be negative")
 	}
 	if opts.WaitTimeout == 0 {
 		opts.WaitTimeout = time.Second
@@ -126,11 +162,70 @@ func New(c *redis.ClusterClient, opts Options) (*Store, error) {
 	if opts.MaxAttempts == 0 {
 		opts.MaxAttempts = 4
 	}
+	if opts.PersistTimeout == 0 {
+		opts.PersistTimeout = 30 * time.Minute
+	}
 	if opts.Clock == nil {
 		opts.Clock = issuer.SystemClock{}
 	}
-	opts.EpochKey = slices.Clone(opts.EpochKey)
-	return &Store{c: c, opts: opts}, nil
+	return &Store{c: c, opts: opts, epochs: map[int64][]byte{}}, nil
+}
+
+// epochEnd is the end of the epoch a pair's records are filed under: the
+// first epoch boundary at or after Accepted (Deadline if unknown).
+func (s *Store) epochEnd(rk issuer.ReplayKey) time.Time {
+	t := rk.Accepted
+	if t.IsZero() {
+		t = rk.Deadline
+	}
+	end := t.Truncate(s.opts.Epoch)
+	if end.Before(t) {
+		end = end.Add(s.opts.Epoch)
+	}
+	return end.UTC()
+}
+
+// epochKey returns the key of the epoch ending at end, from memory or
+// from EpochKeys. Keys of epochs that have ended by now are dropped.
+func (s *Store) epochKey(ctx context.Context, end, now time.Time) ([]byte, error) {
+	s.mu.Lock()
+	k, ok := s.epochs[end.Unix()]
+	s.mu.Unlock()
+	if ok {
+		return k, nil
+	}
+	k, err := s.opts.EpochKeys.EpochKey(ctx, end)
+	if err != nil {
+		return nil, fmt.Errorf("epoch key: %w", err)
+	}
+	if len(k) != epochKeySize {
+		return nil, fmt.Errorf("epoch key for %s is %d bytes, want %d", end.Format(time.RFC3339), len(k), epochKeySize)
+	}
+	k = slices.Clone(k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.forgetLocked(now)
+	if old, ok := s.epochs[end.Unix()]; ok {
+		return old, nil
+	}
+	s.epochs[end.Unix()] = k
+	return k, nil
+}
+
+// forget drops from memory the keys of epochs that have ended by now.
+func (s *Store) forget(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.forgetLocked(now)
+}
+
+func (s *Store) forgetLocked(now time.Time) {
+	for end, k := range s.epochs {
+		if end <= now.Unix() {
+			clear(k)
+			delete(s.epochs, end)
+		}
+	}
 }
 
 // pair writes attester and id length-prefixed, so no two pairs share an
@@ -143,30 +238,39 @@ func pair(m interface{ Write([]byte) (int, error) }, attester, id string) {
 	m.Write([]byte(id))
 }
 
-// recordKey names the record of (attester, id): HMAC(epoch key, pair).
-func (s *Store) recordKey(attester, id string) string {
-	m := hmac.New(sha256.New, s.opts.EpochKey)
+// recordKey names the record of (attester, id) in the epoch ending at
+// end: the epoch's end, then HMAC(epoch key, pair). One name per pair, so
+// a lookup reads one key and two writers of one pair meet on one key.
+func (s *Store) recordKey(epochKey []byte, end time.Time, attester, id string) string {
+	m := hmac.New(sha256.New, epochKey)
 	m.Write([]byte("replay\x00"))
 	pair(m, attester, id)
-	return s.opts.Prefix + "r:" + hex.EncodeToString(m.Sum(nil)[:hashSize])
+	return s.opts.Prefix + "r:" + strconv.FormatInt(end.Unix(), 10) + ":" + hex.EncodeToString(m.Sum(nil)[:hashSize])
 }
 
 // secretHash is the keyed hash of a wallet's secret, bound to its
 // attestation; "" for no secret.
-func (s *Store) secretHash(attester, id string, secret []byte) string {
+func (s *Store) secretHash(epochKey []byte, attester, id string, secret []byte) string {
 	if secret == nil {
 		return ""
 	}
-	m := hmac.New(sha256.New, s.opts.EpochKey)
+	m := hmac.New(sha256.New, epochKey)
 	m.Write([]byte("secret\x00"))
 	pair(m, attester, id)
 	m.Write(secret)
 	return string(m.Sum(nil)[:hashSize])
 }
 
+// Aggregate counts: one hash per day, and an index of the days held (a
+// sorted set: member the day, score its deadline in unix ms) that Sweep
+// and Inventory read instead of scanning the keyspace. The hash tag puts
+// them all on one slot, so one MULTI updates a day and the index; a day's
+// count is one key on one slot anyway.
 func (s *Store) countKey(day time.Time) string {
-	return s.opts.Prefix + "c:" + strconv.FormatInt(day.Unix(), 10)
+	return s.opts.Prefix + "{c}:" + strconv.FormatInt(day.Unix(), 10)
 }
+
+func (s *Store) countIndex() string { return s.opts.Prefix + "{c}:days" }
 
 // Record fields: d deadline (unix ms), r retries, s secret hash ("" for
 // none), m marker of the last writing request, mk what it did (new or
@@ -224,7 +328,7 @@ type checked struct {
 	deadlineMs int64
 }
 
-func (s *Store) check(rks []issuer.ReplayKey, now time.Time, op string) ([]checked, error) {
+func (s *Store) check(ctx context.Context, rks []issuer.ReplayKey, now time.Time, op string) ([]checked, error) {
 	seen := make(map[string]bool, len(rks))
 	out := make([]checked, len(rks))
 	for i, rk := range rks {
@@ -234,16 +338,27 @@ func (s *Store) check(rks []issuer.ReplayKey, now time.Time, op string) ([]check
 		if rk.Secret != nil && len(rk.Secret) != secretSize {
 			return nil, fmt.Errorf("redisstore: %s: attestation %d: secret is %d bytes, want %d", op, i, len(rk.Secret), secretSize)
 		}
-		key := s.recordKey(rk.Attester, rk.ID)
-		if seen[key] {
-			return nil, &issuer.RedeemedError{Index: i}
-		}
-		seen[key] = true
 		if !rk.Deadline.After(now) {
 			return nil, fmt.Errorf("redisstore: %s: attestation %d: deadline %s is not after now (%s)", op, i,
 				rk.Deadline.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 		}
-		out[i] = checked{index: i, key: key, secretHash: s.secretHash(rk.Attester, rk.ID, rk.Secret), deadlineMs: rk.Deadline.UnixMilli()}
+		if !rk.Accepted.IsZero() && rk.Accepted.Before(rk.Deadline) {
+			// Its epoch key could be gone while the record must still
+			// refuse a replay.
+			return nil, fmt.Errorf("redisstore: %s: attestation %d: accepted until %s, before its deadline %s", op, i,
+				rk.Accepted.UTC().Format(time.RFC3339), rk.Deadline.UTC().Format(time.RFC3339))
+		}
+		end := s.epochEnd(rk)
+		ek, err := s.epochKey(ctx, end, now)
+		if err != nil {
+			return nil, fmt.Errorf("redisstore: %s: attestation %d: %w", op, i, err)
+		}
+		key := s.recordKey(ek, end, rk.Attester, rk.ID)
+		if seen[key] {
+			return nil, &issuer.RedeemedError{Index: i}
+		}
+		seen[key] = true
+		out[i] = checked{index: i, key: key, secretHash: s.secretHash(ek, rk.Attester, rk.ID, rk.Secret), deadlineMs: rk.Deadline.UnixMilli()}
 	}
 	return out, nil
 }
@@ -255,7 +370,7 @@ func (s *Store) Redeemed(ctx context.Context, rks []issuer.ReplayKey, maxRetries
 		return err
 	}
 	now := s.opts.Clock.Now()
-	keys, err := s.check(rks, now, "redeemed")
+	keys, err := s.check(ctx, rks, now, "redeemed")
 	if err != nil {
 		return err
 	}
@@ -318,7 +433,7 @@ func (s *Store) Redeem(ctx context.Context, r issuer.Redemption) (issuer.RedeemR
 	if !r.CountDeadline.After(now) {
 		return res, fmt.Errorf("redisstore: redeem: aggregate count deadline %s is not after now", r.CountDeadline.UTC().Format(time.RFC3339))
 	}
-	keys, err := s.check(r.Replay, now, "redeem")
+	keys, err := s.check(ctx, r.Replay, now, "redeem")
 	if err != nil {
 		return res, err
 	}
@@ -449,15 +564,16 @@ func (s *Store) undo(written []checked, marker string) error {
 }
 
 // count adds one to the day's count of the colour, with the count's
-// deadline as the hash's absolute expiry (one key: one slot, one MULTI).
-// Counts are not replicated with WAIT: an aggregate may lose one on a
-// failover.
+// deadline as the hash's absolute expiry and its score in the index (one
+// slot, one MULTI). Counts are not replicated with WAIT: an aggregate may
+// lose one on a failover.
 func (s *Store) count(ctx context.Context, r issuer.Redemption) error {
 	key := s.countKey(r.Day)
 	return s.retrying(ctx, func() error {
 		_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.HIncrBy(ctx, key, strconv.Itoa(int(r.Colour)), 1)
 			p.PExpireAt(ctx, key, r.CountDeadline)
+			p.ZAdd(ctx, s.countIndex(), redis.Z{Score: float64(r.CountDeadline.UnixMilli()), Member: strconv.FormatInt(r.Day.Unix(), 10)})
 			return nil
 		})
 		return err

@@ -17,7 +17,6 @@ import (
 	"github.com/healthcode/healthcode/policy"
 )
 
-var testEpochKey = bytes.Repeat([]byte{0x42}, 32)
 
 func clusterClient(t *testing.T, rc *testcluster.RedisCluster) *redis.ClusterClient {
 	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: rc.Addrs(), MaxRedirects: 8})
@@ -38,7 +37,7 @@ func TestConformance(t *testing.T) {
 	for _, wait := range []int{0, 1} {
 		t.Run(fmt.Sprintf("WaitReplicas=%d", wait), func(t *testing.T) {
 			storetest.Run(t, func(t *testing.T, clock issuer.Clock) issuer.Store {
-				s, err := New(c, Options{EpochKey: testEpochKey, Prefix: freshPrefix(), Clock: clock, WaitReplicas: wait, WaitTimeout: 3 * time.Second})
+				s, err := New(c, Options{EpochKeys: testKeys, Prefix: freshPrefix(), Clock: clock, WaitReplicas: wait, WaitTimeout: 3 * time.Second})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -58,7 +57,7 @@ func testCountsAndNoIdentifiers(t *testing.T, rc *testcluster.RedisCluster, c *r
 	clock := &storetest.Clock{}
 	clock.Set(now)
 	prefix := freshPrefix()
-	s, err := New(c, Options{EpochKey: testEpochKey, Prefix: prefix, Clock: clock})
+	s, err := New(c, Options{EpochKeys: testKeys, Prefix: prefix, Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,16 +131,18 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		opts Options
 		want string
 	}{
-		{Options{EpochKey: []byte("short")}, "redisstore: EpochKey must be 32 bytes, got 5"},
-		{Options{EpochKey: testEpochKey, Prefix: "{x}"}, `redisstore: Prefix must not contain '{' or '}' (a hash tag would put every record on one slot), got "{x}"`},
-		{Options{EpochKey: testEpochKey, WaitReplicas: -1}, "redisstore: WaitReplicas must not be negative, got -1"},
-		{Options{EpochKey: testEpochKey, WaitReplicas: 1, WaitTimeout: 5 * time.Second}, "redisstore: WaitTimeout (5s) must be shorter than the client's ReadTimeout (5s)"},
+		{Options{}, "redisstore: EpochKeys is required"},
+		{Options{EpochKeys: testKeys, Epoch: 90 * time.Minute}, "redisstore: Epoch must be a positive whole number of hours, got 1h30m0s"},
+		{Options{EpochKeys: testKeys, Epoch: -time.Hour}, "redisstore: Epoch must be a positive whole number of hours, got -1h0m0s"},
+		{Options{EpochKeys: testKeys, Prefix: "{x}"}, `redisstore: Prefix must not contain '{' or '}' (a hash tag would put every record on one slot), got "{x}"`},
+		{Options{EpochKeys: testKeys, WaitReplicas: -1}, "redisstore: WaitReplicas must not be negative, got -1"},
+		{Options{EpochKeys: testKeys, WaitReplicas: 1, WaitTimeout: 5 * time.Second}, "redisstore: WaitTimeout (5s) must be shorter than the client's ReadTimeout (5s)"},
 	} {
 		if _, err := New(c, tc.opts); err == nil || err.Error() != tc.want {
 			t.Errorf("New(%+v): %v, want %q", tc.opts, err, tc.want)
 		}
 	}
-	if _, err := New(nil, Options{EpochKey: testEpochKey}); err == nil || err.Error() != "redisstore: a cluster client is required" {
+	if _, err := New(nil, Options{EpochKeys: testKeys}); err == nil || err.Error() != "redisstore: a cluster client is required" {
 		t.Errorf("New(nil): %v", err)
 	}
 }
