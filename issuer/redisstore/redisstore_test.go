@@ -17,7 +17,6 @@ import (
 	"github.com/healthcode/healthcode/policy"
 )
 
-
 func clusterClient(t *testing.T, rc *testcluster.RedisCluster) *redis.ClusterClient {
 	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: rc.Addrs(), MaxRedirects: 8})
 	t.Cleanup(func() { c.Close() })
