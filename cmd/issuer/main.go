@@ -24,6 +24,8 @@ Usage:
                                          print the pin venues use; --qr also writes it as a poster QR
   issuer kek rotate --data DIR --kek OLD --new-kek NEW
                                          reseal the keys under a new key-encryption key (offline)
+  issuer migrate --data DIR --kek FILE --etcd ENDPOINTS [etcd TLS and auth flags]
+                                         copy a bbolt issuer's configuration to a cluster's etcd (offline)
   issuer policy default                  print the built-in default policy
   issuer policy validate FILE            check a policy file without a server
   issuer admin COMMAND ...               administer a running issuer (issuer admin help)
@@ -66,6 +68,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		"policy":      cmd(func(a []string) error { return cmdPolicy(a, stdout, stderr) }),
 		"admin":       cmd(func(a []string) error { return cmdAdmin(ctx, a, stdin, stdout, stderr) }),
 		"kek":         cmd(func(a []string) error { return cmdKEK(ctx, a, stdout, stderr) }),
+		"migrate":     cmd(func(a []string) error { return cmdMigrate(ctx, a, stdout, stderr) }),
 	}}.Run(args)
 }
 
@@ -112,6 +115,8 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 }
 
 const policyUsage = `Usage:
+  issuer migrate --data DIR --kek FILE --etcd ENDPOINTS [etcd TLS and auth flags]
+                                         copy a bbolt issuer's configuration to a cluster's etcd (offline)
   issuer policy default          print the built-in default policy
   issuer policy validate FILE    check a policy file without a server
 `
