@@ -82,11 +82,11 @@ const (
 // ErrClosed is returned by a Store after Close.
 var ErrClosed = errors.New("etcdstore: store is closed")
 
-// ErrBundleKeyExists is returned by PutBundleKey when a bundle key is
-// already stored (another replica made it first). It wraps
-// issuer.ErrStale: the caller reads the stored one with BundleKey and uses
-// it, so that every replica signs with one bundle key.
-var ErrBundleKeyExists = fmt.Errorf("etcdstore: a bundle key is already stored (read it with BundleKey): %w", issuer.ErrStale)
+// ErrBundleKeyExists is returned by PutBundleKey when a bundle key other
+// than the one this store last read is stored (another replica made it
+// first). It wraps issuer.ErrStale: the caller reads the stored one with
+// BundleKey and uses it, so that every replica signs with one bundle key.
+var ErrBundleKeyExists = fmt.Errorf("etcdstore: a bundle key this replica has not read is stored (read it with BundleKey): %w", issuer.ErrStale)
 
 // Store is the issuer's state in etcd. It implements issuer.StateStore and
 // issuer.Sharing and is safe for concurrent use.
@@ -104,10 +104,13 @@ type Store struct {
 	// contend with itself (its sessions' lock keys are one per session).
 	sched chan struct{}
 
-	mu       sync.Mutex
-	closed   bool
-	lockSess *concurrency.Session
-	sessions map[*concurrency.Session]struct{} // open sessions, revoked at Close
+	mu     sync.Mutex
+	closed bool
+	// bundleKeyRev is the ModRevision of the bundle key this store last
+	// read or wrote, 0 for none: PutBundleKey replaces only that one.
+	bundleKeyRev int64
+	lockSess     *concurrency.Session
+	sessions     map[*concurrency.Session]struct{} // open sessions, revoked at Close
 }
 
 var (

@@ -29,6 +29,7 @@ func TestStore(t *testing.T) {
 	t.Run("WrongKEKRefused", func(t *testing.T) { testWrongKEK(t, c, cli) })
 	t.Run("OptionsRefused", func(t *testing.T) { testOptionsRefused(t, c, cli) })
 	t.Run("OneBundleKey", func(t *testing.T) { testOneBundleKey(t, c, cli) })
+	t.Run("BundleKeyReplacedOnlyAsSeen", func(t *testing.T) { testBundleKeyReplacedOnlyAsSeen(t, c, cli) })
 	t.Run("SequenceAcrossStores", func(t *testing.T) { testSequenceAcrossStores(t, c, cli) })
 	t.Run("DeadlineLeases", func(t *testing.T) { testDeadlineLeases(t, c, cli) })
 	t.Run("SweepCompacts", func(t *testing.T) { testSweepCompacts(t, c, cli) })
@@ -203,6 +204,39 @@ func testOneBundleKey(t *testing.T, c *cluster, cli *clientv3.Client) {
 			}
 		}
 	}
+}
+
+// A store replaces only the bundle key it last read or wrote: never one
+// another replica stored meanwhile.
+func testBundleKeyReplacedOnlyAsSeen(t *testing.T, c *cluster, cli *clientv3.Client) {
+	ctx := testCtx(t)
+	p := c.newPrefix()
+	a, b := c.open(t, cli, p, newClock()), c.open(t, c.client(t), p, newClock())
+	k := make([]ed25519.PrivateKey, 4)
+	for i := range k {
+		_, k[i], _ = ed25519.GenerateKey(rand.Reader)
+	}
+	want := func(name string, s *etcdstore.Store, key ed25519.PrivateKey) {
+		t.Helper()
+		if got, err := s.BundleKey(ctx); err != nil || !got.Equal(key) {
+			t.Fatalf("%s: BundleKey is not the one expected (%v)", name, err)
+		}
+	}
+	if err := a.PutBundleKey(ctx, k[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.PutBundleKey(ctx, k[1]); !errors.Is(err, etcdstore.ErrBundleKeyExists) {
+		t.Fatalf("b replacing a key it never read: got %v, want ErrBundleKeyExists", err)
+	}
+	want("after b's refused put", a, k[0])
+	want("b reads", b, k[0])
+	if err := b.PutBundleKey(ctx, k[2]); err != nil {
+		t.Fatalf("b replacing the key it read: %v", err)
+	}
+	if err := a.PutBundleKey(ctx, k[3]); !errors.Is(err, etcdstore.ErrBundleKeyExists) {
+		t.Fatalf("a replacing its own key, since replaced by b: got %v, want ErrBundleKeyExists", err)
+	}
+	want("after a's refused put", a, k[2])
 }
 
 // Bundle sequences handed out by two stores on two clients at once are

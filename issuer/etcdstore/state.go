@@ -290,13 +290,15 @@ func (s *Store) WithdrawnKeys(ctx context.Context) ([]issuer.WithdrawnKey, error
 
 // --- bundle key and sequence ------------------------------------------------
 
-// BundleKey returns the bundle signing key, or issuer.ErrNotFound.
+// BundleKey returns the bundle signing key, or issuer.ErrNotFound. The
+// store remembers which one it read (see PutBundleKey).
 func (s *Store) BundleKey(ctx context.Context) (ed25519.PrivateKey, error) {
 	resp, err := s.get(ctx, s.key(keyBundleKey))
 	if err != nil {
 		return nil, fmt.Errorf("etcdstore: read bundle key: %w", err)
 	}
 	if len(resp.Kvs) == 0 {
+		s.sawBundleKey(0)
 		return nil, issuer.ErrNotFound
 	}
 	sec, err := decode[storedSecret](resp.Kvs[0].Value, "bundle key")
@@ -310,13 +312,22 @@ func (s *Store) BundleKey(ctx context.Context) (ed25519.PrivateKey, error) {
 	if len(k) != ed25519.PrivateKeySize {
 		return nil, errors.New("etcdstore: stored bundle key is malformed")
 	}
+	s.sawBundleKey(resp.Kvs[0].ModRevision)
 	return k, nil
 }
 
-// PutBundleKey stores the bundle key if none is stored (create-if-absent):
-// replicas starting together end with one bundle key. When one is already
-// stored it returns ErrBundleKeyExists (which wraps issuer.ErrStale) and
-// the caller adopts the stored key with BundleKey.
+func (s *Store) sawBundleKey(rev int64) {
+	s.mu.Lock()
+	s.bundleKeyRev = rev
+	s.mu.Unlock()
+}
+
+// PutBundleKey stores the bundle key if the stored one is still the one
+// this store last read or wrote (none, on a fresh store): a compare-and-set
+// on the record. So replicas starting together end with one bundle key:
+// each read none, one stores its key, and the others get
+// ErrBundleKeyExists (which wraps issuer.ErrStale), read the winner's with
+// BundleKey and use it. A replica never replaces a key it has not seen.
 func (s *Store) PutBundleKey(ctx context.Context, k ed25519.PrivateKey) error {
 	if len(k) != ed25519.PrivateKeySize {
 		return fmt.Errorf("etcdstore: bundle key is %d bytes, want %d", len(k), ed25519.PrivateKeySize)
@@ -329,14 +340,18 @@ func (s *Store) PutBundleKey(ctx context.Context, k ed25519.PrivateKey) error {
 	if err != nil {
 		return err
 	}
+	s.mu.Lock()
+	seen := s.bundleKeyRev
+	s.mu.Unlock()
 	bk := s.key(keyBundleKey)
-	r, err := s.txn(ctx, func(t clientv3.Txn) clientv3.Txn { return t.If(absent(bk)).Then(clientv3.OpPut(bk, v)) })
+	r, err := s.txn(ctx, func(t clientv3.Txn) clientv3.Txn { return t.If(unchanged(bk, seen)).Then(clientv3.OpPut(bk, v)) })
 	if err != nil {
 		return fmt.Errorf("etcdstore: write bundle key: %w", err)
 	}
 	if !r.Succeeded {
 		return ErrBundleKeyExists
 	}
+	s.sawBundleKey(r.Header.Revision)
 	return nil
 }
 
