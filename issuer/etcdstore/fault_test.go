@@ -20,11 +20,15 @@ func TestLeaderMemberKilled(t *testing.T) {
 	cli := c.client(t)
 	ctx := testCtx(t)
 	clk := newClock()
-	s, err := etcdstore.New(ctx, cli, etcdstore.Options{Prefix: c.newPrefix(), KEK: c.kek, Clock: clk, OpTimeout: 2 * time.Second})
+	p := c.newPrefix()
+	s, err := etcdstore.New(ctx, cli, etcdstore.Options{Prefix: p, KEK: c.kek, Clock: clk, OpTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	// Another replica's watch, on a client of its own.
+	w := startWatch(t, c.open(t, c.client(t), p, clk))
+	w.next(t, "the watch in place", 30*time.Second)
 	t0 := clk.Now()
 	if err := s.AppendAudit(ctx, issuer.AuditEntry{Time: t0, Admin: "ops", Action: "before"}, t0.Add(time.Hour)); err != nil {
 		t.Fatal(err)
@@ -64,9 +68,13 @@ func TestLeaderMemberKilled(t *testing.T) {
 		NotAfter: t0.Add(time.Hour), DestroyAt: t0.Add(2 * time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
+	w.drain()
 	if err := s.PutAttester(ctx, issuer.Attester{ID: "lab", Public: priv.Public().(ed25519.PublicKey), Added: t0}); err != nil {
 		t.Fatal(err)
 	}
+	// The watch goes on (the client moves it to a live member if it was on
+	// the dead one, or it is re-established).
+	w.next(t, "an attester added after the kill", 30*time.Second)
 	if err := s.AppendAudit(ctx, issuer.AuditEntry{Time: t0, Admin: "ops", Action: "after"}, t0.Add(3*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
