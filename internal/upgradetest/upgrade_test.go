@@ -82,7 +82,7 @@ func get(t *testing.T, url, token string) (int, []byte) {
 
 // Release 0's data directory, opened by today's issuer, keeps what was
 // promised: the pin venues hold, the admin token, the demo attester, and
-// the replay record of what it redeemed. Twice, since the first open may
+// the replay record of what it redeemed, its audit log. Twice, since the first open may
 // migrate (seal keys, move records) and the second opens the result.
 func TestRelease0(t *testing.T) {
 	src := filepath.Join("testdata", "release0")
@@ -124,6 +124,28 @@ func TestRelease0(t *testing.T) {
 			}
 			if !found {
 				t.Fatalf("the demo attester of release 0 is gone: %+v", list.Attesters)
+			}
+
+			// The audit log as release 0 stored it: its entries read back
+			// whole, so the store's audit format has not moved.
+			status, body = get(t, env.URL+"/v1/admin/audit", adminToken)
+			var audit struct{ Entries []httpapi.AuditEntryJSON }
+			if err := json.Unmarshal(body, &audit); status != 200 || err != nil {
+				t.Fatalf("audit: %d %s", status, body)
+			}
+			release0 := time.Date(2026, 12, 1, 21, 56, 2, 0, time.UTC)
+			want := []httpapi.AuditEntryJSON{
+				{Time: release0, Admin: "startup", Action: "policy.set", Detail: "policy version 1 installed"},
+				{Time: release0, Admin: "startup", Action: "admin_token.create", Detail: "admin token initial"},
+				{Time: release0, Admin: "startup", Action: "attester.add", Detail: "attester demo-lab, key sha256:ec3955f7658d8ed3"},
+			}
+			if len(audit.Entries) < len(want) {
+				t.Fatalf("audit: %d entries, want release 0's %d first: %s", len(audit.Entries), len(want), body)
+			}
+			for n, w := range want {
+				if e := audit.Entries[n]; !e.Time.Equal(w.Time) || e.Admin != w.Admin || e.Action != w.Action || e.Detail != w.Detail {
+					t.Fatalf("audit entry %d: %+v, release 0 wrote %+v", n, e, w)
+				}
 			}
 
 			status, body = env.Post(t, "/v1/tokens", httpapi.TokensRequest{Attestations: []string{redeemed}})

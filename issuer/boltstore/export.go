@@ -77,7 +77,7 @@ func (s *DB) AuditRecords(ctx context.Context) ([]AuditRecord, error) {
 	})
 	out := make([]AuditRecord, len(all))
 	for i, a := range all {
-		out[i] = AuditRecord{Entry: a.Entry, Deadline: time.Unix(a.deadline, 0).UTC()}
+		out[i] = AuditRecord{Entry: issuer.AuditEntry(a.Entry), Deadline: time.Unix(a.deadline, 0).UTC()}
 	}
 	return out, nil
 }

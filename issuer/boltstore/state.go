@@ -484,8 +484,17 @@ func (s *DB) PolicyHistory(ctx context.Context) ([]issuer.PolicyRecord, error) {
 }
 
 type storedAudit struct {
-	Seq   uint64            `json:"seq"`
-	Entry issuer.AuditEntry `json:"entry"`
+	Seq   uint64           `json:"seq"`
+	Entry storedAuditEntry `json:"entry"`
+}
+
+// storedAuditEntry is an issuer.AuditEntry as this store writes it; its
+// names are the on-disk format, which older data directories hold.
+type storedAuditEntry struct {
+	Time   time.Time `json:"time"`
+	Admin  string    `json:"admin"`
+	Action string    `json:"action"`
+	Detail string    `json:"detail"`
 }
 
 // AppendAudit records one admin action until deadline.
@@ -506,7 +515,7 @@ func (s *DB) AppendAudit(ctx context.Context, e issuer.AuditEntry, deadline time
 		if err != nil {
 			return err
 		}
-		payload, err := json.Marshal(storedAudit{Seq: seq, Entry: e})
+		payload, err := json.Marshal(storedAudit{Seq: seq, Entry: storedAuditEntry(e)})
 		if err != nil {
 			return err
 		}
@@ -543,7 +552,7 @@ func (s *DB) Audit(ctx context.Context) ([]issuer.AuditEntry, error) {
 	})
 	out := make([]issuer.AuditEntry, len(held))
 	for i, a := range held {
-		out[i] = a.Entry
+		out[i] = issuer.AuditEntry(a.Entry)
 	}
 	return out, nil
 }
