@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
@@ -218,12 +217,12 @@ func (i *Issuer) RotateKeys(ctx context.Context, admin string, immediate bool) (
 
 // Revocation is what RevokeKey did.
 type Revocation struct {
-	Revoked string `json:"kid"`
+	Revoked string
 	// Signing is the key that signs now: a new one if the revoked key was
 	// signing.
-	Signing string `json:"signing_kid"`
+	Signing string
 	// Sequence is the bundle, signed at once, that withdraws the key.
-	Sequence uint64 `json:"bundle_sequence"`
+	Sequence uint64
 }
 
 // RevokeKey withdraws signing key kid at once (a stolen key): its private
@@ -303,13 +302,13 @@ func (i *Issuer) revoke(ctx context.Context, kid string) (Revocation, string, er
 
 // KeyInfo describes a signing key without its private part.
 type KeyInfo struct {
-	ID        string    `json:"kid"`
-	Status    string    `json:"status"`
-	Created   time.Time `json:"created"`
-	ActiveAt  time.Time `json:"active_at"`
-	NotBefore time.Time `json:"not_before"`
-	NotAfter  time.Time `json:"not_after"`
-	DestroyAt time.Time `json:"destroy_at"`
+	ID        string
+	Status    string
+	Created   time.Time
+	ActiveAt  time.Time
+	NotBefore time.Time
+	NotAfter  time.Time
+	DestroyAt time.Time
 }
 
 // Keys lists the signing keys held, with their status at now.
@@ -412,29 +411,6 @@ func (i *Issuer) Bundle() (string, *bundle.Bundle) {
 	i.mu.RLock()
 	defer i.mu.RUnlock()
 	return i.bundleRaw, i.bundle
-}
-
-// JWK is one key of the JWKS (RFC 8037 OKP).
-type JWK struct {
-	Kty string `json:"kty"`
-	Crv string `json:"crv"`
-	X   string `json:"x"`
-	Kid string `json:"kid"`
-	Alg string `json:"alg"`
-	Use string `json:"use"`
-}
-
-// JWKS returns the published token keys (those in the bundle).
-func (i *Issuer) JWKS() []JWK {
-	_, b := i.Bundle()
-	if b == nil {
-		return nil
-	}
-	out := make([]JWK, 0, len(b.Keys))
-	for _, k := range b.Keys {
-		out = append(out, JWK{Kty: "OKP", Crv: "Ed25519", X: base64.RawURLEncoding.EncodeToString(k.Public), Kid: k.ID, Alg: "EdDSA", Use: "sig"})
-	}
-	return out
 }
 
 var errNoKey = errors.New("issuer: no signing key covers the window")

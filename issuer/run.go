@@ -82,11 +82,11 @@ func (i *Issuer) wakeAt(t time.Time) (<-chan struct{}, func()) {
 
 // Category is one row of the public inventory.
 type Category struct {
-	Name         string     `json:"name"`
-	Count        int        `json:"count"`
-	Oldest       *time.Time `json:"-"`
-	NextDeadline *time.Time `json:"-"`
-	Retention    string     `json:"retention"`
+	Name         string
+	Count        int
+	Oldest       *time.Time
+	NextDeadline *time.Time
+	Retention    string
 }
 
 // Inventory is the public inventory: what is held, per category, with the

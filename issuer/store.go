@@ -135,10 +135,10 @@ type AdminToken struct {
 
 // AuditEntry is one admin action. Admin is the token's name, never the token.
 type AuditEntry struct {
-	Time   time.Time `json:"time"`
-	Admin  string    `json:"admin"`
-	Action string    `json:"action"`
-	Detail string    `json:"detail"`
+	Time   time.Time
+	Admin  string
+	Action string
+	Detail string
 }
 
 // PolicyRecord is a stored policy document.

@@ -310,14 +310,7 @@ func cmdAdmin(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		var out httpapi.InventoryJSON
 		return a.print(ctx, "GET", "/v1/inventory", nil, &out, func(w io.Writer) { printInventory(w, out) })
 	case "audit ":
-		var out struct {
-			Entries []struct {
-				Time   time.Time
-				Admin  string
-				Action string
-				Detail string
-			}
-		}
+		var out struct{ Entries []httpapi.AuditEntryJSON }
 		return a.print(ctx, "GET", "/v1/admin/audit", nil, &out, func(w io.Writer) {
 			fmt.Fprintln(w, "TIME\tADMIN\tACTION\tDETAIL")
 			for _, e := range out.Entries {
@@ -325,11 +318,11 @@ func cmdAdmin(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			}
 		})
 	case "keys list":
-		var out struct{ Keys []issuer.KeyInfo }
+		var out struct{ Keys []httpapi.KeyJSON }
 		return a.print(ctx, "GET", "/v1/admin/keys", nil, &out, func(w io.Writer) {
 			fmt.Fprintln(w, "KID\tSTATUS\tSIGNS FROM\tTOKENS VALID UNTIL\tDESTROYED AT")
 			for _, k := range out.Keys {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Status, k.ActiveAt.UTC().Format(time.RFC3339), k.NotAfter.UTC().Format(time.RFC3339), k.DestroyAt.UTC().Format(time.RFC3339))
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", k.Kid, k.Status, k.ActiveAt.UTC().Format(time.RFC3339), k.NotAfter.UTC().Format(time.RFC3339), k.DestroyAt.UTC().Format(time.RFC3339))
 			}
 		})
 	case "keys rotate":
@@ -345,9 +338,9 @@ func cmdAdmin(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		if err := want(1, "KID"); err != nil {
 			return err
 		}
-		var out issuer.Revocation
+		var out httpapi.RevocationJSON
 		return a.print(ctx, "POST", "/v1/admin/keys/"+url.PathEscape(pos[0])+"/revoke", nil, &out, func(w io.Writer) {
-			fmt.Fprintf(w, "key %s revoked: bundle %d withdraws it; key %s signs. Verifiers must sync now.\n", out.Revoked, out.Sequence, out.Signing)
+			fmt.Fprintf(w, "key %s revoked: bundle %d withdraws it; key %s signs. Verifiers must sync now.\n", out.Kid, out.BundleSequence, out.SigningKid)
 		})
 	case "tokens list":
 		var out struct{ Names []string }

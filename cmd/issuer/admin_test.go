@@ -15,7 +15,7 @@ import (
 
 	"github.com/healthcode/healthcode/attestation"
 	"github.com/healthcode/healthcode/bundle"
-	"github.com/healthcode/healthcode/issuer"
+	"github.com/healthcode/healthcode/issuer/httpapi"
 	"github.com/healthcode/healthcode/issuer/issuertest"
 )
 
@@ -230,8 +230,8 @@ func TestAdminKeysRevoke(t *testing.T) {
 		t.Fatal("a refused revocation withdrew the key")
 	}
 	code2, body := post(env.AdminToken, "")
-	var rev issuer.Revocation
-	if code2 != 200 || json.Unmarshal([]byte(body), &rev) != nil || rev.Revoked != signing || rev.Signing == signing || rev.Sequence != env.Bundle(t).Sequence {
+	var rev httpapi.RevocationJSON
+	if code2 != 200 || json.Unmarshal([]byte(body), &rev) != nil || rev.Kid != signing || rev.SigningKid == signing || rev.BundleSequence != env.Bundle(t).Sequence {
 		t.Fatalf("revoke over HTTP: %d %s", code2, body)
 	}
 

@@ -65,6 +65,34 @@ type AttesterJSON struct {
 	Added time.Time `json:"added,omitzero"`
 }
 
+// AuditEntryJSON is an audit entry as the admin API shows it.
+type AuditEntryJSON struct {
+	Time   time.Time `json:"time"`
+	Admin  string    `json:"admin"`
+	Action string    `json:"action"`
+	Detail string    `json:"detail"`
+}
+
+// KeyJSON is a signing key as the admin API lists it, without its private
+// part.
+type KeyJSON struct {
+	Kid       string    `json:"kid"`
+	Status    string    `json:"status"`
+	Created   time.Time `json:"created"`
+	ActiveAt  time.Time `json:"active_at"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+	DestroyAt time.Time `json:"destroy_at"`
+}
+
+// RevocationJSON is what revoking a key did: the key revoked, the key that
+// signs now and the bundle that withdraws the revoked one.
+type RevocationJSON struct {
+	Kid            string `json:"kid"`
+	SigningKid     string `json:"signing_kid"`
+	BundleSequence uint64 `json:"bundle_sequence"`
+}
+
 func (s *Server) adminRoutes(r fiber.Router) {
 	r.Get("/attesters", func(c *fiber.Ctx) error {
 		list, err := s.iss.Attesters(c.UserContext())
@@ -132,13 +160,22 @@ func (s *Server) adminRoutes(r fiber.Router) {
 		if err != nil {
 			return err
 		}
-		if entries == nil {
-			entries = []issuer.AuditEntry{}
+		out := make([]AuditEntryJSON, len(entries))
+		for n, e := range entries {
+			out[n] = AuditEntryJSON{Time: e.Time, Admin: e.Admin, Action: e.Action, Detail: e.Detail}
 		}
-		return c.JSON(fiber.Map{"entries": entries})
+		return c.JSON(fiber.Map{"entries": out})
 	})
 
-	r.Get("/keys", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"keys": s.iss.Keys()}) })
+	r.Get("/keys", func(c *fiber.Ctx) error {
+		keys := s.iss.Keys()
+		out := make([]KeyJSON, len(keys))
+		for n, k := range keys {
+			out[n] = KeyJSON{Kid: k.ID, Status: k.Status, Created: k.Created, ActiveAt: k.ActiveAt,
+				NotBefore: k.NotBefore, NotAfter: k.NotAfter, DestroyAt: k.DestroyAt}
+		}
+		return c.JSON(fiber.Map{"keys": out})
+	})
 	r.Post("/keys/rotate", func(c *fiber.Ctx) error {
 		var req struct {
 			Immediate bool `json:"immediate"`
@@ -166,7 +203,7 @@ func (s *Server) adminRoutes(r fiber.Router) {
 		if err != nil {
 			return coreError(err)
 		}
-		return c.JSON(rev)
+		return c.JSON(RevocationJSON{Kid: rev.Revoked, SigningKid: rev.Signing, BundleSequence: rev.Sequence})
 	})
 
 	r.Get("/tokens", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"names": s.iss.AdminTokens()}) })

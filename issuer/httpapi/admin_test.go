@@ -200,7 +200,7 @@ func TestAuditNamesTokensNeverHoldsThem(t *testing.T) {
 			t.Fatalf("the audit log holds an admin token: %s", raw)
 		}
 	}
-	var out struct{ Entries []issuer.AuditEntry }
+	var out struct{ Entries []httpapi.AuditEntryJSON }
 	if err := json.Unmarshal(raw, &out); err != nil {
 		t.Fatal(err)
 	}

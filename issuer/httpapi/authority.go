@@ -29,7 +29,6 @@ type Redeemer interface {
 // keys and the inventory of what is held.
 type Publisher interface {
 	Fingerprint() string
-	JWKS() []issuer.JWK
 	Bundle() (string, *bundle.Bundle)
 	Inventory(ctx context.Context) ([]issuer.Category, int, error)
 }

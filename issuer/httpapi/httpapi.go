@@ -113,7 +113,7 @@ func New(iss Authority, o Options) *Server {
 	})
 	a.Get("/.well-known/jwks.json", func(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderCacheControl, "public, max-age=300")
-		return c.JSON(fiber.Map{"keys": s.iss.JWKS()})
+		return c.JSON(fiber.Map{"keys": s.jwks()})
 	})
 	inventory := []fiber.Handler{}
 	if o.InventoryPerMinute > 0 {
@@ -183,6 +183,29 @@ func (s *Server) MetricsHandler() http.Handler { return s.metrics.HTTPHandler() 
 
 // Shutdown stops accepting requests and waits for those in flight.
 func (s *Server) Shutdown(ctx context.Context) error { return s.app.ShutdownWithContext(ctx) }
+
+// JWK is one key of the JWKS (RFC 8037 OKP).
+type JWK struct {
+	Kty string `json:"kty"`
+	Crv string `json:"crv"`
+	X   string `json:"x"`
+	Kid string `json:"kid"`
+	Alg string `json:"alg"`
+	Use string `json:"use"`
+}
+
+// jwks is the published token keys (those in the bundle) as JWKs.
+func (s *Server) jwks() []JWK {
+	_, b := s.iss.Bundle()
+	if b == nil {
+		return nil
+	}
+	out := make([]JWK, 0, len(b.Keys))
+	for _, k := range b.Keys {
+		out = append(out, JWK{Kty: "OKP", Crv: "Ed25519", X: base64.RawURLEncoding.EncodeToString(k.Public), Kid: k.ID, Alg: "EdDSA", Use: "sig"})
+	}
+	return out
+}
 
 // --- errors ----------------------------------------------------------------
 
