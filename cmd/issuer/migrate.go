@@ -21,7 +21,7 @@ import (
 	"github.com/healthcode/healthcode/issuer/migrate"
 )
 
-const migrateSynopsis = "issuer migrate --data DIR --kek FILE --etcd ENDPOINTS [--etcd-prefix P] [--etcd-ca FILE --etcd-cert FILE --etcd-key FILE] [--etcd-user NAME --etcd-password-file FILE]"
+const migrateSynopsis = "issuer migrate --data DIR --kek FILE --etcd ENDPOINTS [--prefix P] [--etcd-ca FILE --etcd-cert FILE --etcd-key FILE] [--etcd-user NAME --etcd-password-file FILE]"
 
 // migrateHelp follows the flags in 'issuer migrate --help'.
 const migrateHelp = `
@@ -59,7 +59,7 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&c.data, "data", "./data", "the bbolt issuer's data `DIR` (the issuer must not be running on it)")
 	fs.StringVar(&c.kekFile, "kek", os.Getenv(kekEnv), "the key-encryption key `FILE` DIR's keys are sealed under; the replicas use it too (default $"+kekEnv+", else DIR.kek)")
 	fs.StringVar(&c.endpoints, "etcd", "", "the cluster's etcd `ENDPOINTS`, comma-separated (http://HOST:PORT or https://HOST:PORT)")
-	fs.StringVar(&c.prefix, "etcd-prefix", "/healthcode/", "the key `PREFIX` the replicas use in etcd")
+	fs.StringVar(&c.prefix, "prefix", "/healthcode/", "the key `PREFIX` the replicas use in etcd (their --prefix)")
 	fs.StringVar(&c.caFile, "etcd-ca", "", "CA certificate `FILE` (PEM) to verify etcd's server certificates")
 	fs.StringVar(&c.certFile, "etcd-cert", "", "client certificate `FILE` (PEM) for etcd, with --etcd-key")
 	fs.StringVar(&c.keyFile, "etcd-key", "", "client private key `FILE` (PEM) for etcd")
