@@ -85,7 +85,7 @@ BENCH_LOAD_SECONDS ?= 20
 NAME               ?= new
 LIVE               ?= 1000000
 
-.PHONY: bench-save bench-scale load-bins
+.PHONY: bench-save bench-scale bench-cluster load-bins
 
 load-bins:
 	@mkdir -p $(BIN)
@@ -104,6 +104,16 @@ bench: wasm load-bins
 bench-scale: load-bins
 	@mkdir -p $(BIN)/bench
 	$(BIN)/loadgen scale --issuer $(BIN)/issuer --live $(LIVE) --concurrency $(LOAD_CONCURRENCY) --json $(BIN)/bench/scale-$(LIVE).json
+
+# Issuer replicas (1, 2, then REPLICAS) on a local 3-member etcd and 3+3
+# Redis Cluster, CLUSTER_SECONDS of load each: redemptions/s, p99, CPU and
+# store requests per redemption of each process kind, Redis memory per
+# record (BENCHMARKS.md). JSON in bin/bench/cluster.json.
+REPLICAS        ?= 3
+CLUSTER_SECONDS ?= 20
+bench-cluster: load-bins
+	@mkdir -p $(BIN)/bench
+	$(BIN)/loadgen cluster --issuer $(BIN)/issuer --replicas $(REPLICAS) --duration $(CLUSTER_SECONDS)s --concurrency $(LOAD_CONCURRENCY) --json $(BIN)/bench/cluster.json
 
 # Raw Go benchmark output (BENCH_COUNT runs, default 6) to bin/bench/$(NAME).txt
 # for benchstat: make bench-save NAME=old; ...; make bench-save NAME=new.

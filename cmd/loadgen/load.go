@@ -30,7 +30,10 @@ import (
 
 // Config is one bounded load run.
 type Config struct {
-	URL         string // base URL of the issuer; loopback only
+	URL string // base URL of the issuer; loopback only
+	// More are further issuers (replicas of one deployment, loopback
+	// only): requests go round-robin over URL and these.
+	More        []string
 	Key         ed25519.PrivateKey
 	AttesterID  string
 	Concurrency int
@@ -60,6 +63,7 @@ type Config struct {
 // Result is what a run measured. Sizes are KiB as /proc reports them.
 type Result struct {
 	URL             string         `json:"url"`
+	More            []string       `json:"more_urls,omitempty"`
 	Concurrency     int            `json:"concurrency"`
 	DurationSeconds float64        `json:"duration_s"`
 	ElapsedSeconds  float64        `json:"elapsed_s"`
@@ -248,6 +252,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	endpoints := []string{base.String() + "/v1/tokens"}
+	for _, u := range cfg.More {
+		b, err := checkTarget(u)
+		if err != nil {
+			return nil, err
+		}
+		endpoints = append(endpoints, b.String()+"/v1/tokens")
+	}
 	if len(cfg.Presigned) > 0 {
 		cfg.Requests = len(cfg.Presigned)
 	}
@@ -257,7 +269,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if len(cfg.Key) != ed25519.PrivateKeySize {
 		return nil, errors.New("loadgen: no attester key")
 	}
-	res := &Result{URL: base.String(), Concurrency: cfg.Concurrency, DurationSeconds: cfg.Duration.Seconds(),
+	res := &Result{URL: base.String(), More: cfg.More, Concurrency: cfg.Concurrency, DurationSeconds: cfg.Duration.Seconds(),
 		Presigned: cfg.Requests, IssuerPID: cfg.PID, GOMAXPROCS: runtime.GOMAXPROCS(0), Errors: map[string]int{}}
 
 	atts := cfg.Presigned
@@ -269,7 +281,6 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.PresignSeconds = time.Since(t).Seconds()
 	}
 
-	endpoint := base.String() + "/v1/tokens"
 	client := newClient(cfg.Concurrency, cfg.Timeout)
 	defer client.CloseIdleConnections()
 
@@ -320,7 +331,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 				if n >= len(atts) {
 					return
 				}
-				send(ctx, client, endpoint, atts[n], st, cfg.OnOK, start, cfg.KeepTimings)
+				send(ctx, client, endpoints[n%len(endpoints)], atts[n], st, cfg.OnOK, start, cfg.KeepTimings)
 			}
 		}()
 	}

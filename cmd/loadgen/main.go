@@ -7,6 +7,7 @@
 //	loadgen --issuer bin/issuer                       start an issuer on a temp dir, load it, stop it
 //	loadgen --url http://127.0.0.1:8080 --key DIR/demo-attester.key --pid PID
 //	loadgen scale --issuer bin/issuer --live 1000000  the issuer at city scale (make bench-scale)
+//	loadgen cluster --issuer bin/issuer                replicas on etcd and a Redis Cluster (make bench-cluster)
 //	loadgen report --go go.txt --load load.json       the summary table of make bench
 package main
 
@@ -37,6 +38,9 @@ Usage:
                                                     load a running issuer; --pid samples its memory and CPU
   loadgen scale --issuer BIN [--live N] [flags]     fill a store to N live records, load the issuer on it
                                                     through a sweep (make bench-scale; 'loadgen scale --help')
+  loadgen cluster --issuer BIN [--replicas 3]      replicas on a local etcd and Redis Cluster: throughput, p99,
+                                                    CPU and store requests per redemption (make bench-cluster;
+                                                    'loadgen cluster --help')
   loadgen report --go FILE [--load FILE]            the summary table of make bench, from go test -bench
                                                     output and loadgen --json
 
@@ -159,6 +163,8 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		switch args[0] {
 		case "scale":
 			return runScale(ctx, args[1:], stdout, stderr)
+		case "cluster":
+			return runCluster(ctx, args[1:], stdout, stderr)
 		case "report":
 			return runReport(args[1:], stdout, stderr)
 		}
