@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -405,11 +406,7 @@ func clusterRun(ctx context.Context, o clusterOptions, procs *clusterProcs, read
 func redisMemory(ctx context.Context, rc *testcluster.RedisCluster, nodes []*redis.Client, n int) (*RedisMemory, error) {
 	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: rc.Addrs(), MaxRedirects: 8})
 	defer cc.Close()
-	epochKey := make([]byte, 32)
-	if _, err := rand.Read(epochKey); err != nil {
-		return nil, err
-	}
-	s, err := redisstore.New(cc, redisstore.Options{EpochKey: epochKey, Prefix: memPrefix})
+	s, err := redisstore.New(cc, redisstore.Options{EpochKeys: &epochKeys{keys: map[int64][]byte{}}, Prefix: memPrefix})
 	if err != nil {
 		return nil, err
 	}
@@ -518,6 +515,28 @@ func memoryStats(ctx context.Context, c *redis.Client) (map[string]float64, erro
 		return nil, fmt.Errorf("MEMORY STATS: unexpected answer %T", v)
 	}
 	return out, nil
+}
+
+// epochKeys is a random key per epoch, made on first use: the records
+// written for the memory figure need keys of the replicas' size, not
+// theirs.
+type epochKeys struct {
+	mu   sync.Mutex
+	keys map[int64][]byte
+}
+
+func (e *epochKeys) EpochKey(_ context.Context, end time.Time) ([]byte, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	k, ok := e.keys[end.Unix()]
+	if !ok {
+		k = make([]byte, 32)
+		if _, err := rand.Read(k); err != nil {
+			return nil, err
+		}
+		e.keys[end.Unix()] = k
+	}
+	return k, nil
 }
 
 func loadAverage() string {
