@@ -159,7 +159,7 @@ type RedisMemory struct {
 	// MEMORY STATS overhead.hashtable.main and .expires) per key: INFO
 	// counts them as overhead, but they grow with the records.
 	TablesPerKey float64 `json:"hashtable_bytes_per_key"`
-	Seconds          float64 `json:"write_s"`
+	Seconds      float64 `json:"write_s"`
 }
 
 var clusterNotCovered = []string{
