@@ -15,8 +15,8 @@ import (
 )
 
 // RedisCluster is a Redis Cluster of three masters with one replica each,
-// persisted as the durability story of issue 13 asks: AOF with
-// appendfsync always on every node.
+// configured as an operator should for durability and deletion (issue
+// 13): AOF with appendfsync always on every node, no timed RDB snapshots.
 type RedisCluster struct {
 	Nodes []*Node
 }
@@ -98,7 +98,12 @@ func (rc *RedisCluster) start(base, server, cli string) error {
 				"--appendfsync", "always",
 				"--repl-diskless-sync-delay", "0",
 				// No RDB snapshots on a timer: AOF is the persistence
-				// under test, and a snapshot is one more copy to delete.
+				// (every write fsynced before it is answered), and a
+				// snapshot taken between two sweeps is one more copy of
+				// records due before the next. An RDB file still appears
+				// (a replica keeps the one of a full resynchronisation):
+				// redisstore's Sweep replaces it on every node with a
+				// fresh snapshot after its AOF rewrite.
 				"--save", "",
 				"--dir", ".",
 			},
