@@ -11,57 +11,26 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
 	"github.com/healthcode/healthcode/attestation"
 	"github.com/healthcode/healthcode/internal/kek"
+	"github.com/healthcode/healthcode/internal/testcluster"
 	"github.com/healthcode/healthcode/issuer"
 	"github.com/healthcode/healthcode/issuer/boltstore"
+	"github.com/healthcode/healthcode/issuer/etcdstore"
 	"github.com/healthcode/healthcode/issuer/issuertest"
 	"github.com/healthcode/healthcode/policy"
 )
 
-// sharedState is one shared state for several replicas in a test: each
-// replica gets its own view of it (replicaState), as each replica process
-// has its own client.
+// sharedState is one shared state for several replicas in a test: a real
+// etcd (testcluster) for the state, each replica with its own client and
+// store as each replica process has (replicaState), and one real bbolt
+// file for the replay records.
 type sharedState struct {
 	replicaState func() issuer.StateStore
 	replay       issuer.Store
-}
-
-// sharedBolt is one real bbolt state with the Sharing a replica store adds:
-// a stand-in for etcdstore in the core's tests until that adapter lands.
-type sharedBolt struct {
-	*boltstore.DB
-	lock chan struct{}
-	mu   *sync.Mutex
-	pub  *issuer.PublishedBundle
-}
-
-func (s *sharedBolt) LockSchedule(ctx context.Context) (func(), error) {
-	select {
-	case s.lock <- struct{}{}:
-		return func() { <-s.lock }, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-func (s *sharedBolt) PublishedBundle(context.Context) (issuer.PublishedBundle, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.pub == nil {
-		return issuer.PublishedBundle{}, issuer.ErrNotFound
-	}
-	return *s.pub, nil
-}
-
-func (s *sharedBolt) PublishBundle(_ context.Context, b issuer.PublishedBundle) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.pub != nil && b.Sequence <= s.pub.Sequence {
-		return issuer.ErrStale
-	}
-	s.pub = &b
-	return nil
 }
 
 func newSharedState(t *testing.T, clock issuer.Clock) sharedState {
@@ -75,8 +44,29 @@ func newSharedState(t *testing.T, clock issuer.Clock) sharedState {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	shared := &sharedBolt{DB: db, lock: make(chan struct{}, 1), mu: new(sync.Mutex)}
-	return sharedState{replicaState: func() issuer.StateStore { return shared }, replay: db}
+	ec := testcluster.StartEtcd(t)
+	open := func() issuer.StateStore {
+		t.Helper()
+		cli, err := clientv3.New(clientv3.Config{Endpoints: ec.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		s, err := etcdstore.New(ctx, cli, etcdstore.Options{Prefix: "/replicas/", KEK: k, Clock: clock})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Cleanups run last first: the store closes before its client.
+		t.Cleanup(func() { cli.Close() })
+		t.Cleanup(func() {
+			if err := s.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+		return s
+	}
+	return sharedState{replicaState: open, replay: db}
 }
 
 // replicas is n issuers on one shared state, started together.
@@ -84,6 +74,7 @@ type replicas struct {
 	t     *testing.T
 	clock *issuertest.Clock
 	state sharedState
+	view  issuer.StateStore // the test's own client of the shared state
 	iss   []*issuer.Issuer
 }
 
@@ -91,13 +82,18 @@ func startReplicas(t *testing.T, n int, p *policy.Policy, log *slog.Logger) *rep
 	t.Helper()
 	clock := issuertest.NewClock(t0)
 	r := &replicas{t: t, clock: clock, state: newSharedState(t, clock), iss: make([]*issuer.Issuer, n)}
+	r.view = r.state.replicaState()
+	states := make([]issuer.StateStore, n)
+	for m := range n {
+		states[m] = r.state.replicaState()
+	}
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for m := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.iss[m], errs[m] = r.start(p, log)
+			r.iss[m], errs[m] = r.startOn(states[m], p, log)
 		}()
 	}
 	wg.Wait()
@@ -107,11 +103,16 @@ func startReplicas(t *testing.T, n int, p *policy.Policy, log *slog.Logger) *rep
 	return r
 }
 
+// start starts one more replica with a state client of its own.
 func (r *replicas) start(p *policy.Policy, log *slog.Logger) (*issuer.Issuer, error) {
+	return r.startOn(r.state.replicaState(), p, log)
+}
+
+func (r *replicas) startOn(state issuer.StateStore, p *policy.Policy, log *slog.Logger) (*issuer.Issuer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return issuer.New(context.Background(), issuer.Config{Store: r.state.replay, State: r.state.replicaState(), Clock: r.clock, Policy: p, Logger: log})
+	return issuer.New(context.Background(), issuer.Config{Store: r.state.replay, State: state, Clock: r.clock, Policy: p, Logger: log})
 }
 
 // refresh is what each replica's watch does on a change.
@@ -127,7 +128,7 @@ func (r *replicas) refresh() {
 // published is the bundle sequence the shared state holds.
 func (r *replicas) published() uint64 {
 	r.t.Helper()
-	pb, err := r.state.replicaState().(issuer.Sharing).PublishedBundle(context.Background())
+	pb, err := r.view.(issuer.Sharing).PublishedBundle(context.Background())
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -153,7 +154,7 @@ func inputCode(err error) string {
 func TestReplicasStartAsOne(t *testing.T) {
 	ctx := context.Background()
 	r := startReplicas(t, 3, nil, nil)
-	keys, err := r.state.replicaState().SigningKeys(ctx)
+	keys, err := r.view.SigningKeys(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +233,7 @@ func TestReplicaPolicyNeverGoesBack(t *testing.T) {
 	if a.Policy().Version != 3 || ab.Policy.Version != 3 || ab.Sequence != r.published() {
 		t.Fatalf("a after refresh: policy %d, bundle %d of policy %d; want 3, %d, 3", a.Policy().Version, ab.Sequence, ab.Policy.Version, r.published())
 	}
-	rec, err := r.state.replicaState().Policy(ctx)
+	rec, err := r.view.Policy(ctx)
 	if err != nil || rec.Version != 3 {
 		t.Fatalf("stored policy %d, %v", rec.Version, err)
 	}
@@ -258,7 +259,7 @@ func TestReplicasOneKeyPerSlotOneTokenPerName(t *testing.T) {
 	if (errs[0] == nil) == (errs[1] == nil) || inputCode(errors.Join(errs...)) != "conflict" {
 		t.Fatalf("two scheduled rotations at once: %v and %v; want one conflict", errs[0], errs[1])
 	}
-	keys, err := r.state.replicaState().SigningKeys(ctx)
+	keys, err := r.view.SigningKeys(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +278,7 @@ func TestReplicasOneKeyPerSlotOneTokenPerName(t *testing.T) {
 	if (errs[0] == nil) == (errs[1] == nil) || inputCode(errors.Join(errs...)) != "conflict" {
 		t.Fatalf("two tokens named night-shift at once: %v and %v; want one conflict", errs[0], errs[1])
 	}
-	list, err := r.state.replicaState().AdminTokens(ctx)
+	list, err := r.view.AdminTokens(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
