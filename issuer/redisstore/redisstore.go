@@ -41,6 +41,19 @@
 // an outage of that shard's slots); run two replicas per master for
 // WaitReplicas 1 to survive a failover (TestMasterKilledUnderLoad).
 //
+// Cost of one redemption of n attestations: the issuer's read-only
+// pre-check (Redeemed: one pipeline, split by go-redis into one per
+// master, sent in parallel), then n record writes one after another (a
+// script, with WAIT in the same pipeline when WaitReplicas is set), then
+// one MULTI for the day's count: n+2 sequential round trips, 3 for one
+// attestation. Epoch keys cost nothing in steady state (one EpochKeys call
+// per epoch and process). Measured with BenchmarkRedeem (go test -run X
+// -bench BenchmarkRedeem -benchtime 3000x ./issuer/redisstore/: one
+// attestation with a secret, 16 at a time, a 3+3 cluster on the same
+// 2-core machine at load average 13): 3.03 round trips per redemption
+// (the rest: layout reloads), 0.43 ms per redemption (about 2,300/s)
+// without WAIT, 0.56 ms (about 1,800/s) with WaitReplicas 1.
+//
 // Deletion (invariant 5). Redis's own expiry is not enough: its active
 // expiry was seen to delete a key 262 s after its deadline, and until a
 // key is deleted every AOF rewrite and snapshot copies it; a deleted key
