@@ -175,7 +175,7 @@ func (s *Store) checkKEK(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	v, err := s.encode(storedSecret{Sealed: sealed})
+	v, err := s.encode(storedSecret{W: s.writeHour(), Sealed: sealed})
 	if err != nil {
 		return err
 	}

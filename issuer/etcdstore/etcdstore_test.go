@@ -34,6 +34,7 @@ func TestStore(t *testing.T) {
 	t.Run("DeadlineLeases", func(t *testing.T) { testDeadlineLeases(t, c, cli) })
 	t.Run("SweepCompacts", func(t *testing.T) { testSweepCompacts(t, c, cli) })
 	t.Run("DeleteAbsent", func(t *testing.T) { testDeleteAbsent(t, c, cli) })
+	t.Run("InventoryOfAFreshStore", func(t *testing.T) { testInventoryFresh(t, c, cli) })
 	t.Run("Closed", func(t *testing.T) { testClosed(t, c, cli) })
 }
 
@@ -430,5 +431,41 @@ func mustJSON(t *testing.T, b []byte, v any) {
 	t.Helper()
 	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A fresh store holds its KEK check alone: one configuration record,
+// written in the store clock's hour; no epoch keys or leases are counted.
+func testInventoryFresh(t *testing.T, c *cluster, cli *clientv3.Client) {
+	ctx := testCtx(t)
+	clk := newClock()
+	t0 := clk.Now()
+	clk.Set(t0.Add(25 * time.Minute))
+	s := c.open(t, cli, c.newPrefix(), clk)
+	if _, err := s.EpochKey(ctx, t0.Add(30*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	inv, err := s.Inventory(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{issuer.CategoryAudit, issuer.CategorySigningKeys, issuer.CategoryPolicyHistory, issuer.CategoryConfiguration}
+	if len(inv) != len(names) {
+		t.Fatalf("inventory rows: %+v, want %v", inv, names)
+	}
+	for i, row := range inv {
+		if row.Name != names[i] {
+			t.Fatalf("inventory row %d is %s, want %s", i, row.Name, names[i])
+		}
+		want := 0
+		if row.Name == issuer.CategoryConfiguration {
+			want = 1
+			if row.Oldest == nil || !row.Oldest.Equal(t0) || row.NextDeadline != nil {
+				t.Fatalf("configuration: oldest %v, next %v; want %s and none", row.Oldest, row.NextDeadline, t0)
+			}
+		}
+		if row.Count != want {
+			t.Fatalf("%s: %d records, want %d", row.Name, row.Count, want)
+		}
 	}
 }

@@ -1,11 +1,17 @@
 package etcdstore_test
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/healthcode/healthcode/issuer"
 	"github.com/healthcode/healthcode/issuer/etcdstore"
@@ -99,4 +105,84 @@ func TestLeaderMemberKilled(t *testing.T) {
 	if got, err := s.Audit(ctx); err != nil || len(got) != 1 || got[0].Action != "after" {
 		t.Fatalf("audit after the sweep: %v %v", got, err)
 	}
+}
+
+// TestWatchReestablished: a watch whose only member goes down while the
+// others change the state and compact its history resumes, when the member
+// is back, at a compacted revision; it is made again and changed is
+// called, since changes were missed.
+func TestWatchReestablished(t *testing.T) {
+	c := startCluster(t)
+	ctx := testCtx(t)
+	clk := newClock()
+	p := c.newPrefix()
+	one, err := clientv3.New(clientv3.Config{Endpoints: c.ec.Endpoints()[:1], DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { one.Close() })
+	var logged lockedBuffer
+	a, err := etcdstore.New(ctx, one, etcdstore.Options{Prefix: p, KEK: c.kek, Clock: clk,
+		Logger: slog.New(slog.NewTextHandler(&logged, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	others, err := clientv3.New(clientv3.Config{Endpoints: c.ec.Endpoints()[1:], DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { others.Close() })
+	b := c.open(t, others, p, clk)
+	w := startWatch(t, a)
+	w.next(t, "the watch in place", 30*time.Second)
+
+	m := c.ec.Members[0]
+	if err := m.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	t0 := clk.Now()
+	if err := b.PutAdminToken(ctx, issuer.AdminToken{Name: "ops", Hash: [32]byte{7}, Created: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := b.Sweep(ctx, t0); !st.Compacted {
+		t.Fatalf("sweep did not compact: %v", err)
+	}
+	w.drain()
+	if err := c.ec.Restart(m); err != nil {
+		t.Fatal(err)
+	}
+	w.next(t, "the member back", 60*time.Second)
+	// Not only the missed events replayed: the watch was made again.
+	if !strings.Contains(logged.String(), "watch ended; re-establishing it") || !strings.Contains(logged.String(), "compacted") {
+		t.Fatalf("no re-established watch logged: %s", logged.String())
+	}
+	tokens, err := a.AdminTokens(ctx)
+	if err != nil || len(tokens) != 1 {
+		t.Fatalf("AdminTokens through the member back: %v, %v", tokens, err)
+	}
+	// And it watches on.
+	w.drain()
+	if err := b.DeleteAdminToken(ctx, "ops"); err != nil {
+		t.Fatal(err)
+	}
+	w.next(t, "a token removed after the re-established watch", 30*time.Second)
+}
+
+// lockedBuffer is a log sink safe for the store's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
