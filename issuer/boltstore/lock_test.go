@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/healthcode/healthcode/issuer"
 )
@@ -52,15 +51,14 @@ func TestOpenRefusesASecondIssuerEvenDuringCompaction(t *testing.T) {
 	}()
 	attempts := 0
 	for compactions.Load() < 20 {
-		start := time.Now()
+		// The lock's own message, not bbolt's open timeout: the refusal
+		// comes from the data directory's lock file, before any bbolt
+		// file is opened. (A wall-clock bound here failed on a loaded
+		// machine; the message tells the two paths apart.)
 		_, err := Open(dir, Options{Clock: clock, KEK: testKEK})
 		if err == nil || err.Error() != want {
 			close(stop)
 			t.Fatalf("second Open during compaction %d: %v, want %q", compactions.Load(), err, want)
-		}
-		// At once: not after bbolt's open timeout.
-		if d := time.Since(start); d > time.Second {
-			t.Fatalf("second Open took %v to fail", d)
 		}
 		attempts++
 	}
