@@ -8,12 +8,22 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
-// EtcdCluster is a 3-member etcd cluster.
+// EtcdSnapshotCount is the members' --snapshot-count: the number of entries
+// after which a member takes a snapshot, which releases the WAL segments
+// before it to the purge loop. etcd 3.4's default (100,000) would keep a
+// deleted value on disk until that many more writes; the issuer's scrub
+// (etcdstore.Scrub) writes this many small entries to force a snapshot past
+// what it deleted, so the two must agree.
+const EtcdSnapshotCount = 1000
+
+// EtcdCluster is a 3-member etcd cluster, started with the settings real
+// deletion needs (docs/operating.md, "etcd settings for real deletion").
 type EtcdCluster struct {
 	Members []*Node // Addr is each member's client address
 }
@@ -93,6 +103,11 @@ func (ec *EtcdCluster) start(base, bin string) error {
 				"--initial-cluster", strings.Join(initial, ","),
 				"--initial-cluster-state", "new",
 				"--initial-cluster-token", "testcluster",
+				"--snapshot-count", strconv.Itoa(EtcdSnapshotCount),
+				// One WAL segment is kept besides those still needed, so a
+				// segment holding deleted values goes at the next purge
+				// (every 30 s) once a snapshot is past it.
+				"--max-wals", "1",
 				"--logger", "zap",
 				"--log-outputs", "stderr",
 			},
