@@ -181,6 +181,9 @@ func servers(base string, l *layout, issuerBin string) *cluster {
 			"serve",
 			"--etcd", strings.Join(c.etcdEndpoints(), ","),
 			"--redis", strings.Join(c.redisAddrs(), ","),
+			// A record is on its shard's replica too before the tokens
+			// are sent, as README "Running it at scale" recommends.
+			"--redis-wait", "1",
 			"--kek", filepath.Join(base, kekFile),
 			"--data", dir,
 			"--addr", addr(p.HTTP),
@@ -330,7 +333,7 @@ func (c *cluster) start(ctx context.Context) error {
 		}
 	}
 	for _, s := range c.redis {
-		if err := s.waitFor("in a healthy cluster", func() error { return redisHealthy(s.addr) }); err != nil {
+		if err := s.waitFor(ctx, "in a healthy cluster", func() error { return redisHealthy(s.addr) }); err != nil {
 			return err
 		}
 	}
@@ -380,7 +383,7 @@ func startAll(ctx context.Context, ss []*server, what string, ready func(*server
 		}
 	}
 	for _, s := range ss {
-		if err := s.waitFor(what, ready(s)); err != nil {
+		if err := s.waitFor(ctx, what, ready(s)); err != nil {
 			return err
 		}
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -78,10 +79,10 @@ func (s *server) start() error {
 	return os.WriteFile(s.pidPath(), []byte(strconv.Itoa(s.pid)+"\n"), 0o600)
 }
 
-// waitFor polls ready until it returns nil, the process exits, or
-// readyTimeout passes; the error names the server and ends with its log's
-// tail.
-func (s *server) waitFor(what string, ready func() error) error {
+// waitFor polls ready until it returns nil, the process exits, ctx ends
+// (Ctrl-C) or readyTimeout passes; the error names the server and ends
+// with its log's tail.
+func (s *server) waitFor(ctx context.Context, what string, ready func() error) error {
 	deadline := time.Now().Add(readyTimeout)
 	var last error
 	for {
@@ -91,6 +92,8 @@ func (s *server) waitFor(what string, ready func() error) error {
 		select {
 		case <-s.exited:
 			return fmt.Errorf("%s exited while waiting for it to be %s (%v); the end of %s:\n%s", s.name, what, last, s.logPath(), s.logTail())
+		case <-ctx.Done():
+			return fmt.Errorf("interrupted while waiting for %s to be %s", s.name, what)
 		default:
 		}
 		if time.Now().After(deadline) {
