@@ -147,8 +147,9 @@ type Options struct {
 	// tries (default 4). Re-sending is safe: the marker makes each write
 	// idempotent.
 	MaxAttempts int
-	// PersistTimeout bounds how long Sweep waits for each node's AOF
-	// rewrite and snapshot (default 30m).
+	// PersistTimeout bounds how long Sweep waits for the replicas to
+	// apply its deletions, and then for every node's AOF rewrite and
+	// snapshot (default 30m).
 	PersistTimeout time.Duration
 }
 
@@ -258,9 +259,10 @@ func (s *Store) forget(now time.Time) {
 }
 
 func (s *Store) forgetLocked(now time.Time) {
-	for end, k := range s.epochs {
+	for end := range s.epochs {
 		if end <= now.Unix() {
-			clear(k)
+			// Not zeroed: a request that read it a moment ago may still
+			// be hashing with it.
 			delete(s.epochs, end)
 		}
 	}

@@ -82,6 +82,8 @@ func (s *Store) Sweep(ctx context.Context, now time.Time) (issuer.SweepStats, er
 		}
 		// The replicas' rewrites must not start before they have the
 		// deletions.
+		ctx, cancel := context.WithTimeout(ctx, s.opts.PersistTimeout)
+		defer cancel()
 		if err := replicasCaughtUp(ctx, m); err != nil {
 			return fmt.Errorf("master %s: %w", m.Options().Addr, err)
 		}
