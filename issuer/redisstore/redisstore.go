@@ -162,7 +162,10 @@ type Store struct {
 	epochs map[int64][]byte // epoch end (unix seconds) → its key; immutable, dropped once end passed
 }
 
-var _ issuer.Store = (*Store)(nil)
+var (
+	_ issuer.Store        = (*Store)(nil)
+	_ issuer.Housekeeping = (*Store)(nil) // for the replay records and aggregate counts
+)
 
 // New returns a Store on c; c stays the caller's to close.
 func New(c *redis.ClusterClient, opts Options) (*Store, error) {
