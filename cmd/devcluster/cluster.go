@@ -34,6 +34,9 @@ const (
 	demoKeyFile   = "demo-attester.key"
 	demoAttester  = "demo-lab"
 	clusterPrefix = "devcluster" // etcd's initial-cluster-token
+	// etcdSnapshotCount is the members' --snapshot-count, as
+	// internal/testcluster's (docs/operating.md).
+	etcdSnapshotCount = 1000
 )
 
 // layout is what a cluster keeps across down and up: its ports (Redis's
@@ -150,6 +153,10 @@ func servers(base string, l *layout, issuerBin string) *cluster {
 			"--initial-cluster", strings.Join(initial, ","),
 			"--initial-cluster-state", "new", // ignored once the data directory exists
 			"--initial-cluster-token", clusterPrefix,
+			// docs/operating.md, "etcd settings for real deletion": the
+			// replicas' scrub forces a snapshot with this many entries.
+			"--snapshot-count", strconv.Itoa(etcdSnapshotCount),
+			"--max-wals", "1",
 			"--logger", "zap",
 			"--log-outputs", "stderr",
 		}})
