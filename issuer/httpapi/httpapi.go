@@ -54,6 +54,19 @@ type Options struct {
 	// Static apps, mounted at /verify/ and /wallet/ when set.
 	Verify fs.FS
 	Wallet fs.FS
+	// Parts, if set, says whether each part the server depends on (a
+	// replica's etcd and Redis) answers: a name and nil, or an error. The
+	// error never reaches the client; /healthz names each part "ok" or
+	// "unreachable". A replica whose parts fail still answers 200 (it may
+	// serve what it holds, and restarting it mends nothing): the body
+	// says "degraded".
+	Parts func(ctx context.Context) []Part
+}
+
+// Part is one dependency's state for /healthz.
+type Part struct {
+	Name string
+	Err  error
 }
 
 // DefaultOptions are the production settings.
@@ -105,7 +118,20 @@ func New(iss Authority, o Options) *Server {
 	a := s.app
 	a.Use(s.recoverer, s.securityHeaders)
 
-	a.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	a.Get("/healthz", func(c *fiber.Ctx) error {
+		if o.Parts == nil {
+			return c.JSON(fiber.Map{"status": "ok"})
+		}
+		status, parts := "ok", fiber.Map{}
+		for _, p := range o.Parts(c.UserContext()) {
+			parts[p.Name] = "ok"
+			if p.Err != nil {
+				status, parts[p.Name] = "degraded", "unreachable"
+				s.log.Warn("a part does not answer", "part", p.Name, "err", p.Err)
+			}
+		}
+		return c.JSON(fiber.Map{"status": status, "parts": parts})
+	})
 	a.Get("/.well-known/healthcode/bundle", s.getBundle)
 	a.Get("/.well-known/healthcode/pin", func(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderContentType, "text/plain; charset=utf-8")
