@@ -20,6 +20,8 @@ const usage = `issuer: the Healthcode issuer (colour tokens from lab attestation
 
 Usage:
   issuer serve [--data DIR] [--kek FILE] [--addr HOST:PORT] [--policy FILE] [--demo] [--tls-cert FILE --tls-key FILE]
+  issuer serve --etcd ENDPOINTS --redis ADDRS --kek FILE [--replica-id ID] [flags]
+                                         one of several stateless replicas on etcd and a Redis Cluster
   issuer fingerprint [--data DIR] [--qr FILE.png]
                                          print the pin venues use; --qr also writes it as a poster QR
   issuer kek rotate --data DIR --kek OLD --new-kek NEW

@@ -54,13 +54,16 @@ type serveConfig struct {
 	// the default, 10).
 	inventoryRounding int
 	inventoryRefresh  time.Duration
+	// replica, when on, runs a replica on etcd and Redis (serve_replica.go).
+	replica replicaConfig
 }
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c serveConfig
-	fs := newFlags("serve", "issuer serve [--data DIR] [--kek FILE] [--addr HOST:PORT] [--policy FILE] [--demo] [flags]", stdout)
-	fs.StringVar(&c.data, "data", "./data", "data directory `DIR` (bbolt file, epoch keys, admin token)")
-	fs.StringVar(&c.kek, "kek", "", "key-encryption key `FILE`, kept outside the data directory; created (0600) when absent (default $"+kekEnv+", else DIR.kek beside the data directory)")
+	fs := newFlags("serve", "issuer serve [--data DIR] [--kek FILE] [--addr HOST:PORT] [--policy FILE] [--demo] [flags]\n"+
+		"       issuer serve --etcd ENDPOINTS --redis ADDRS --kek FILE [--data DIR] [--replica-id ID] [flags]   (one replica of many)", stdout)
+	fs.StringVar(&c.data, "data", "./data", "data directory `DIR` (bbolt file, epoch keys, admin token; a replica keeps only the admin token, demo key and fingerprint there)")
+	fs.StringVar(&c.kek, "kek", "", "key-encryption key `FILE`, kept outside the data directory; created (0600) when absent (default $"+kekEnv+", else DIR.kek beside the data directory); a replica needs it given, the same file on every replica, and never creates it")
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "address to listen on, `HOST:PORT`")
 	fs.StringVar(&c.policyFile, "policy", "", "policy `FILE` to install at start (default: keep the stored one, or the built-in default)")
 	fs.BoolVar(&c.demo, "demo", false, "create and register a local demo attester (DIR/demo-attester.key)")
@@ -75,7 +78,11 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&c.inventoryRefresh, "inventory-refresh", issuer.DefaultInventoryRefresh, "how often at most the public inventory reads the store, a `DURATION` (it is public: keep it coarse)")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "127.0.0.1:9090", "operator's listener for /metrics (Prometheus), `HOST:PORT`, loopback only unless --metrics-allow-remote; \"off\" for none")
 	fs.BoolVar(&c.metricsRemote, "metrics-allow-remote", false, "allow --metrics-addr on a non-loopback address (put it behind a firewall: metrics are for operators)")
+	addReplicaFlags(fs, &c.replica)
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := checkReplicaFlags(fs, &c.replica); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {
@@ -126,6 +133,9 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger, stdout io.Write
 		}
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
+	if c.replica.on() {
+		return serveReplica(ctx, c, pol, tlsCfg, log, stdout)
+	}
 
 	kekFile, err := resolveKEK(c.kek, c.data)
 	if err != nil {
@@ -152,6 +162,32 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger, stdout io.Write
 		}
 		return errors.New(msg)
 	}
+	return serveOn(ctx, c, served{iss: iss, tls: tlsCfg, kekFile: kekFile, kekCreated: kekCreated,
+		background: func(ctx context.Context, _ string) error { return iss.Run(ctx) }}, log, stdout)
+}
+
+// served is what serveOn serves: an issuer on its stores, and the work
+// that runs beside the HTTP API.
+type served struct {
+	iss        *issuer.Issuer
+	tls        *tls.Config
+	kekFile    string
+	kekCreated bool
+	// parts, if set, says on /healthz whether the stores answer.
+	parts func(context.Context) []httpapi.Part
+	// background runs until its ctx ends (iss.Run, or a replica's watch
+	// and election); id is the replica id (--replica-id, else
+	// HOSTNAME:PORT of the address served).
+	background func(ctx context.Context, id string) error
+	// welcome, if set, adds lines to the welcome text.
+	welcome func(w io.Writer, id string)
+}
+
+// serveOn writes the local files, serves the HTTP API and runs the
+// background work until ctx ends; then HTTP stops first, the background
+// work after it.
+func serveOn(ctx context.Context, c serveConfig, s served, log *slog.Logger, stdout io.Writer) error {
+	iss, tlsCfg, kekFile, kekCreated := s.iss, s.tls, s.kekFile, s.kekCreated
 	// Public, but written so 'issuer fingerprint' works while we hold the
 	// database lock.
 	if err := atomicfile.Write(filepath.Join(c.data, fingerprintFile), []byte(iss.Fingerprint()+"\n"), 0o600); err != nil {
@@ -173,6 +209,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger, stdout io.Write
 	opts.RedeemPerMinute, opts.AdminPerMinute = c.redeemPerMinute, c.adminPerMinute
 	opts.AdminFailuresPerMinute, opts.InventoryPerMinute = c.adminFailuresPerMinute, c.inventoryPerMinute
 	opts.Verify, opts.Wallet = web.Verify(), web.Wallet()
+	opts.Parts = s.parts
 	if err := web.VerifyBuilt(); err != nil {
 		log.Warn("verifier web app not built; run 'make wasm'", "err", err)
 	}
@@ -195,7 +232,11 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger, stdout io.Write
 		}
 	}
 	base := scheme + "://" + ln.Addr().String()
+	id := replicaID(c.replica.id, ln.Addr())
 	printWelcome(stdout, base, iss.Fingerprint(), tokenPath, tokenCreated, demoKey, kekFile, kekCreated)
+	if s.welcome != nil {
+		s.welcome(stdout, id)
+	}
 	if mln != nil {
 		fmt.Fprintf(stdout, "  metrics (operators only): http://%s/metrics\n", mln.Addr())
 	}
@@ -214,7 +255,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger, stdout io.Write
 
 	runCtx, stopRun := context.WithCancel(context.Background())
 	runDone := make(chan error, 1)
-	go func() { runDone <- iss.Run(runCtx) }()
+	go func() { runDone <- s.background(runCtx, id) }()
 
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.App().Listener(ln) }()
@@ -290,6 +331,10 @@ func ensureAdminToken(ctx context.Context, iss *issuer.Issuer, dir string) (stri
 		return "", false, nil
 	}
 	tok, err := iss.CreateAdminToken(ctx, "startup", "initial")
+	var ie *issuer.InputError
+	if errors.As(err, &ie) && ie.Kind == issuer.KindConflict {
+		return "", false, nil // another replica made it a moment ago, in its own data directory
+	}
 	if err != nil {
 		return "", false, err
 	}

@@ -1,0 +1,384 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/healthcode/healthcode/attestation"
+	"github.com/healthcode/healthcode/internal/kek"
+	"github.com/healthcode/healthcode/internal/keyfile"
+	"github.com/healthcode/healthcode/internal/testcluster"
+	"github.com/healthcode/healthcode/issuer"
+	"github.com/healthcode/healthcode/issuer/httpapi"
+	"github.com/healthcode/healthcode/policy"
+)
+
+// replicaCluster is a real etcd and Redis Cluster (testcluster) with
+// `issuer serve --etcd --redis` replicas, each run in this process through
+// the command line (run), with its own data directory and log. Fault tests
+// build on it (Stop, Start again).
+type replicaCluster struct {
+	t       *testing.T
+	Etcd    *testcluster.EtcdCluster
+	Redis   *testcluster.RedisCluster
+	Dir     string
+	KEKFile string
+	// DemoKey is the demo-lab attester's key, written into every
+	// replica's data directory before it starts (--demo then registers
+	// the same key on each).
+	DemoKey  ed25519.PrivateKey
+	Args     []string // added to every replica's command line
+	Replicas []*replicaRun
+}
+
+// replicaRun is one replica.
+type replicaRun struct {
+	Name, Dir string
+	URL       string // set once it listens
+	Log       *logBuffer
+	cancel    context.CancelFunc
+	done      chan int
+}
+
+// logBuffer is a replica's stderr (its JSON log), safe to read while it
+// runs.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Count is how many log lines have msg as their message.
+func (l *logBuffer) Count(msg string) int {
+	return strings.Count(l.String(), `"msg":"`+msg+`"`)
+}
+
+// startReplicaCluster starts etcd, Redis and n replicas: the first alone
+// (it makes the admin token in its data directory), then the rest at
+// once. args are added to every replica's command line.
+func startReplicaCluster(t *testing.T, n int, args ...string) *replicaCluster {
+	t.Helper()
+	c := &replicaCluster{t: t, Dir: t.TempDir(), Args: args}
+	c.Etcd = testcluster.StartEtcd(t)
+	c.Redis = testcluster.StartRedis(t)
+	c.KEKFile = filepath.Join(c.Dir, "kek")
+	if _, _, err := kek.LoadOrCreate(c.KEKFile); err != nil {
+		t.Fatal(err)
+	}
+	_, c.DemoKey, _ = ed25519.GenerateKey(rand.Reader)
+	for i := range n {
+		name := fmt.Sprintf("replica-%d", i)
+		c.Replicas = append(c.Replicas, &replicaRun{Name: name, Dir: filepath.Join(c.Dir, name)})
+	}
+	if n > 0 {
+		c.Start(0)
+	}
+	var wg sync.WaitGroup
+	for i := 1; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.Start(i)
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	return c
+}
+
+// AdminTokenFile is the admin token the first replica made.
+func (c *replicaCluster) AdminTokenFile() string {
+	return filepath.Join(c.Replicas[0].Dir, adminTokenFile)
+}
+
+// Start (re)starts replica i and waits until it listens. Safe to call
+// from several goroutines for different replicas; it reports failures
+// with t.Error.
+func (c *replicaCluster) Start(i int) {
+	r := c.Replicas[i]
+	if err := os.MkdirAll(r.Dir, 0o700); err != nil {
+		c.t.Error(err)
+		return
+	}
+	if err := keyfile.Write(filepath.Join(r.Dir, demoAttesterFile), c.DemoKey, true); err != nil {
+		c.t.Error(err)
+		return
+	}
+	args := append([]string{"serve",
+		"--etcd", strings.Join(c.Etcd.Endpoints(), ","),
+		"--redis", strings.Join(c.Redis.Addrs(), ","),
+		"--kek", c.KEKFile,
+		"--data", r.Dir,
+		"--addr", "127.0.0.1:0",
+		"--metrics-addr", "off",
+		"--replica-id", r.Name,
+		"--demo",
+		// Tests poll and load from one client address.
+		"--redeem-rate", "0", "--inventory-rate", "0", "--admin-rate", "0",
+	}, c.Args...)
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &firstLine{ch: make(chan string, 1)}
+	r.Log, r.cancel, r.done = &logBuffer{}, cancel, make(chan int, 1)
+	go func() { r.done <- run(ctx, args, strings.NewReader(""), out, r.Log) }()
+	c.t.Cleanup(func() { r.Stop() })
+	select {
+	case line := <-out.ch:
+		base, ok := strings.CutPrefix(strings.TrimSpace(line), "Healthcode issuer on ")
+		if !ok {
+			c.t.Errorf("%s: first line %q", r.Name, line)
+			return
+		}
+		r.URL = base
+	case code := <-r.done:
+		r.done <- code
+		c.t.Errorf("%s exited (%d) before listening:\n%s", r.Name, code, r.Log)
+	}
+}
+
+// Stop ends the replica as SIGTERM does and returns its exit status (-1
+// if it was not running).
+func (r *replicaRun) Stop() int {
+	if r.cancel == nil {
+		return -1
+	}
+	r.cancel()
+	r.cancel = nil
+	select {
+	case code := <-r.done:
+		return code
+	case <-time.After(60 * time.Second): // a failure bound
+		panic(r.Name + " did not stop within 60s")
+	}
+}
+
+// getJSON GETs url into v and returns the status.
+func getJSON(t *testing.T, url string, v any) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return resp.StatusCode
+}
+
+// Three replicas act as one issuer: each says its etcd and Redis answer;
+// the same attestation sent to all three at once redeems once; a policy
+// set through one is in force on all within a second; one leads.
+func TestReplicasServeAsOne(t *testing.T) {
+	c := startReplicaCluster(t, 3, "--inventory-rounding", "1")
+
+	for _, r := range c.Replicas {
+		var h struct {
+			Status string            `json:"status"`
+			Parts  map[string]string `json:"parts"`
+		}
+		if code := getJSON(t, r.URL+"/healthz", &h); code != 200 || h.Status != "ok" || h.Parts["etcd"] != "ok" || h.Parts["redis"] != "ok" {
+			t.Fatalf("%s /healthz: %d %+v", r.Name, code, h)
+		}
+	}
+
+	// One attestation, three replicas, one moment.
+	now := time.Now()
+	var id [12]byte
+	rand.Read(id[:])
+	att, err := attestation.Sign(c.DemoKey, attestation.Claims{Attester: demoAttesterID, Kind: attestation.TestNegative,
+		At: now.Add(-time.Hour).Unix(), Expires: now.Add(24 * time.Hour).Unix(), ID: base64.RawURLEncoding.EncodeToString(id[:])})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(map[string][]string{"attestations": {att}})
+	codes := make([]int, len(c.Replicas))
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for n, r := range c.Replicas {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			resp, err := http.Post(r.URL+"/v1/tokens", "application/json", bytes.NewReader(body))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			codes[n] = resp.StatusCode
+		}()
+	}
+	close(start)
+	wg.Wait()
+	ok, refused := 0, 0
+	for _, code := range codes {
+		switch code {
+		case 200:
+			ok++
+		case 409:
+			refused++
+		}
+	}
+	if ok != 1 || refused != len(codes)-1 {
+		t.Fatalf("one attestation sent to %d replicas at once: statuses %v, want one 200 and the rest 409", len(codes), codes)
+	}
+
+	// A policy set through replica 1, with the admin CLI.
+	p := policy.Default()
+	p.Version = 2
+	p.Name = "set through one replica"
+	raw, err := p.Canonical()
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(c.Dir, "policy.json")
+	if err := os.WriteFile(file, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	if code := run(context.Background(), []string{"admin", "policy", "set", file, "--url", c.Replicas[1].URL, "--token-file", c.AdminTokenFile()},
+		strings.NewReader(""), io.Discard, &stderr); code != 0 {
+		t.Fatalf("admin policy set: exit %d: %s", code, stderr.String())
+	}
+	set := time.Now()
+	for _, r := range c.Replicas {
+		for {
+			var inv struct {
+				PolicyVersion int `json:"policy_version"`
+			}
+			getJSON(t, r.URL+"/v1/inventory", &inv)
+			if inv.PolicyVersion == p.Version {
+				break
+			}
+			if time.Since(set) > time.Second {
+				t.Fatalf("%s still holds policy %d a second after version %d was set through %s", r.Name, inv.PolicyVersion, p.Version, c.Replicas[1].Name)
+			}
+			time.Sleep(10 * time.Millisecond) // a poll interval: the watch decides when it changes
+		}
+	}
+	t.Logf("policy in force on all %d replicas %s after it was set", len(c.Replicas), time.Since(set).Round(time.Millisecond))
+
+	// Each replica's inventory (a snapshot taken at its first read, after
+	// the redemption) has Redis's replay record and count beside etcd's
+	// categories.
+	for _, r := range c.Replicas {
+		var inv httpapi.InventoryJSON
+		getJSON(t, r.URL+"/v1/inventory", &inv)
+		got := map[string]int{}
+		for _, cat := range inv.Categories {
+			got[cat.Name] = cat.Count
+		}
+		if got[issuer.CategoryReplay] != 1 || got[issuer.CategoryCounts] != 1 || got[issuer.CategorySigningKeys] == 0 || got[issuer.CategoryConfiguration] == 0 || len(got) != 6 {
+			t.Fatalf("%s inventory %v: want one replay record, one day counted, signing keys, configuration, and six categories", r.Name, got)
+		}
+	}
+
+	// One replica leads maintenance; the others never did.
+	deadline := time.Now().Add(30 * time.Second) // a failure bound
+	leaders := func() []string {
+		var out []string
+		for _, r := range c.Replicas {
+			if r.Log.Count("etcdstore: this replica leads maintenance") > 0 {
+				out = append(out, r.Name)
+			}
+		}
+		return out
+	}
+	for len(leaders()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if l := leaders(); len(l) != 1 {
+		t.Fatalf("replicas that led: %v, want exactly one", l)
+	}
+	for _, r := range c.Replicas {
+		if n := r.Log.Count("etcdstore: this replica no longer leads maintenance"); n != 0 {
+			t.Fatalf("%s gave up leading while all ran:\n%s", r.Name, r.Log)
+		}
+	}
+}
+
+// Replica flags that make no sense together are refused before anything
+// starts, naming the flags.
+func TestReplicaFlagsRefused(t *testing.T) {
+	dir := t.TempDir()
+	kekFile := filepath.Join(dir, "kek")
+	if _, _, err := kek.LoadOrCreate(kekFile); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "data")
+	replica := []string{"serve", "--data", data, "--etcd", "http://127.0.0.1:1", "--redis", "127.0.0.1:2"}
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"serve", "--data", data, "--etcd", "http://127.0.0.1:1"}, nil, "issuer: --etcd needs --redis: "},
+		{[]string{"serve", "--data", data, "--redis", "127.0.0.1:2"}, nil, "issuer: --redis needs --etcd: "},
+		{[]string{"serve", "--data", data}, map[string]string{etcdEnv: "http://127.0.0.1:1"}, "issuer: --etcd needs --redis: "},
+		{[]string{"serve", "--data", data, "--redis-wait", "1"}, nil, "issuer: --redis-wait is for a replica: give --etcd and --redis too\n"},
+		{[]string{"serve", "--data", data, "--etcd-ca", kekFile}, nil, "issuer: --etcd-ca is for a replica: give --etcd and --redis too\n"},
+		{append(replica, "--etcd-cert", kekFile), nil, "issuer: --etcd-cert and --etcd-key go together\n"},
+		{append(replica, "--redis-key", kekFile), nil, "issuer: --redis-cert and --redis-key go together\n"},
+		{append(replica, "--etcd-user", "issuer"), nil, "issuer: --etcd-user and --etcd-password-file go together\n"},
+		{append(replica, "--redis-user", "issuer"), nil, "issuer: --redis-user needs --redis-password-file\n"},
+		{append(replica, "--etcd-ca", kekFile), nil, "issuer: --etcd endpoint http://127.0.0.1:1 is plain HTTP, but --etcd-ca or --etcd-cert asks for TLS: write it https://\n"},
+		{append(replica, "--redis-wait", "1", "--redis-wait-timeout", "5s"), nil, "issuer: --redis-wait-timeout (5s) must be shorter than --redis-timeout (3s), or the client gives up before WAIT answers\n"},
+		{append(replica, "--redis-wait", "-1"), nil, "issuer: --redis-wait must not be negative, got -1\n"},
+		{append(replica, "--prefix", "healthcode"), nil, "issuer: --prefix must end in '/' and hold no '{' or '}', got \"healthcode\"\n"},
+		{[]string{"serve", "--data", data, "--etcd", "http://127.0.0.1:1", "--redis", "nohost"}, nil, "issuer: --redis: want HOST:PORT, got \"nohost\"\n"},
+		{replica, nil, "issuer: --kek FILE is required for a replica: every replica of one deployment uses the same key-encryption key file\n"},
+		{append(replica, "--kek", filepath.Join(data, "kek")), nil, "issuer: --kek " + filepath.Join(data, "kek") + " is inside the data directory"},
+		// Read before any connection: a missing password file is named.
+		{append(replica, "--kek", kekFile, "--etcd-user", "issuer", "--etcd-password-file", filepath.Join(dir, "missing")), nil,
+			"issuer: --etcd-password-file: open " + filepath.Join(dir, "missing")},
+		{append(replica, "--kek", kekFile, "--redis-password-file", kekFile+".none"), nil, "issuer: --redis-password-file: open " + kekFile + ".none"},
+		{append(replica, "--kek", kekFile, "--etcd-ca", kekFile, "--etcd", "https://127.0.0.1:1"), nil, "issuer: --etcd-ca " + kekFile + ": no PEM certificate in it\n"},
+	} {
+		for k, v := range tc.env {
+			t.Setenv(k, v)
+		}
+		var stderr strings.Builder
+		code := run(context.Background(), tc.args, strings.NewReader(""), io.Discard, &stderr)
+		for k := range tc.env {
+			os.Unsetenv(k)
+		}
+		wantCode := 2
+		if strings.Contains(tc.want, ": open ") || strings.Contains(tc.want, "no PEM") {
+			wantCode = 1
+		}
+		if code != wantCode || !strings.HasPrefix(stderr.String(), tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want %d, %q", tc.args[1:], code, stderr.String(), wantCode, tc.want)
+		}
+	}
+	// Nothing was started: the data directory was not even made.
+	if _, err := os.Stat(data); !os.IsNotExist(err) {
+		t.Fatalf("a refused start made the data directory: %v", err)
+	}
+}
