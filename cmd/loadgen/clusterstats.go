@@ -176,6 +176,17 @@ func sumCalls(nodes []redisCounts) map[string]int64 {
 	return out
 }
 
+// sumReads adds the read events of the nodes that were masters.
+func sumReads(nodes []redisCounts) int64 {
+	var n int64
+	for _, r := range nodes {
+		if r.master {
+			n += r.readsEvents
+		}
+	}
+	return n
+}
+
 // etcdRequests reads an etcd member's /metrics: requests served per gRPC
 // method (unary calls, by grpc_server_handled_total) and messages received
 // on streams (Watch, LeaseKeepAlive: grpc_server_msg_received_total), as

@@ -22,6 +22,7 @@ const (
 	demoAttesterID = "demo-lab"
 	demoKeyFile    = "demo-attester.key"
 	welcomePrefix  = "Healthcode issuer on "
+	pinPrefix      = "bundle key fingerprint (verifiers pin this): "
 	startTimeout   = 30 * time.Second
 	stopTimeout    = 15 * time.Second
 )
@@ -35,6 +36,9 @@ type issuerProc struct {
 	LogPath string
 	// Startup is the time from exec to the first 200 from /healthz.
 	Startup time.Duration
+	// Pin is the bundle key fingerprint its welcome names ("" if none
+	// was seen by the time /healthz answered).
+	Pin     string
 	exited  chan struct{}
 	waitErr error
 }
@@ -65,14 +69,18 @@ func startIssuer(ctx context.Context, bin, dir, logPath string, extra ...string)
 	}
 	p := &issuerProc{cmd: cmd, Dir: dir, LogPath: logPath, exited: make(chan struct{})}
 
-	urlc := make(chan string, 1)
+	urlc, pinc := make(chan string, 1), make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
-		found := false
+		found, pinned := false, false
 		for sc.Scan() {
 			if u, ok := strings.CutPrefix(sc.Text(), welcomePrefix); ok && !found {
 				found = true
 				urlc <- strings.TrimSpace(u)
+			}
+			if fp, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), pinPrefix); ok && !pinned {
+				pinned = true
+				pinc <- strings.TrimSpace(fp)
 			}
 		}
 		_, _ = io.Copy(io.Discard, out)
@@ -102,6 +110,10 @@ func startIssuer(ctx context.Context, bin, dir, logPath string, extra ...string)
 		return nil, err
 	}
 	p.Startup = time.Since(began)
+	select {
+	case p.Pin = <-pinc:
+	default:
+	}
 	return p, nil
 }
 
