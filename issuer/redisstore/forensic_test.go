@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/healthcode/healthcode/internal/forensic"
 	"github.com/healthcode/healthcode/internal/testcluster"
 	"github.com/healthcode/healthcode/issuer"
@@ -173,6 +175,86 @@ func TestForensicAfterSweep(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(node.Dir, f)); err != nil {
 				t.Errorf("%s: %v", node.Name, err)
 			}
+		}
+	}
+}
+
+// TestSweepWithAReplicaDown: a replica killed before the sweep keeps its
+// stale files (documented), but the sweep still deletes on the masters
+// and rewrites every other node, and fails naming the node.
+func TestSweepWithAReplicaDown(t *testing.T) {
+	rc := testcluster.StartRedis(t)
+	c := clusterClient(t, rc)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	t0 := time.Now().UTC().Truncate(time.Hour)
+	clock := &storetest.Clock{}
+	clock.Set(t0)
+	s, err := New(c, Options{EpochKeys: newEpochKeys(), Prefix: "down:", Clock: clock, WaitReplicas: 1, WaitTimeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ps []forensic.Pattern
+	const n = 12
+	for i := 0; i < n; i++ {
+		rk := issuer.ReplayKey{Attester: "lab-1", ID: fmt.Sprint("down-", i), Deadline: t0.Add(2 * time.Hour), Accepted: t0.Add(2 * time.Hour)}
+		if _, err := s.Redeem(ctx, issuer.Redemption{Replay: []issuer.ReplayKey{rk}, Colour: policy.Red,
+			Day: t0.Truncate(24 * time.Hour), CountDeadline: t0.Add(400 * 24 * time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, forensic.Pattern{What: fmt.Sprint("record key ", i), Bytes: []byte(recordKeyOf(t, s, rk))})
+	}
+	masters, err := rc.Masters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var down *testcluster.Node
+	for _, node := range rc.Nodes {
+		if !slices.Contains(masters, node) {
+			down = node
+		}
+	}
+	if err := down.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// Until the cluster deems it failing, a sweep cannot tell it from a
+	// node that is slow to answer: wait until every node says so.
+	deemedFailing := func(node *testcluster.Node) bool {
+		nc := redis.NewClient(&redis.Options{Addr: node.Addr})
+		defer nc.Close()
+		text, err := nc.ClusterNodes(ctx).Result()
+		if err != nil {
+			return false
+		}
+		for _, line := range strings.Split(text, "\n") {
+			if f := strings.Fields(line); len(f) > 2 && strings.HasPrefix(f[1], down.Addr+"@") {
+				return strings.Contains(","+f[2]+",", ",fail,") || strings.Contains(f[2], "fail?")
+			}
+		}
+		return false
+	}
+	bound := time.Now().Add(testcluster.ReadyTimeout)
+	for _, node := range rc.Nodes {
+		for node != down && !deemedFailing(node) {
+			if time.Now().After(bound) {
+				t.Fatalf("%s does not deem %s failing within %s", node.Name, down.Name, testcluster.ReadyTimeout)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	st, err := s.Sweep(ctx, t0.Add(2*time.Hour))
+	if err == nil || !strings.Contains(err.Error(), down.Addr+" are failing") || st.Compacted {
+		t.Fatalf("Sweep with %s down: %v, compacted %v; want an error naming it, not compacted", down.Name, err, st.Compacted)
+	}
+	if st.Deleted[issuer.CategoryReplay] != n {
+		t.Fatalf("Sweep deleted %d records, want %d", st.Deleted[issuer.CategoryReplay], n)
+	}
+	for _, node := range rc.Nodes {
+		if node == down {
+			continue
+		}
+		if hits := forensic.Hits(t, node.Dir, ps); len(hits) > 0 {
+			t.Errorf("%s after the sweep: %s", node.Name, strings.Join(hits, ", "))
 		}
 	}
 }

@@ -78,8 +78,11 @@
 // A record is thus gone from every running node's files at the first
 // sweep after its deadline (TestForensicAfterSweep searches every node's
 // directory byte by byte). A node that is down during a sweep keeps its
-// stale files until it rejoins and the next sweep runs; its copies are
-// unlinkable anyway once their epoch key is gone. Measured on the test
+// stale files until it rejoins and the next sweep runs (its copies are
+// unlinkable anyway once their epoch key is gone): the sweep does the
+// rest and fails naming the nodes the cluster deems failing. A replica
+// whose link is down is not waited for; it gets the deletions when it
+// resynchronises. Measured on the test
 // cluster (3+3 nodes on one 2-core machine, a few dozen records): a
 // sweep with its six rewrites and six snapshots takes about 1.2 s; at
 // scale the rewrite and the snapshot each write a node's whole dataset.
@@ -130,7 +133,9 @@ type Options struct {
 	// its ReplayKey.Accepted, so that epoch's key outlives all of them.
 	Epoch time.Duration
 	// Prefix namespaces this store's keys (no '{' or '}': keys must
-	// spread over the slots).
+	// spread over the slots). Every replica of one deployment must use
+	// the same Prefix and Epoch (else they would file one attestation
+	// under two names), and one prefix must not begin another store's.
 	Prefix string
 	// Clock is the store's now for "live" and "expired" (default
 	// issuer.SystemClock). Redis's own expiry uses its wall clock; a record

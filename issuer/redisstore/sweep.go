@@ -2,7 +2,9 @@ package redisstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -89,13 +91,17 @@ func (s *Store) Sweep(ctx context.Context, now time.Time) (issuer.SweepStats, er
 		}
 		return nil
 	})
-	if err != nil {
+	// What was deleted is made physical even if a master failed.
+	perr := s.persist(ctx)
+	if perr == nil {
+		// The cluster's layout lists no node it deems failing: those
+		// keep their stale files until they rejoin and a sweep runs.
+		perr = failingNodes(ctx, s.c)
+	}
+	st.Compacted = perr == nil
+	if err := errors.Join(err, perr); err != nil {
 		return st, fmt.Errorf("redisstore: sweep: %w", err)
 	}
-	if err := s.persist(ctx); err != nil {
-		return st, fmt.Errorf("redisstore: sweep: %w", err)
-	}
-	st.Compacted = true
 	return st, nil
 }
 
@@ -150,8 +156,10 @@ func (s *Store) sweepMaster(ctx context.Context, m *redis.Client, now time.Time)
 	}
 }
 
-// replicasCaughtUp waits until every replica of master m has applied its
-// replication stream up to now.
+// replicasCaughtUp waits until every online replica of master m has
+// applied its replication stream up to now. One that is not online (its
+// link down, or resynchronising) is not waited for: it gets the deletions
+// when it resynchronises, and its files are rewritten by the next sweep.
 func replicasCaughtUp(ctx context.Context, m *redis.Client) error {
 	text, err := m.Info(ctx, "replication").Result()
 	if err != nil {
@@ -172,7 +180,11 @@ func replicasCaughtUp(ctx context.Context, m *redis.Client) error {
 				continue
 			}
 			// slaveN:ip=…,port=…,state=online,offset=N,lag=0
-			for _, kv := range strings.Split(v, ",") {
+			kvs := strings.Split(v, ",")
+			if !slices.Contains(kvs, "state=online") {
+				continue
+			}
+			for _, kv := range kvs {
 				if o, ok := strings.CutPrefix(kv, "offset="); ok {
 					n, err := strconv.ParseInt(o, 10, 64)
 					if err != nil || n < want {
@@ -200,6 +212,34 @@ func (s *Store) persist(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// failingNodes returns an error naming the nodes the cluster deems
+// failing (CLUSTER NODES flags fail or fail?), if any.
+func failingNodes(ctx context.Context, c *redis.ClusterClient) error {
+	text, err := c.ClusterNodes(ctx).Result()
+	if err != nil {
+		return fmt.Errorf("CLUSTER NODES: %w", err)
+	}
+	var down []string
+	for _, line := range strings.Split(text, "\n") {
+		// <id> <ip:port@cport> <flags> …
+		f := strings.Fields(line)
+		if len(f) < 3 {
+			continue
+		}
+		for _, flag := range strings.Split(f[2], ",") {
+			if flag == "fail" || flag == "fail?" {
+				addr, _, _ := strings.Cut(f[1], "@")
+				down = append(down, addr)
+				break
+			}
+		}
+	}
+	if len(down) > 0 {
+		return fmt.Errorf("nodes %s are failing: their files still hold what this sweep deleted until they rejoin and the next sweep runs", strings.Join(down, ", "))
+	}
+	return nil
 }
 
 // rewriteAOF has node n rewrite its AOF from what it holds now and waits
