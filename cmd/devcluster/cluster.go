@@ -512,9 +512,20 @@ func etcdHealth(a string) error {
 	return nil
 }
 
+// issuerHealth wants status ok: a replica that cannot reach etcd or Redis
+// answers 200 with status degraded.
 func issuerHealth(url string) error {
-	_, err := getOK(url + "/healthz")
-	return err
+	body, err := getOK(url + "/healthz")
+	if err != nil {
+		return err
+	}
+	var h struct {
+		Status string `json:"status"`
+	}
+	if err := json.Unmarshal(body, &h); err != nil || h.Status != "ok" {
+		return fmt.Errorf("/healthz answered %s", body)
+	}
+	return nil
 }
 
 func redisClient(a string) *redis.Client {
