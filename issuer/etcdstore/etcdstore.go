@@ -111,6 +111,7 @@ type Store struct {
 	bundleKeyRev int64
 	lockSess     *concurrency.Session
 	sessions     map[*concurrency.Session]struct{} // open sessions, revoked at Close
+	closing      chan struct{}                     // closed by Close: running watches end
 }
 
 var (
@@ -162,6 +163,7 @@ func New(ctx context.Context, c *clientv3.Client, o Options) (*Store, error) {
 		leases:   map[int64]clientv3.LeaseID{},
 		sched:    make(chan struct{}, 1),
 		sessions: map[*concurrency.Session]struct{}{},
+		closing:  make(chan struct{}),
 	}
 	if err := s.checkKEK(ctx); err != nil {
 		return nil, err
@@ -213,6 +215,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	close(s.closing)
 	sessions := s.sessions
 	s.sessions = nil
 	s.lockSess = nil

@@ -413,8 +413,18 @@ func testDeleteAbsent(t *testing.T, c *cluster, cli *clientv3.Client) {
 func testClosed(t *testing.T, c *cluster, cli *clientv3.Client) {
 	ctx := testCtx(t)
 	s := c.open(t, cli, c.newPrefix(), newClock())
+	w := startWatchUntilClosed(s)
+	w.next(t, "the watch in place", 30*time.Second)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case err := <-w.done:
+		if !errors.Is(err, etcdstore.ErrClosed) {
+			t.Fatalf("Watch after Close returned %v, want ErrClosed", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Watch went on after Close")
 	}
 	if _, err := s.Attesters(ctx); !errors.Is(err, etcdstore.ErrClosed) {
 		t.Fatalf("Attesters after Close: %v", err)

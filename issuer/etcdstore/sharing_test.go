@@ -45,6 +45,13 @@ func startWatch(t *testing.T, s *etcdstore.Store) *watcher {
 	return w
 }
 
+// startWatchUntilClosed runs Watch on s until the store is closed.
+func startWatchUntilClosed(s *etcdstore.Store) *watcher {
+	w := &watcher{calls: make(chan time.Time, 100), done: make(chan error, 1)}
+	go func() { w.done <- s.Watch(context.Background(), func() { w.calls <- time.Now() }) }()
+	return w
+}
+
 // next waits for a call of changed and returns when it came.
 func (w *watcher) next(t *testing.T, what string, bound time.Duration) time.Time {
 	t.Helper()

@@ -42,13 +42,20 @@ func (s *Store) isWatched(k []byte) bool {
 // watch is in place, and again each time it is re-established (after a
 // compaction, or when its member lost the cluster's leader), since changes
 // may have been missed in between; a caller that loaded its state before
-// calling Watch misses nothing.
+// calling Watch misses nothing. Close ends it with ErrClosed.
 func (s *Store) Watch(ctx context.Context, changed func()) error {
 	if s.isClosed() {
 		return ErrClosed
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	go func() {
+		select {
+		case <-s.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	kick := make(chan struct{}, 1)
 	done := make(chan struct{})
 	go func() {
@@ -109,6 +116,9 @@ func (s *Store) Watch(ctx context.Context, changed func()) error {
 			pause.Stop()
 		case <-pause.C:
 		}
+	}
+	if s.isClosed() {
+		return ErrClosed
 	}
 	return ctx.Err()
 }
