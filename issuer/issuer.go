@@ -163,10 +163,18 @@ func New(ctx context.Context, cfg Config) (*Issuer, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := i.state.PutBundleKey(ctx, bk); err != nil {
+		switch err := i.state.PutBundleKey(ctx, bk); {
+		case errors.Is(err, ErrStale):
+			// Another replica stored one first (its schedule lock lapsed
+			// under it): every replica signs with the stored one.
+			if bk, err = i.state.BundleKey(ctx); err != nil {
+				return nil, fmt.Errorf("issuer: load bundle key: %w", err)
+			}
+		case err != nil:
 			return nil, fmt.Errorf("issuer: store bundle key: %w", err)
+		default:
+			changed = true
 		}
-		changed = true
 	} else if err != nil {
 		return nil, fmt.Errorf("issuer: load bundle key: %w", err)
 	}

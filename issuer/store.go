@@ -180,6 +180,9 @@ type KeyStore interface {
 // BundleKeyStore holds the long-lived bundle key and the bundle sequence.
 type BundleKeyStore interface {
 	BundleKey(ctx context.Context) (ed25519.PrivateKey, error) // ErrNotFound before the first start
+	// PutBundleKey stores the bundle key. A store shared by replicas
+	// keeps the first one and refuses another with an error wrapping
+	// ErrStale.
 	PutBundleKey(ctx context.Context, k ed25519.PrivateKey) error
 	// NextBundleSequence returns a sequence number above every one it
 	// returned before, across restarts and across issuers sharing it.

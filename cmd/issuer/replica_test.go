@@ -11,9 +11,11 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,9 +29,11 @@ import (
 )
 
 // replicaCluster is a real etcd and Redis Cluster (testcluster) with
-// `issuer serve --etcd --redis` replicas, each run in this process through
-// the command line (run), with its own data directory and log. Fault tests
-// build on it (Stop, Start again).
+// `issuer serve --etcd --redis` replicas, each with its own data directory
+// and log: run in this process through the command line (run), or, with
+// Binary set (startReplicaProcesses), as processes of the built command,
+// which Kill can SIGKILL. Fault tests build on it (Stop, Kill, Start
+// again).
 type replicaCluster struct {
 	t       *testing.T
 	Etcd    *testcluster.EtcdCluster
@@ -41,6 +45,8 @@ type replicaCluster struct {
 	// the same key on each).
 	DemoKey  ed25519.PrivateKey
 	Args     []string // added to every replica's command line
+	// Binary, if set, is the issuer command replicas run as processes.
+	Binary   string
 	Replicas []*replicaRun
 }
 
@@ -49,7 +55,8 @@ type replicaRun struct {
 	Name, Dir string
 	URL       string // set once it listens
 	Log       *logBuffer
-	cancel    context.CancelFunc
+	stop      func() // SIGTERM, or its in-process equivalent; nil when not running
+	proc      *os.Process
 	done      chan int
 }
 
@@ -82,7 +89,23 @@ func (l *logBuffer) Count(msg string) int {
 // once. args are added to every replica's command line.
 func startReplicaCluster(t *testing.T, n int, args ...string) *replicaCluster {
 	t.Helper()
-	c := &replicaCluster{t: t, Dir: t.TempDir(), Args: args}
+	return startReplicas(t, "", n, args...)
+}
+
+// startReplicaProcesses is startReplicaCluster with each replica a
+// process of the issuer command, built for the test.
+func startReplicaProcesses(t *testing.T, n int, args ...string) *replicaCluster {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "issuer")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return startReplicas(t, bin, n, args...)
+}
+
+func startReplicas(t *testing.T, bin string, n int, args ...string) *replicaCluster {
+	t.Helper()
+	c := &replicaCluster{t: t, Dir: t.TempDir(), Args: args, Binary: bin}
 	c.Etcd = testcluster.StartEtcd(t)
 	c.Redis = testcluster.StartRedis(t)
 	c.KEKFile = filepath.Join(c.Dir, "kek")
@@ -142,14 +165,31 @@ func (c *replicaCluster) Start(i int) {
 		// Tests poll and load from one client address.
 		"--redeem-rate", "0", "--inventory-rate", "0", "--admin-rate", "0",
 	}, c.Args...)
-	ctx, cancel := context.WithCancel(context.Background())
 	out := &firstLine{ch: make(chan string, 1)}
-	r.Log, r.cancel, r.done = &logBuffer{}, cancel, make(chan int, 1)
-	go func() { r.done <- run(ctx, args, strings.NewReader(""), out, r.Log) }()
+	r.Log, r.done, r.proc = &logBuffer{}, make(chan int, 1), nil
+	if c.Binary == "" {
+		ctx, cancel := context.WithCancel(context.Background())
+		r.stop = cancel
+		go func() { r.done <- run(ctx, args, strings.NewReader(""), out, r.Log) }()
+	} else {
+		cmd := exec.Command(c.Binary, args...)
+		cmd.Stdout, cmd.Stderr = out, r.Log
+		if err := cmd.Start(); err != nil {
+			c.t.Error(err)
+			return
+		}
+		r.proc = cmd.Process
+		r.stop = func() { cmd.Process.Signal(syscall.SIGTERM) }
+		go func() {
+			cmd.Wait()
+			r.done <- cmd.ProcessState.ExitCode()
+		}()
+	}
 	c.t.Cleanup(func() { r.Stop() })
 	select {
-	case line := <-out.ch:
-		base, ok := strings.CutPrefix(strings.TrimSpace(line), "Healthcode issuer on ")
+	case chunk := <-out.ch:
+		line, _, _ := strings.Cut(chunk, "\n")
+		base, ok := strings.CutPrefix(line, "Healthcode issuer on ")
 		if !ok {
 			c.t.Errorf("%s: first line %q", r.Name, line)
 			return
@@ -164,16 +204,63 @@ func (c *replicaCluster) Start(i int) {
 // Stop ends the replica as SIGTERM does and returns its exit status (-1
 // if it was not running).
 func (r *replicaRun) Stop() int {
-	if r.cancel == nil {
+	if r.stop == nil {
 		return -1
 	}
-	r.cancel()
-	r.cancel = nil
+	r.stop()
+	return r.wait()
+}
+
+// Kill SIGKILLs a replica process (Binary set) and returns its exit
+// status.
+func (r *replicaRun) Kill() int {
+	if r.stop == nil || r.proc == nil {
+		return -1
+	}
+	r.proc.Kill()
+	return r.wait()
+}
+
+func (r *replicaRun) wait() int {
+	r.stop = nil
 	select {
 	case code := <-r.done:
 		return code
 	case <-time.After(60 * time.Second): // a failure bound
 		panic(r.Name + " did not stop within 60s")
+	}
+}
+
+// leaders are the replicas whose log says they lead maintenance now
+// (more "leads" lines than "no longer leads").
+func (c *replicaCluster) leaders() []*replicaRun {
+	var out []*replicaRun
+	for _, r := range c.Replicas {
+		if r.stop != nil && r.Log.Count("etcdstore: this replica leads maintenance") > r.Log.Count("etcdstore: this replica no longer leads maintenance") {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// waitLeader waits until exactly one running replica leads, and returns
+// it.
+func (c *replicaCluster) waitLeader() *replicaRun {
+	c.t.Helper()
+	deadline := time.Now().Add(60 * time.Second) // a failure bound
+	for {
+		l := c.leaders()
+		if len(l) == 1 {
+			return l[0]
+		}
+		if len(l) > 1 || time.Now().After(deadline) {
+			names := make([]string, len(l))
+			for n, r := range l {
+				names[n] = r.Name
+			}
+			c.t.Fatalf("replicas leading: %v, want exactly one", names)
+		}
+		time.Sleep(20 * time.Millisecond) // a poll interval: the election decides
 	}
 }
 
@@ -300,27 +387,34 @@ func TestReplicasServeAsOne(t *testing.T) {
 		}
 	}
 
-	// One replica leads maintenance; the others never did.
-	deadline := time.Now().Add(30 * time.Second) // a failure bound
-	leaders := func() []string {
-		var out []string
-		for _, r := range c.Replicas {
-			if r.Log.Count("etcdstore: this replica leads maintenance") > 0 {
-				out = append(out, r.Name)
-			}
-		}
-		return out
-	}
-	for len(leaders()) == 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if l := leaders(); len(l) != 1 {
-		t.Fatalf("replicas that led: %v, want exactly one", l)
-	}
+	// One replica leads maintenance; none gave it up while all ran.
+	leader := c.waitLeader()
 	for _, r := range c.Replicas {
-		if n := r.Log.Count("etcdstore: this replica no longer leads maintenance"); n != 0 {
-			t.Fatalf("%s gave up leading while all ran:\n%s", r.Name, r.Log)
+		if r != leader && r.Log.Count("etcdstore: this replica leads maintenance") != 0 {
+			t.Fatalf("%s led too:\n%s", r.Name, r.Log)
 		}
+	}
+}
+
+// A replica process sent SIGTERM stops in order and hands maintenance
+// over: it exits 0 and another replica leads; the one left serves.
+func TestReplicaSIGTERMHandsOverLeadership(t *testing.T) {
+	c := startReplicaProcesses(t, 2)
+	leader := c.waitLeader()
+	if code := leader.Stop(); code != 0 {
+		t.Fatalf("%s exited %d after SIGTERM:\n%s", leader.Name, code, leader.Log)
+	}
+	stopped := time.Now()
+	next := c.waitLeader()
+	t.Logf("%s led %s after %s stopped", next.Name, time.Since(stopped).Round(time.Millisecond), leader.Name)
+	if !strings.Contains(leader.Log.String(), `"msg":"shutting down"`) {
+		t.Fatalf("%s did not shut down in order:\n%s", leader.Name, leader.Log)
+	}
+	var h struct {
+		Status string `json:"status"`
+	}
+	if code := getJSON(t, next.URL+"/healthz", &h); code != 200 || h.Status != "ok" {
+		t.Fatalf("%s /healthz after the handover: %d %+v", next.Name, code, h)
 	}
 }
 
