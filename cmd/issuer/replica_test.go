@@ -43,8 +43,8 @@ type replicaCluster struct {
 	// DemoKey is the demo-lab attester's key, written into every
 	// replica's data directory before it starts (--demo then registers
 	// the same key on each).
-	DemoKey  ed25519.PrivateKey
-	Args     []string // added to every replica's command line
+	DemoKey ed25519.PrivateKey
+	Args    []string // added to every replica's command line
 	// Binary, if set, is the issuer command replicas run as processes.
 	Binary   string
 	Replicas []*replicaRun
