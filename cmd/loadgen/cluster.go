@@ -149,6 +149,7 @@ type ClusterRun struct {
 	RedisReads       float64            `json:"redis_reads"`
 	Etcd             map[string]float64 `json:"etcd_requests"`
 	EtcdTotal        float64            `json:"etcd_requests_total"`
+	EtcdPerS         float64            `json:"etcd_requests_per_s"` // over the run, all replicas
 	RedisKeysAtStart int64              `json:"redis_keys_at_start"`
 }
 
@@ -215,18 +216,28 @@ func (c *clusterProcs) stop() error {
 	return errors.Join(errs...)
 }
 
-func (c *clusterProcs) groups() []procGroup {
-	var is, rs, es []int
+// groups are the process kinds whose CPU is measured: every replica,
+// every Redis node, every etcd member, loadgen itself; then the Redis
+// nodes again split by role (master[i] says node i is a master), since
+// each master is one busy thread and sizing needs its share.
+func (c *clusterProcs) groups(master []bool) []procGroup {
+	var is, rs, es, ms, ss []int
 	for _, p := range c.replicas {
 		is = append(is, p.PID())
 	}
-	for _, n := range c.redis.Nodes {
+	for i, n := range c.redis.Nodes {
 		rs = append(rs, n.PID())
+		if master[i] {
+			ms = append(ms, n.PID())
+		} else {
+			ss = append(ss, n.PID())
+		}
 	}
 	for _, m := range c.etcd.Members {
 		es = append(es, m.PID())
 	}
-	return []procGroup{{"issuer", is}, {"redis-server", rs}, {"etcd", es}, {"loadgen", []int{os.Getpid()}}}
+	return []procGroup{{"issuer", is}, {"redis-server", rs}, {"etcd", es}, {"loadgen", []int{os.Getpid()}},
+		{"redis masters", ms}, {"redis replicas", ss}}
 }
 
 func cluster(ctx context.Context, o clusterOptions, stderr io.Writer) (res *ClusterResult, err error) {
@@ -359,7 +370,15 @@ func clusterRun(ctx context.Context, o clusterOptions, procs *clusterProcs, read
 	if err != nil {
 		return nil, err
 	}
-	groups := procs.groups()
+	roles, _, err := readStores()
+	if err != nil {
+		return nil, err
+	}
+	master := make([]bool, len(roles))
+	for i, r := range roles {
+		master[i] = r.master
+	}
+	groups := procs.groups(master)
 
 	// Idle: each kind's CPU with no load.
 	idleBefore, err := groupCPU(groups)
@@ -418,6 +437,9 @@ func clusterRun(ctx context.Context, o clusterOptions, procs *clusterProcs, read
 		run.RedisReads = float64(sumReads(redisAfter)-sumReads(redisBefore)) / float64(load.OK)
 	}
 	run.Etcd, run.EtcdTotal = perRedemption(etcdBefore, etcdAfter, load.OK, nil)
+	if load.ElapsedSeconds > 0 {
+		run.EtcdPerS = run.EtcdTotal * float64(load.OK) / load.ElapsedSeconds
+	}
 	if load.ErrorCount > 0 {
 		return run, fmt.Errorf("%w: %d of %d", errFailed, load.ErrorCount, load.Requests)
 	}
@@ -598,7 +620,12 @@ func printCluster(w io.Writer, r *ClusterResult) {
 	fmt.Fprintln(w, "  request or pipeline a client sends (round trips), plus the Redis replicas' acknowledgements of WAIT.")
 	for _, run := range r.Runs {
 		fmt.Fprintf(w, "  %d replica(s): %d redemptions in %.1f s; Redis commands executed per redemption (masters; a script's own calls\n", run.Replicas, run.Load.OK, run.Load.ElapsedSeconds)
-		fmt.Fprintf(w, "    counted too) %.2f: %s; etcd requests per redemption %.3f: %s\n", run.RedisTotal, breakdown(run.Redis), run.EtcdTotal, breakdown(run.Etcd))
+		fmt.Fprintf(w, "    counted too) %.2f: %s; etcd requests per redemption %.3f (%.1f/s): %s\n", run.RedisTotal, breakdown(run.Redis), run.EtcdTotal, run.EtcdPerS, breakdown(run.Etcd))
+		for _, k := range run.CPU {
+			if strings.HasPrefix(k.Kind, "redis ") {
+				fmt.Fprintf(w, "    %s (%d): %.0f µs per redemption (net %.0f; idle %.3f CPU-s/s)\n", k.Kind, k.Processes, k.PerRedemptionUs, k.NetPerRedemptionUs, k.IdlePerS)
+			}
+		}
 	}
 	if m := r.Memory; m != nil {
 		fmt.Fprintf(w, "  Redis memory: %d replay records through issuer/redisstore (%d keys added, %.1f s): used_memory on the masters +%.1f MiB,\n", m.Records, m.KeysAdded, m.Seconds, float64(m.UsedBytes)/(1<<20))

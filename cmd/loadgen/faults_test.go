@@ -762,11 +762,11 @@ func TestClusterBenchRuns(t *testing.T) {
 		t.Fatalf("result %+v", res)
 	}
 	for i, run := range res.Runs {
-		if run.Replicas != i+1 || run.Load.OK == 0 || run.Load.ErrorCount != 0 || run.RedisReads < 1 || len(run.CPU) != 4 {
+		if run.Replicas != i+1 || run.Load.OK == 0 || run.Load.ErrorCount != 0 || run.RedisReads < 1 || len(run.CPU) != 6 {
 			t.Fatalf("run %d: %+v", i+1, run)
 		}
 		for _, k := range run.CPU {
-			if k.Kind != "loadgen" && k.Processes != map[string]int{"issuer": i + 1, "redis-server": 6, "etcd": 3}[k.Kind] {
+			if want, ok := map[string]int{"issuer": i + 1, "redis-server": 6, "etcd": 3, "redis masters": 3, "redis replicas": 3}[k.Kind]; ok && k.Processes != want {
 				t.Errorf("run %d: %s: %d processes", i+1, k.Kind, k.Processes)
 			}
 		}
