@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"os"
@@ -12,7 +10,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/healthcode/healthcode/internal/kek"
 	"github.com/healthcode/healthcode/issuer"
@@ -23,7 +20,7 @@ import (
 
 const migrateSynopsis = "issuer migrate --data DIR --kek FILE --etcd ENDPOINTS [--prefix P] [--etcd-ca FILE --etcd-cert FILE --etcd-key FILE] [--etcd-user NAME --etcd-password-file FILE]"
 
-// migrateHelp follows the flags in 'issuer migrate --help'.
+// migrateHelp follows the synopsis in 'issuer migrate --help'.
 const migrateHelp = `
 Copies a bbolt issuer's configuration into a fresh etcd prefix for issuer
 replicas (issuer serve --etcd ... --redis ... --kek FILE), offline: stop the
@@ -46,25 +43,26 @@ The keys are sealed in etcd under the same KEK: start every replica with
 `
 
 type migrateConfig struct {
-	data, kekFile             string
-	endpoints, prefix         string
-	caFile, certFile, keyFile string
-	user, passwordFile        string
-	timeout                   time.Duration
+	data, kekFile string
+	etcd          replicaConfig // the etcd part: endpoints, prefix, TLS, auth, timeouts
+	timeout       time.Duration
 }
 
 func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var c migrateConfig
+	c := migrateConfig{etcd: replicaConfig{etcdTimeout: 5 * time.Second}}
+	r := &c.etcd
 	fs := newFlags("migrate", migrateSynopsis+"\n"+migrateHelp, stdout)
 	fs.StringVar(&c.data, "data", "./data", "the bbolt issuer's data `DIR` (the issuer must not be running on it)")
 	fs.StringVar(&c.kekFile, "kek", os.Getenv(kekEnv), "the key-encryption key `FILE` DIR's keys are sealed under; the replicas use it too (default $"+kekEnv+", else DIR.kek)")
-	fs.StringVar(&c.endpoints, "etcd", "", "the cluster's etcd `ENDPOINTS`, comma-separated (http://HOST:PORT or https://HOST:PORT)")
-	fs.StringVar(&c.prefix, "prefix", "/healthcode/", "the key `PREFIX` the replicas use in etcd (their --prefix)")
-	fs.StringVar(&c.caFile, "etcd-ca", "", "CA certificate `FILE` (PEM) to verify etcd's server certificates")
-	fs.StringVar(&c.certFile, "etcd-cert", "", "client certificate `FILE` (PEM) for etcd, with --etcd-key")
-	fs.StringVar(&c.keyFile, "etcd-key", "", "client private key `FILE` (PEM) for etcd")
-	fs.StringVar(&c.user, "etcd-user", "", "etcd user `NAME` (etcd auth), with --etcd-password-file")
-	fs.StringVar(&c.passwordFile, "etcd-password-file", "", "`FILE` holding the etcd user's password")
+	// The etcd flags as issuer serve names them, read the same way.
+	fs.StringVar(&r.etcd, "etcd", "", "the cluster's etcd `ENDPOINTS`, comma-separated (http://HOST:PORT or https://HOST:PORT; default $"+etcdEnv+")")
+	fs.StringVar(&r.prefix, "prefix", "/healthcode/", "the key `PREFIX` the replicas use (their --prefix)")
+	fs.StringVar(&r.etcdCA, "etcd-ca", "", "CA certificate `FILE` (PEM) that etcd's server certificates chain to; turns TLS on")
+	fs.StringVar(&r.etcdCert, "etcd-cert", "", "client certificate `FILE` (PEM) for etcd; with --etcd-key")
+	fs.StringVar(&r.etcdKey, "etcd-key", "", "client key `FILE` (PEM) for etcd")
+	fs.StringVar(&r.etcdUser, "etcd-user", "", "etcd user `NAME` (etcd auth); with --etcd-password-file")
+	fs.StringVar(&r.etcdPasswordFile, "etcd-password-file", "", "`FILE` holding the etcd user's password (default $"+etcdPasswordFileEnv+")")
+	fs.DurationVar(&r.etcdDialTimeout, "etcd-dial-timeout", 5*time.Second, "how long to wait for a connection to etcd, a `DURATION`")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Minute, "give up after `DURATION`")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -72,17 +70,30 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if fs.NArg() != 0 {
 		return usagef("migrate takes no arguments, got %q", fs.Arg(0))
 	}
-	if c.endpoints == "" {
+	if r.etcd == "" {
+		r.etcd = os.Getenv(etcdEnv)
+	}
+	if r.etcdPasswordFile == "" {
+		r.etcdPasswordFile = os.Getenv(etcdPasswordFileEnv)
+	}
+	switch {
+	case r.etcd == "":
 		return usagef("migrate needs --etcd ENDPOINTS (the cluster's etcd)")
-	}
-	if (c.certFile == "") != (c.keyFile == "") {
+	case (r.etcdCert == "") != (r.etcdKey == ""):
 		return usagef("--etcd-cert and --etcd-key go together")
-	}
-	if (c.user == "") != (c.passwordFile == "") {
+	case (r.etcdUser == "") != (r.etcdPasswordFile == ""):
 		return usagef("--etcd-user and --etcd-password-file go together")
-	}
-	if c.timeout <= 0 {
+	case r.etcdDialTimeout <= 0:
+		return usagef("--etcd-dial-timeout must be positive")
+	case c.timeout <= 0:
 		return usagef("--timeout must be positive, got %s", c.timeout)
+	case !strings.HasSuffix(r.prefix, "/") || strings.ContainsAny(r.prefix, "{}"):
+		return usagef("--prefix must end in '/' and hold no '{' or '}', got %q", r.prefix)
+	}
+	for _, e := range splitList(r.etcd) {
+		if strings.HasPrefix(e, "http://") && (r.etcdCA != "" || r.etcdCert != "") {
+			return usagef("--etcd endpoint %s is plain HTTP, but --etcd-ca or --etcd-cert asks for TLS: write it https://", e)
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
@@ -107,29 +118,30 @@ func runMigrate(ctx context.Context, c migrateConfig, stdout io.Writer) error {
 		return fmt.Errorf("key-encryption key: %w", err)
 	}
 
-	cfg, err := etcdClientConfig(c)
+	cfg, err := etcdConfig(c.etcd)
 	if err != nil {
 		return err
 	}
 	cli, err := clientv3.New(cfg)
 	if err != nil {
-		return fmt.Errorf("etcd %s: %w", c.endpoints, err)
+		return fmt.Errorf("etcd %s: %w", c.etcd.etcd, err)
 	}
 	defer cli.Close()
-	dst, err := etcdstore.New(ctx, cli, etcdstore.Options{Prefix: c.prefix, KEK: k})
+	prefix := c.etcd.prefix
+	dst, err := etcdstore.New(ctx, cli, etcdstore.Options{Prefix: prefix, KEK: k, OpTimeout: c.etcd.etcdTimeout})
 	if err != nil {
-		return fmt.Errorf("etcd %s prefix %s: %w", c.endpoints, c.prefix, err)
+		return fmt.Errorf("etcd %s prefix %s: %w", c.etcd.etcd, prefix, err)
 	}
 	defer dst.Close()
 
 	sum, err := migrate.FromBolt(ctx, src, dst, issuer.SystemClock{}.Now())
 	if err != nil {
 		if sum.Written {
-			return fmt.Errorf("%w\nthe prefix %s now holds part of the configuration: do not start replicas on it; delete it (etcdctl del --prefix %s) and run migrate again", err, c.prefix, c.prefix)
+			return fmt.Errorf("%w\nthe prefix %s now holds part of the configuration: do not start replicas on it; delete it (etcdctl del --prefix %s) and run migrate again", err, prefix, prefix)
 		}
 		return err
 	}
-	fmt.Fprintf(stdout, "migrated %s to etcd %s (prefix %s):\n", c.data, c.endpoints, c.prefix)
+	fmt.Fprintf(stdout, "migrated %s to etcd %s (prefix %s):\n", c.data, c.etcd.etcd, prefix)
 	fmt.Fprintf(stdout, "  bundle key: fingerprint %s, the one verifiers pinned\n", sum.Fingerprint)
 	fmt.Fprintf(stdout, "  %d signing keys, %d withdrawals; bundle sequence continues above %d\n", sum.Keys, sum.Withdrawals, sum.Sequence)
 	fmt.Fprintf(stdout, "  policy version %d, %d attesters, %d admin tokens, %d audit entries\n", sum.Policy, sum.Attesters, sum.AdminTokens, sum.Audit)
@@ -137,46 +149,6 @@ func runMigrate(ctx context.Context, c migrateConfig, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "  %d records past their deadline were left out (the next sweep would delete them)\n", sum.Expired)
 	}
 	fmt.Fprintf(stdout, "not moved: replay records and aggregate counts (an attestation redeemed here in the renewal period in progress can redeem once more until it ends; see 'issuer migrate --help')\n")
-	fmt.Fprintf(stdout, "next: start the replicas with --etcd %s --kek %s; do not start the bbolt issuer on %s again\n", c.endpoints, kekFile, c.data)
+	fmt.Fprintf(stdout, "next: start the replicas with --etcd %s --prefix %s --kek %s; do not start the bbolt issuer on %s again\n", c.etcd.etcd, prefix, kekFile, c.data)
 	return nil
-}
-
-// etcdClientConfig is the etcd client of the flags: TLS when a CA or a
-// client certificate is given, a user when etcd auth is on.
-func etcdClientConfig(c migrateConfig) (clientv3.Config, error) {
-	cfg := clientv3.Config{
-		Endpoints:   strings.Split(c.endpoints, ","),
-		DialTimeout: 10 * time.Second,
-		Logger:      zap.NewNop(),
-	}
-	if c.caFile != "" || c.certFile != "" {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12}
-		if c.caFile != "" {
-			pem, err := os.ReadFile(c.caFile)
-			if err != nil {
-				return cfg, fmt.Errorf("--etcd-ca: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return cfg, fmt.Errorf("--etcd-ca %s: no PEM certificate in it", c.caFile)
-			}
-			tc.RootCAs = pool
-		}
-		if c.certFile != "" {
-			cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
-			if err != nil {
-				return cfg, fmt.Errorf("--etcd-cert/--etcd-key: %w", err)
-			}
-			tc.Certificates = []tls.Certificate{cert}
-		}
-		cfg.TLS = tc
-	}
-	if c.user != "" {
-		pw, err := os.ReadFile(c.passwordFile)
-		if err != nil {
-			return cfg, fmt.Errorf("--etcd-password-file: %w", err)
-		}
-		cfg.Username, cfg.Password = c.user, strings.TrimRight(string(pw), "\r\n")
-	}
-	return cfg, nil
 }

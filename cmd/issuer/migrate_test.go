@@ -9,6 +9,7 @@ import (
 // issuer migrate's refusals before it touches anything (the copy itself is
 // tested in issuer/migrate, against a real etcd).
 func TestMigrateRefusals(t *testing.T) {
+	t.Setenv(etcdEnv, "")
 	empty := t.TempDir()
 	for _, c := range []struct {
 		args []string
@@ -19,6 +20,8 @@ func TestMigrateRefusals(t *testing.T) {
 		{[]string{"migrate", "--data", empty, "--etcd", "http://127.0.0.1:1", "--etcd-cert", "c.pem"}, 2, "--etcd-cert and --etcd-key go together"},
 		{[]string{"migrate", "--data", empty, "--etcd", "http://127.0.0.1:1", "--etcd-user", "root"}, 2, "--etcd-user and --etcd-password-file go together"},
 		{[]string{"migrate", "--data", empty, "--etcd", "http://127.0.0.1:1", "extra"}, 2, `migrate takes no arguments, got "extra"`},
+		{[]string{"migrate", "--data", empty, "--etcd", "http://127.0.0.1:1", "--prefix", "/no-slash"}, 2, "--prefix must end in '/'"},
+		{[]string{"migrate", "--data", empty, "--etcd", "http://127.0.0.1:1", "--etcd-ca", "ca.pem"}, 2, "is plain HTTP, but --etcd-ca or --etcd-cert asks for TLS"},
 		{[]string{"migrate", "--data", empty, "--etcd", "http://127.0.0.1:1"}, 1, "no issuer state in " + empty + ": nothing to migrate"},
 		{[]string{"migrate", "--data", empty, "--kek", filepath.Join(empty, "kek"), "--etcd", "http://127.0.0.1:1"}, 1, "no issuer state in"},
 	} {
