@@ -23,16 +23,30 @@ const scanCount = 1000
 // or replication has caught up.
 const pollEvery = 50 * time.Millisecond
 
-// sweepRecord deletes a record whose stored deadline is at or before now
-// (ARGV[1], unix ms): Redis's own expiry goes by its wall clock, the
-// store's by Clock. Returns 1 if it deleted.
-var sweepRecord = redis.NewScript(`
-local d = redis.call('HGET', KEYS[1], 'd')
-if d and tonumber(d) <= tonumber(ARGV[1]) then
-  redis.call('DEL', KEYS[1])
-  return 1
+// sweepRecords deletes, of the records named in ARGV[4..] (keys SCAN
+// returned on this node), those of an epoch ended by now (ARGV[2], unix
+// seconds: the end follows the prefix ARGV[3]) outright, and the others
+// whose stored deadline is at or before now (ARGV[1], unix ms): Redis's
+// own expiry goes by its wall clock, the store's by Clock. One call per
+// SCAN batch: the keys sit on many slots of this node, hence
+// allow-cross-slot-keys (Redis 7) and no declared keys. Returns how many
+// it deleted.
+var sweepRecords = redis.NewScript(`#!lua flags=allow-cross-slot-keys
+local nowMs, nowS, plen = tonumber(ARGV[1]), tonumber(ARGV[2]), #ARGV[3]
+local n = 0
+for i = 4, #ARGV do
+  local k = ARGV[i]
+  local e = tonumber(string.match(k, '^(%d+):', plen + 1))
+  if e and e <= nowS then
+    n = n + redis.call('DEL', k)
+  else
+    local d = redis.call('HGET', k, 'd')
+    if d and tonumber(d) <= nowMs then
+      n = n + redis.call('DEL', k)
+    end
+  end
 end
-return 0
+return n
 `)
 
 // sweepCounts deletes the days of the index (KEYS[1]) whose deadline is at
@@ -106,14 +120,9 @@ func (s *Store) Sweep(ctx context.Context, now time.Time) (issuer.SweepStats, er
 }
 
 // sweepMaster scans one master's keys of this store. SCAN deletes the
-// expired keys it meets (only those matching its pattern); of the
-// records it returns, those of an epoch that has ended are deleted
-// outright (every deadline filed there is at or before its end), the
-// others if their stored deadline has passed.
+// expired keys it meets (only those matching its pattern); the records
+// it returns go to sweepRecords, one call per batch.
 func (s *Store) sweepMaster(ctx context.Context, m *redis.Client, now time.Time) (int, error) {
-	if err := sweepRecord.Load(ctx, m).Err(); err != nil {
-		return 0, err
-	}
 	records := s.opts.Prefix + "r:"
 	deleted := 0
 	var cursor uint64
@@ -122,31 +131,17 @@ func (s *Store) sweepMaster(ctx context.Context, m *redis.Client, now time.Time)
 		if err != nil {
 			return deleted, err
 		}
-		var cmds []*redis.Cmd
-		var dels []*redis.IntCmd
-		p := m.Pipeline()
+		args := []any{now.UnixMilli(), now.Unix(), records}
 		for _, k := range keys {
-			rest, ok := strings.CutPrefix(k, records)
-			if !ok {
-				continue
-			}
-			endS, _, _ := strings.Cut(rest, ":")
-			if end, err := strconv.ParseInt(endS, 10, 64); err == nil && end <= now.Unix() {
-				dels = append(dels, p.Del(ctx, k))
-			} else {
-				cmds = append(cmds, sweepRecord.EvalSha(ctx, p, []string{k}, now.UnixMilli()))
+			if strings.HasPrefix(k, records) {
+				args = append(args, k)
 			}
 		}
-		if len(cmds)+len(dels) > 0 {
-			if _, err := p.Exec(ctx); err != nil {
+		if len(args) > 3 {
+			n, err := sweepRecords.Run(ctx, m, nil, args...).Int()
+			if err != nil {
 				return deleted, err
 			}
-		}
-		for _, c := range dels {
-			deleted += int(c.Val())
-		}
-		for _, c := range cmds {
-			n, _ := c.Int()
 			deleted += n
 		}
 		if next == 0 {
