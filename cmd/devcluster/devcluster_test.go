@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -142,5 +144,37 @@ func TestClusterUpFailureStopsWhatItStarted(t *testing.T) {
 		if cwd, err := os.Readlink("/proc/" + e.Name() + "/cwd"); err == nil && strings.HasPrefix(cwd, base) {
 			t.Errorf("pid %d is still running in %s", pid, cwd)
 		}
+	}
+}
+
+// A cluster started again reuses its recorded ports (Redis's nodes.conf
+// and etcd's member list hold them): one taken by another program is
+// named, with who needs it, before anything starts.
+func TestClusterUpNamesATakenPort(t *testing.T) {
+	devcluster, _ := build(t)
+	base := filepath.Join(t.TempDir(), "cluster-data")
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	l, err := newLayout()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.save(base); err != nil {
+		t.Fatal(err)
+	}
+	taken, err := net.Listen("tcp", addr(l.Redis[4].Bus))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	t.Cleanup(func() { runCmd(t, devcluster, "down", "--dir", base) })
+	r := runCmd(t, devcluster, "up", "--dir", base, "--issuer", "/bin/true")
+	want := fmt.Sprintf("port %d (redis-4 cluster bus) is taken", l.Redis[4].Bus)
+	if r.err == nil || !strings.Contains(r.stderr, want) || !strings.Contains(r.stderr, "CLEAN=1") {
+		t.Fatalf("up with a recorded port taken: %v\n%s; want %q", r.err, r.stderr, want)
+	}
+	if got := pids(t, base); len(got) != 0 {
+		t.Fatalf("up started %v although a port was taken", got)
 	}
 }
