@@ -99,7 +99,7 @@ func TestLeaderMemberKilled(t *testing.T) {
 	if st.Deleted[issuer.CategoryAudit] != 1 || !st.Compacted {
 		t.Fatalf("sweep with a member down: %+v (%v)", st, err)
 	}
-	if err == nil || !strings.Contains(err.Error(), "defragment member "+c.ec.Members[leader].Name) {
+	if err == nil || !strings.Contains(err.Error(), "member "+c.ec.Members[leader].Name+" (") {
 		t.Fatalf("sweep with a member down: got %v, want it to name %s", err, c.ec.Members[leader].Name)
 	}
 	if got, err := s.Audit(ctx); err != nil || len(got) != 1 || got[0].Action != "after" {

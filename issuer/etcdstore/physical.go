@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/healthcode/healthcode/issuer"
 )
 
 // Deleting a key in etcd leaves its value in three places on every member's
@@ -65,15 +69,28 @@ type Scrub struct {
 	Client *clientv3.Client
 	// Endpoints are every member's client URL; each one is defragmented.
 	Endpoints []string
+	// Names are the members' names by endpoint, for messages (optional).
+	Names map[string]string
 	// Prefix is where the filler keys are written (under Prefix+"scrub/").
 	Prefix string
 	// SnapshotCount is the members' --snapshot-count (required: the flush
 	// writes that many entries and one more, so keep it small; 1,000 is
 	// cheap for the issuer's state).
 	SnapshotCount uint64
-	// Timeout bounds each request, so that a dead member or a lost leader
-	// cannot hold the step; 0 means 30 s.
+	// Timeout bounds each ordinary request, so that a dead member or a
+	// lost leader cannot hold the step; 0 means 5 s.
 	Timeout time.Duration
+	// SlowTimeout bounds what takes a member longer: applying the flush,
+	// a compaction, a defragmentation (it rewrites the backend file); 0
+	// means 1 min.
+	SlowTimeout time.Duration
+	// FlushEvery flushes even when nothing is known to be deleted, once
+	// the last complete flush is that old: a bound for deletions no sweep
+	// saw (records etcd deleted at their lease's end, overwritten values,
+	// deletions that did not set the Pending mark). 0: only on deletion.
+	FlushEvery time.Duration
+	// Clock dates the flushes for FlushEvery; required with it.
+	Clock issuer.Clock
 }
 
 // ScrubReport says what a scrub did, for the sweep's log line and metrics.
@@ -102,12 +119,24 @@ func (s Scrub) Pending() clientv3.Op {
 
 func (s Scrub) pendingKey() string { return s.Prefix + "scrub/pending" }
 
+// member names a member in messages: "member NAME (URL)", or its URL.
+func (s Scrub) member(ep string) string {
+	if n := s.Names[ep]; n != "" {
+		return "member " + n + " (" + ep + ")"
+	}
+	return ep
+}
+
+// flushedKey holds the time (Unix seconds) of the last complete flush.
+func (s Scrub) flushedKey() string { return s.Prefix + "scrub/flushed" }
+
 // Run compacts etcd's history to the current revision and defragments every
-// member; when deleted is true (the sweep deleted or overwrote something)
-// or a Pending mark was written since the last complete flush, it first
-// flushes the write-ahead log past it. A member that does not answer
-// within the timeout is reported in the error (and the flush counted as
-// incomplete), and the others are still scrubbed.
+// member. It first flushes the write-ahead log past what was deleted when
+// deleted is true (the sweep deleted or overwrote something), when a
+// Pending mark was written since the last complete flush, or when that
+// flush is older than FlushEvery. A member that does not answer within the
+// timeout is reported in the error (and the flush counted as incomplete,
+// so the next run flushes again), and the others are still scrubbed.
 func (s Scrub) Run(ctx context.Context, deleted bool) (ScrubReport, error) {
 	var rep ScrubReport
 	if s.Client == nil || len(s.Endpoints) == 0 {
@@ -116,13 +145,31 @@ func (s Scrub) Run(ctx context.Context, deleted bool) (ScrubReport, error) {
 	if s.SnapshotCount == 0 || s.SnapshotCount > MaxSnapshotCount {
 		return rep, fmt.Errorf("etcdstore: scrub: snapshot count must be the members' --snapshot-count, 1 to %d, got %d", MaxSnapshotCount, s.SnapshotCount)
 	}
+	if s.FlushEvery < 0 || (s.FlushEvery > 0 && s.Clock == nil) {
+		return rep, fmt.Errorf("etcdstore: scrub: flush interval %s needs a clock and must not be negative", s.FlushEvery)
+	}
 	c, cancel := s.op(ctx)
-	pending, err := s.Client.Get(c, s.pendingKey())
+	marks, err := s.Client.Get(c, s.Prefix+"scrub/", clientv3.WithPrefix())
 	cancel()
 	if err != nil {
-		return rep, fmt.Errorf("etcdstore: scrub: read pending mark: %w", err)
+		return rep, fmt.Errorf("etcdstore: scrub: read its marks: %w", err)
 	}
-	due := deleted || len(pending.Kvs) > 0
+	var pending *mvccpb.KeyValue
+	lastFlush := int64(-1)
+	for _, kv := range marks.Kvs {
+		switch string(kv.Key) {
+		case s.pendingKey():
+			pending = kv
+		case s.flushedKey():
+			if sec, err := strconv.ParseInt(string(kv.Value), 10, 64); err == nil {
+				lastFlush = sec
+			}
+		}
+	}
+	due := deleted || pending != nil
+	if s.FlushEvery > 0 && (lastFlush < 0 || s.Clock.Now().Unix()-lastFlush >= int64(s.FlushEvery/time.Second)) {
+		due = true
+	}
 	var errs []error
 	missed := map[string]bool{} // members that did not take part in the flush
 	if due {
@@ -142,11 +189,11 @@ func (s Scrub) Run(ctx context.Context, deleted bool) (ScrubReport, error) {
 			continue
 		}
 		rep.Revision = rev
-		c, cancel := s.op(ctx)
+		c, cancel := s.slow(ctx)
 		_, err = s.Client.Defragment(c, ep)
 		cancel()
 		if err != nil {
-			errs = append(errs, fmt.Errorf("etcdstore: scrub: defragment %s: %w", ep, err))
+			errs = append(errs, fmt.Errorf("etcdstore: scrub: defragment %s: %w", s.member(ep), err))
 			continue
 		}
 		rep.Defragmented++
@@ -154,15 +201,23 @@ func (s Scrub) Run(ctx context.Context, deleted bool) (ScrubReport, error) {
 	switch {
 	case due && len(errs) > 0:
 		return rep, s.keepPending(ctx, errors.Join(errs...))
-	case len(pending.Kvs) > 0:
+	case due:
 		// The mark goes only if no deletion marked it again meanwhile:
 		// that one's entry may be past the cut, so it waits for the next
 		// run.
+		ops := []clientv3.Op{}
+		if s.Clock != nil {
+			ops = append(ops, clientv3.OpPut(s.flushedKey(), strconv.FormatInt(s.Clock.Now().Unix(), 10)))
+		}
+		cmp := clientv3.Compare(clientv3.ModRevision(s.pendingKey()), "=", 0)
+		if pending != nil {
+			cmp = clientv3.Compare(clientv3.ModRevision(s.pendingKey()), "=", pending.ModRevision)
+			ops = append(ops, clientv3.OpDelete(s.pendingKey()))
+		}
 		c, cancel := s.op(ctx)
 		defer cancel()
-		cmp := clientv3.Compare(clientv3.ModRevision(s.pendingKey()), "=", pending.Kvs[0].ModRevision)
-		if _, err := s.Client.Txn(c).If(cmp).Then(clientv3.OpDelete(s.pendingKey())).Commit(); err != nil {
-			errs = append(errs, fmt.Errorf("etcdstore: scrub: clear pending mark: %w", err))
+		if _, err := s.Client.Txn(c).If(cmp).Then(ops...).Commit(); err != nil {
+			errs = append(errs, fmt.Errorf("etcdstore: scrub: record the flush: %w", err))
 		}
 	}
 	return rep, errors.Join(errs...)
@@ -191,17 +246,19 @@ func (s Scrub) compactOn(ctx context.Context, ep string) (int64, error) {
 	defer cancel()
 	r, err := s.Client.Put(c, s.Prefix+"scrub/compacted", "")
 	if err != nil {
-		return 0, fmt.Errorf("etcdstore: scrub: new revision to compact %s: %w", ep, err)
+		return 0, fmt.Errorf("etcdstore: scrub: new revision to compact %s: %w", s.member(ep), err)
 	}
 	rev := r.Header.Revision
 	conn, err := s.Client.Dial(ep)
 	if err != nil {
-		return 0, fmt.Errorf("etcdstore: scrub: compact %s: %w", ep, err)
+		return 0, fmt.Errorf("etcdstore: scrub: compact %s: %w", s.member(ep), err)
 	}
 	defer conn.Close()
 	kv := clientv3.NewKVFromKVClient(pb.NewKVClient(conn), s.Client)
-	if _, err := kv.Compact(c, rev, clientv3.WithCompactPhysical()); err != nil {
-		return 0, fmt.Errorf("etcdstore: scrub: compact %s to revision %d: %w", ep, rev, err)
+	sc, scancel := s.slow(ctx)
+	defer scancel()
+	if _, err := kv.Compact(sc, rev, clientv3.WithCompactPhysical()); err != nil {
+		return 0, fmt.Errorf("etcdstore: scrub: compact %s to revision %d: %w", s.member(ep), rev, err)
 	}
 	return rev, nil
 }
@@ -264,7 +321,7 @@ func (s Scrub) awaitApplied(ctx context.Context, missed map[string]bool) []error
 		cancel()
 		if err != nil {
 			missed[ep] = true
-			errs = append(errs, fmt.Errorf("etcdstore: scrub: status of %s: %w", ep, err))
+			errs = append(errs, fmt.Errorf("etcdstore: scrub: status of %s: %w", s.member(ep), err))
 			continue
 		}
 		target = max(target, st.RaftIndex)
@@ -282,7 +339,7 @@ func (s Scrub) awaitApplied(ctx context.Context, missed map[string]bool) []error
 }
 
 func (s Scrub) awaitMember(ctx context.Context, ep string, index uint64) error {
-	c, cancel := s.op(ctx)
+	c, cancel := s.slow(ctx)
 	defer cancel()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
@@ -293,7 +350,7 @@ func (s Scrub) awaitMember(ctx context.Context, ep string, index uint64) error {
 		}
 		select {
 		case <-c.Done():
-			return fmt.Errorf("etcdstore: scrub: %s did not apply the WAL filler (index %d): %v", ep, index, errors.Join(err, c.Err()))
+			return fmt.Errorf("etcdstore: scrub: %s did not apply the WAL filler (index %d): %v", s.member(ep), index, errors.Join(err, c.Err()))
 		case <-tick.C:
 		}
 	}
@@ -347,7 +404,66 @@ feed:
 func (s Scrub) op(ctx context.Context) (context.Context, context.CancelFunc) {
 	t := s.Timeout
 	if t <= 0 {
-		t = 30 * time.Second
+		t = 5 * time.Second
 	}
 	return context.WithTimeout(ctx, t)
+}
+
+func (s Scrub) slow(ctx context.Context) (context.Context, context.CancelFunc) {
+	t := s.SlowTimeout
+	if t <= 0 {
+		t = time.Minute
+	}
+	return context.WithTimeout(ctx, t)
+}
+
+// SnapshotCount is the --snapshot-count the store's sweep assumes of every
+// member; a member with a larger one would not snapshot past the flush
+// (docs/operating.md, "etcd settings for real deletion").
+const SnapshotCount = 1000
+
+// flushEvery bounds how long a deletion no sweep saw stays in the WAL.
+const flushEvery = time.Hour
+
+func (s *Store) scrubber(endpoints []string, names map[string]string) Scrub {
+	return Scrub{
+		Client:        s.c,
+		Endpoints:     endpoints,
+		Names:         names,
+		Prefix:        s.p,
+		SnapshotCount: SnapshotCount,
+		Timeout:       s.opts.OpTimeout,
+		FlushEvery:    flushEvery,
+		Clock:         s.clock,
+	}
+}
+
+// scrubPending marks the next scrub to flush, for a transaction that
+// deletes a secret outside a sweep.
+func (s *Store) scrubPending() clientv3.Op { return s.scrubber(nil, nil).Pending() }
+
+// scrub is the physical half of Sweep, on every member in the cluster's
+// member list; compacted says whether history was compacted on any.
+func (s *Store) scrub(ctx context.Context, deleted bool) (compacted bool, err error) {
+	op, cancel := s.op(ctx)
+	members, err := s.c.MemberList(op)
+	cancel()
+	if err != nil {
+		return false, fmt.Errorf("list members to scrub: %w", err)
+	}
+	var eps []string
+	names := map[string]string{}
+	var errs []error
+	for _, m := range members.Members {
+		if len(m.ClientURLs) == 0 {
+			errs = append(errs, fmt.Errorf("member %s has no client address to scrub", m.Name))
+			continue
+		}
+		eps = append(eps, m.ClientURLs[0])
+		names[m.ClientURLs[0]] = m.Name
+	}
+	rep, err := s.scrubber(eps, names).Run(ctx, deleted)
+	s.log.Info("etcdstore: scrub", "flushed", rep.Flushed, "flush_bytes", rep.FlushBytes,
+		"flush_entries", rep.FlushEntries, "defragmented", rep.Defragmented, "members", len(eps))
+	return rep.Revision > 0, errors.Join(append(errs, err)...)
 }

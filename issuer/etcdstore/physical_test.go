@@ -1,21 +1,27 @@
 package etcdstore
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/healthcode/healthcode/internal/forensic"
 	"github.com/healthcode/healthcode/internal/kek"
 	"github.com/healthcode/healthcode/internal/testcluster"
-	clientv3 "go.etcd.io/etcd/client/v3"
+	"github.com/healthcode/healthcode/issuer"
 )
 
 // purgeWait bounds the wait for every member's purge loop (every 30 s in
@@ -181,33 +187,16 @@ func storageWrites(t *testing.T, m *testcluster.Node) int64 {
 	return 0
 }
 
-// TestScrubForensicThreeMembers is invariant 5 on etcd from a disk thief's
-// side: records deleted as the sweep deletes them, then scrubbed, leave no
-// byte in any member's data directory. It also shows why the WAL flush is
-// there (compaction and defragmentation alone leave every deleted value in
-// every member's WAL) and measures what the scrub costs:
-//
-//	go test -count=1 -run TestScrubForensicThreeMembers -v ./issuer/etcdstore/
-func TestScrubForensicThreeMembers(t *testing.T) {
+// TestScrubLeavesNoWALWithoutFlush shows why the flush is there:
+// compaction and defragmentation alone clean every member's backend file
+// but leave every deleted value in every member's WAL.
+func TestScrubLeavesNoWALWithoutFlush(t *testing.T) {
 	ec := testcluster.StartEtcd(t)
 	cli := newClient(t, ec)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ps := writeSecrets(t, ctx, cli)
-
-	// Control: before deletion every member holds every record.
-	for _, m := range ec.Members {
-		h := hitsOn(t, m, ps)
-		for _, p := range ps {
-			if !strings.Contains(strings.Join(h, "\n"), p.What+" in ") {
-				t.Fatalf("control: %s not found on %s before deletion (hits: %v)", p.What, m.Name, h)
-			}
-		}
-	}
-
 	deleteSecrets(t, ctx, cli)
-	// Compaction and defragmentation alone clean the backend file but not
-	// the WAL.
 	rep, err := scrubOf(cli, ec).Run(ctx, false)
 	if err != nil {
 		t.Fatal(err)
@@ -226,33 +215,159 @@ func TestScrubForensicThreeMembers(t *testing.T) {
 			}
 		}
 	}
+}
+
+// fakeClock is a settable clock.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
+}
+
+// TestSweepForensic is invariant 5 on etcd from a disk thief's side, the
+// bbolt forensic test run on a 3-member cluster: records written through
+// the store (a sealed signing key, an audit entry and a policy history
+// entry with unique details) and deleted by its Sweep leave no byte in any
+// member's data directory (WAL, snapshots, backend file), while a control
+// finds each of them on every member before. It also measures what the
+// sweep's scrub costs:
+//
+//	go test -count=1 -run TestSweepForensic -v ./issuer/etcdstore/
+func TestSweepForensic(t *testing.T) {
+	ec := testcluster.StartEtcd(t)
+	cli := newClient(t, ec)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	key, _, err := kek.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
+	clk := &fakeClock{t: t0}
+	const prefix = "/forensic/"
+	s, err := New(ctx, cli, Options{Prefix: prefix, KEK: key, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	due, live := t0.Add(time.Hour), t0.Add(30*24*time.Hour)
+
+	tag := make([]byte, 8)
+	if _, err := rand.Read(tag); err != nil {
+		t.Fatal(err)
+	}
+	audit := "FORENSIC-AUDIT-" + hex.EncodeToString(tag)
+	note := "FORENSIC-POLICY-" + hex.EncodeToString(tag)
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutSigningKey(ctx, issuer.SigningKey{ID: "k-retired", Private: priv, Created: t0, ActiveAt: t0,
+		NotBefore: t0, NotAfter: due.Add(-time.Minute), DestroyAt: due}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendAudit(ctx, issuer.AuditEntry{Time: t0, Admin: "ops", Action: "attester.add", Detail: audit}, due); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendAudit(ctx, issuer.AuditEntry{Time: t0, Admin: "ops", Action: "policy.set", Detail: "LIVE-AUDIT"}, live); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutPolicy(ctx, issuer.PolicyRecord{Version: 1, Raw: []byte(`{"version":1,"note":"` + note + `"}`), Set: t0}, due); err != nil {
+		t.Fatal(err)
+	}
+	// Version 1 as it was stored while in force: replaced, it is history
+	// with a deadline, and its old value must go with it.
+	v1, err := cli.Get(ctx, prefix+"config/policy")
+	if err != nil || len(v1.Kvs) != 1 {
+		t.Fatalf("policy 1 as stored: %v %v", v1, err)
+	}
+	if err := s.PutPolicy(ctx, issuer.PolicyRecord{Version: 2, Raw: []byte(`{"version":2}`), Set: t0}, due); err != nil {
+		t.Fatal(err)
+	}
+
+	// What a thief must not find: the records as etcd holds them (the
+	// signing key's value carries its sealed private part), their details,
+	// and the private key in any form (never on disk, sealed or not).
+	ps := []forensic.Pattern{{What: "audit detail", Bytes: []byte(audit)}, {What: "policy 1 while in force", Bytes: v1.Kvs[0].Value}}
+	for _, dir := range []string{"keys/", "audit/", "policy_history/"} {
+		r, err := cli.Get(ctx, prefix+dir, clientv3.WithPrefix())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, kv := range r.Kvs {
+			if bytes.Contains(kv.Value, []byte("LIVE-AUDIT")) {
+				continue
+			}
+			ps = append(ps, forensic.Pattern{What: "stored " + dir + " record", Bytes: kv.Value})
+		}
+	}
+	if len(ps) != 5 {
+		t.Fatalf("%d patterns, want the key, audit entry and policy history records and two details", len(ps))
+	}
+	never := []forensic.Pattern{
+		{What: "private key", Bytes: priv},
+		{What: "private key seed", Bytes: priv.Seed()},
+		{What: "private key seed, base64", Bytes: []byte(base64.StdEncoding.EncodeToString(priv.Seed()))},
+		{What: "private key seed, hex", Bytes: []byte(hex.EncodeToString(priv.Seed()))},
+	}
+	for _, m := range ec.Members {
+		h := strings.Join(hitsOn(t, m, ps), "\n")
+		for _, p := range ps {
+			if !strings.Contains(h, p.What+" in ") {
+				t.Fatalf("control: %s not found on %s before the sweep (hits: %s)", p.What, m.Name, h)
+			}
+		}
+		if h := hitsOn(t, m, never); len(h) != 0 {
+			t.Fatalf("%s holds the signing key unsealed: %v", m.Name, h)
+		}
+	}
 
 	before := make([]int64, len(ec.Members))
 	for i, m := range ec.Members {
 		before[i] = storageWrites(t, m)
 	}
+	clk.Set(due)
 	start := time.Now()
-	rep, err = scrubOf(cli, ec).Run(ctx, true)
+	st, err := s.Sweep(ctx, due)
 	took := time.Since(start)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !rep.Flushed || rep.FlushBytes < WALSegmentBytes || rep.Defragmented != 3 {
-		t.Fatalf("scrub: %+v", rep)
+	if st.Deleted[issuer.CategoryAudit] != 1 || st.Deleted[issuer.CategorySigningKeys] != 1 ||
+		st.Deleted[issuer.CategoryPolicyHistory] != 1 || !st.Compacted {
+		t.Fatalf("sweep: %+v", st)
 	}
 	for i, m := range ec.Members {
-		t.Logf("%s wrote %.1f MB to storage during the scrub", m.Name, float64(storageWrites(t, m)-before[i])/1e6)
+		t.Logf("%s wrote %.1f MB to storage during the sweep", m.Name, float64(storageWrites(t, m)-before[i])/1e6)
 	}
-	purged := waitClean(t, ec.Members, ps)
-	t.Logf("scrub: %d entries, %.1f MB of filler, %s; every member clean %s after it returned", rep.FlushEntries, float64(rep.FlushBytes)/1e6, took.Round(time.Millisecond), purged.Round(time.Second))
+	purged := waitClean(t, ec.Members, append(ps, never...))
+	t.Logf("sweep with its scrub took %s; every member clean %s after it returned", took.Round(time.Millisecond), purged.Round(time.Second))
 
 	// Live state is untouched.
-	r, err := cli.Get(ctx, "/hc/policy/current")
-	if err != nil || len(r.Kvs) != 1 || !strings.Contains(string(r.Kvs[0].Value), "LIVE-POLICY") {
-		t.Fatalf("live policy after the scrub: %v %v", r, err)
+	if got, err := s.Audit(ctx); err != nil || len(got) != 1 || got[0].Detail != "LIVE-AUDIT" {
+		t.Fatalf("audit after the sweep: %v %v", got, err)
 	}
-	if r, err := cli.Get(ctx, "/hc/scrub/filler"); err != nil || len(r.Kvs) != 0 {
-		t.Fatalf("the flush wrote its filler to the keyspace: %v %v", r, err)
+	if p, err := s.Policy(ctx); err != nil || p.Version != 2 {
+		t.Fatalf("policy after the sweep: %+v %v", p, err)
+	}
+	// Nothing left to flush: the next sweep only compacts and defragments.
+	before[0] = storageWrites(t, ec.Members[0])
+	if _, err := s.Sweep(ctx, due.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if w := storageWrites(t, ec.Members[0]) - before[0]; w > WALSegmentBytes/2 {
+		t.Fatalf("a sweep that deleted nothing wrote %d bytes on %s: it flushed", w, ec.Members[0].Name)
 	}
 }
 

@@ -221,8 +221,8 @@ func (s *Store) casLoop(ctx context.Context, what string, attempt func() (bool, 
 
 // WithdrawSigningKey deletes signing key w.ID and records its withdrawal
 // until w.Until in one transaction; issuer.ErrNotFound if no such key is
-// held. The next sweep compacts and defragments, so no old revision keeps
-// even the sealed copy.
+// held. The next sweep flushes the WAL, compacts and defragments, so no
+// member keeps even the sealed copy.
 func (s *Store) WithdrawSigningKey(ctx context.Context, w issuer.WithdrawnKey) error {
 	if w.ID == "" {
 		return errors.New("etcdstore: withdrawn key: id is required")
@@ -253,7 +253,9 @@ func (s *Store) WithdrawSigningKey(ctx context.Context, w issuer.WithdrawnKey) e
 				cmps = append(cmps, unchanged(fk, rev))
 				ops = append(ops, clientv3.OpDelete(fk))
 			}
-			ops = append(ops, clientv3.OpPut(wk, v, leaseOpt(lease)...))
+			// The next sweep flushes the WAL past the sealed key's
+			// entries even if it deletes nothing itself.
+			ops = append(ops, clientv3.OpPut(wk, v, leaseOpt(lease)...), s.scrubPending())
 			r, err := s.txn(ctx, func(t clientv3.Txn) clientv3.Txn { return t.If(cmps...).Then(ops...) })
 			if err != nil {
 				return false, err

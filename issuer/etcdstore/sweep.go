@@ -7,15 +7,10 @@ import (
 	"fmt"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/healthcode/healthcode/issuer"
 )
-
-// defragTimeout bounds the defragmentation of one member: it rewrites the
-// member's whole backend file, longer than an ordinary request.
-const defragTimeout = time.Minute
 
 // deadlinePrefixes are the categories a sweep deletes from, with the
 // prefixes their records are under.
@@ -32,12 +27,13 @@ var deadlinePrefixes = []struct {
 // Sweep deletes every record whose deadline is at or before now (audit
 // entries, policy history, signing keys at DestroyAt, withdrawals, and
 // epoch keys whose epoch has ended), one range deletion per prefix, then
-// makes the deletion physical: etcd compacts its history at the current
-// revision (physically) and every member defragments its backend, so
-// neither old revisions nor freed pages keep a deleted value. Each run
-// compacts, also after deletions made outside a sweep (withdrawals,
-// replaced records). A member that cannot be reached is named in the error
-// after the others are done; the next sweep does it again.
+// makes the deletion physical with a scrub (physical.go): the write-ahead
+// log flushed past the deletions when there were any, history compacted
+// and every member defragmented, so neither the WAL, old revisions nor
+// freed pages keep a deleted value. Each run compacts, also after
+// deletions made outside a sweep (withdrawals, replaced records). A member
+// that cannot be reached is named in the error after the others are done;
+// the next sweep does it again.
 func (s *Store) Sweep(ctx context.Context, now time.Time) (issuer.SweepStats, error) {
 	stats := issuer.SweepStats{Deleted: map[string]int{
 		issuer.CategoryAudit: 0, issuer.CategorySigningKeys: 0, issuer.CategoryPolicyHistory: 0,
@@ -61,12 +57,12 @@ func (s *Store) Sweep(ctx context.Context, now time.Time) (issuer.SweepStats, er
 	if err != nil {
 		return stats, fmt.Errorf("etcdstore: sweep epoch keys: %w", err)
 	}
-	compacted, physErr := s.makePhysical(ctx)
-	stats.Compacted = compacted
 	total := 0
 	for _, n := range stats.Deleted {
 		total += n
 	}
+	compacted, physErr := s.scrub(ctx, total+epochs > 0)
+	stats.Compacted = compacted
 	s.log.Info("etcdstore: sweep finished", "deleted", total, "epoch_keys_deleted", epochs,
 		"compacted", stats.Compacted, "duration", time.Since(start))
 	if physErr != nil {
@@ -86,57 +82,6 @@ func (s *Store) deleteDue(ctx context.Context, prefix string, cutoff int64) (int
 		return 0, err
 	}
 	return int(resp.Deleted), nil
-}
-
-// makePhysical compacts etcd's history at the current revision, waits for
-// the compaction to reach the backend (physical), and defragments every
-// member; then afterDelete. compacted says whether the history was.
-func (s *Store) makePhysical(ctx context.Context) (compacted bool, err error) {
-	op, cancel := s.op(ctx)
-	cur, err := s.c.Get(op, s.key(keyKEKCheck), clientv3.WithCountOnly())
-	cancel()
-	if err != nil {
-		return false, fmt.Errorf("compact: read the revision: %w", err)
-	}
-	op, cancel = context.WithTimeout(ctx, defragTimeout)
-	_, err = s.c.Compact(op, cur.Header.Revision, clientv3.WithCompactPhysical())
-	cancel()
-	// Compacted already (another replica's sweep got there first) is fine.
-	if err != nil && !errors.Is(err, rpctypes.ErrCompacted) {
-		return false, fmt.Errorf("compact at revision %d: %w", cur.Header.Revision, err)
-	}
-	op, cancel = s.op(ctx)
-	members, err := s.c.MemberList(op)
-	cancel()
-	if err != nil {
-		return true, fmt.Errorf("list members to defragment: %w", err)
-	}
-	var errs []error
-	for _, m := range members.Members {
-		if len(m.ClientURLs) == 0 {
-			errs = append(errs, fmt.Errorf("member %s has no client address to defragment", m.Name))
-			continue
-		}
-		// A member that does not answer in OpTimeout is not waited for
-		// the long defragmentation bound.
-		op, cancel := s.op(ctx)
-		_, err := s.c.Status(op, m.ClientURLs[0])
-		cancel()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("defragment member %s: unreachable: %w", m.Name, err))
-			continue
-		}
-		op, cancel = context.WithTimeout(ctx, defragTimeout)
-		_, err = s.c.Defragment(op, m.ClientURLs[0])
-		cancel()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("defragment member %s: %w", m.Name, err))
-		}
-	}
-	if err := s.afterDelete(ctx); err != nil {
-		errs = append(errs, err)
-	}
-	return true, errors.Join(errs...)
 }
 
 // Inventory reports, per category this store holds (admin audit, signing
