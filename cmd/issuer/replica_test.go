@@ -264,6 +264,36 @@ func (c *replicaCluster) waitLeader() *replicaRun {
 	}
 }
 
+// demoAttestation is a fresh test-negative attestation signed with key as
+// demo-lab.
+func demoAttestation(t *testing.T, key ed25519.PrivateKey) string {
+	t.Helper()
+	now := time.Now()
+	var id [12]byte
+	rand.Read(id[:])
+	att, err := attestation.Sign(key, attestation.Claims{Attester: demoAttesterID, Kind: attestation.TestNegative,
+		At: now.Add(-time.Hour).Unix(), Expires: now.Add(24 * time.Hour).Unix(), ID: base64.RawURLEncoding.EncodeToString(id[:])})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return att
+}
+
+// redeem posts the attestations to base's /v1/tokens and returns the
+// status (0 if the request failed, reported with t.Error: it may run off
+// the test's goroutine).
+func redeem(t *testing.T, base string, atts ...string) int {
+	body, _ := json.Marshal(map[string][]string{"attestations": atts})
+	resp, err := http.Post(base+"/v1/tokens", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // getJSON GETs url into v and returns the status.
 func getJSON(t *testing.T, url string, v any) int {
 	t.Helper()
@@ -295,15 +325,7 @@ func TestReplicasServeAsOne(t *testing.T) {
 	}
 
 	// One attestation, three replicas, one moment.
-	now := time.Now()
-	var id [12]byte
-	rand.Read(id[:])
-	att, err := attestation.Sign(c.DemoKey, attestation.Claims{Attester: demoAttesterID, Kind: attestation.TestNegative,
-		At: now.Add(-time.Hour).Unix(), Expires: now.Add(24 * time.Hour).Unix(), ID: base64.RawURLEncoding.EncodeToString(id[:])})
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := json.Marshal(map[string][]string{"attestations": {att}})
+	att := demoAttestation(t, c.DemoKey)
 	codes := make([]int, len(c.Replicas))
 	start := make(chan struct{})
 	var wg sync.WaitGroup
@@ -312,14 +334,7 @@ func TestReplicasServeAsOne(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			resp, err := http.Post(r.URL+"/v1/tokens", "application/json", bytes.NewReader(body))
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			codes[n] = resp.StatusCode
+			codes[n] = redeem(t, r.URL, att)
 		}()
 	}
 	close(start)

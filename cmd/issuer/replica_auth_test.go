@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/healthcode/healthcode/internal/kek"
+	"github.com/healthcode/healthcode/internal/keyfile"
+	"github.com/healthcode/healthcode/internal/testcert"
+	"github.com/healthcode/healthcode/internal/testcluster"
+)
+
+// freeAddr is a free 127.0.0.1 port, as HOST:PORT.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startEtcdTLSAuth starts a one-member etcd serving clients over TLS with
+// the test certificate, with auth on and user root's password pw. It
+// returns the client URL.
+func startEtcdTLSAuth(t *testing.T, dir, certFile, keyFile, pw string) string {
+	t.Helper()
+	bin, err := exec.LookPath("etcd")
+	if err != nil {
+		t.Fatalf("etcd (Debian's etcd-server): %v", err)
+	}
+	client, peer := "https://"+freeAddr(t), "http://"+freeAddr(t)
+	cmd := exec.Command(bin, "--name", "tls", "--data-dir", filepath.Join(dir, "etcd"),
+		"--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "tls="+peer,
+		"--cert-file", certFile, "--key-file", keyFile, "--logger", "zap", "--log-outputs", "stderr")
+	var out logBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(testcluster.StopTimeout):
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+
+	tlsCfg, err := clientTLS("etcd", certFile, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client}, TLS: tlsCfg, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), testcluster.ReadyTimeout)
+	defer cancel()
+	for {
+		op, opCancel := context.WithTimeout(ctx, time.Second)
+		_, err := cli.Get(op, "ready")
+		opCancel()
+		if err == nil {
+			break
+		}
+		select {
+		case <-exited:
+			t.Fatalf("etcd exited:\n%s", out.String())
+		case <-ctx.Done():
+			t.Fatalf("etcd not ready: %v\n%s", err, out.String())
+		case <-time.After(50 * time.Millisecond): // a poll interval
+		}
+	}
+	if _, err := cli.RoleAdd(ctx, "root"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.UserAdd(ctx, "root", pw); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.UserGrantRole(ctx, "root", "root"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.AuthEnable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return client
+}
+
+// requirePass turns on a password on every node of a Redis Cluster
+// (masterauth first, so replicas keep replicating).
+func requirePass(t *testing.T, rc *testcluster.RedisCluster, pw string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, setting := range []string{"masterauth", "requirepass"} {
+		for _, n := range rc.Nodes {
+			c := redis.NewClient(&redis.Options{Addr: n.Addr, Password: map[bool]string{true: pw}[setting == "masterauth"]})
+			err := c.ConfigSet(ctx, setting, pw).Err()
+			c.Close()
+			if err != nil {
+				t.Fatalf("%s on %s: %v", setting, n.Addr, err)
+			}
+		}
+	}
+}
+
+// A replica reaches etcd over TLS (--etcd-ca) as an etcd user
+// (--etcd-user, --etcd-password-file) and a Redis Cluster that wants a
+// password (--redis-password-file), and redeems through them; a wrong
+// password is refused at start, naming the part.
+func TestReplicaTLSAndAuth(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, _ := testcert.SelfSigned(t, dir)
+	etcdURL := startEtcdTLSAuth(t, dir, certFile, keyFile, "etcd-secret")
+	rc := testcluster.StartRedis(t)
+	requirePass(t, rc, "redis-secret")
+
+	kekFile := filepath.Join(dir, "kek")
+	if _, _, err := kek.LoadOrCreate(kekFile); err != nil {
+		t.Fatal(err)
+	}
+	secret := func(name, pw string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(pw+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	etcdPW, redisPW, wrongPW := secret("etcd.pw", "etcd-secret"), secret("redis.pw", "redis-secret"), secret("wrong.pw", "wrong")
+	args := func(etcdPass, redisPass string) []string {
+		return []string{"serve", "--data", filepath.Join(dir, "data"), "--kek", kekFile, "--addr", "127.0.0.1:0", "--metrics-addr", "off",
+			"--etcd", etcdURL, "--etcd-ca", certFile, "--etcd-user", "root", "--etcd-password-file", etcdPass,
+			"--redis", strings.Join(rc.Addrs(), ","), "--redis-password-file", redisPass, "--redeem-rate", "0"}
+	}
+
+	for _, tc := range []struct {
+		etcdPass, redisPass, want string
+	}{
+		{wrongPW, redisPW, "issuer: etcd " + etcdURL + ": "},
+		{etcdPW, wrongPW, "issuer: redis " + strings.Join(rc.Addrs(), ",") + ": "},
+	} {
+		var stderr logBuffer
+		code := run(context.Background(), args(tc.etcdPass, tc.redisPass), strings.NewReader(""), io.Discard, &stderr)
+		if code != 1 || !strings.Contains(stderr.String(), tc.want) {
+			t.Fatalf("etcd password %s, redis password %s: exit %d, stderr %s; want 1 and %q", tc.etcdPass, tc.redisPass, code, stderr.String(), tc.want)
+		}
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &firstLine{ch: make(chan string, 1)}
+	var log logBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, append(args(etcdPW, redisPW), "--demo"), strings.NewReader(""), out, &log) }()
+	defer func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("replica exited %d:\n%s", code, log.String())
+		}
+	}()
+	var base string
+	select {
+	case chunk := <-out.ch:
+		line, _, _ := strings.Cut(chunk, "\n")
+		base = strings.TrimPrefix(line, "Healthcode issuer on ")
+	case code := <-done:
+		done <- code
+		t.Fatalf("replica exited %d before listening:\n%s", code, log.String())
+	}
+	var h struct {
+		Status string            `json:"status"`
+		Parts  map[string]string `json:"parts"`
+	}
+	if code := getJSON(t, base+"/healthz", &h); code != 200 || h.Status != "ok" || h.Parts["etcd"] != "ok" || h.Parts["redis"] != "ok" {
+		t.Fatalf("/healthz: %d %+v", code, h)
+	}
+	key, err := keyfile.Read(filepath.Join(dir, "data", demoAttesterFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := redeem(t, base, demoAttestation(t, key)); code != 200 {
+		t.Fatalf("a redemption through TLS and auth: %d", code)
+	}
+	if strings.Contains(log.String(), "etcd-secret") || strings.Contains(log.String(), "redis-secret") {
+		t.Fatalf("a password reached the log:\n%s", log.String())
+	}
+}
