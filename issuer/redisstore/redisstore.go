@@ -50,10 +50,10 @@
 // per epoch and process). Measured with BenchmarkRedeem (go test -run X
 // -bench BenchmarkRedeem -benchtime 3000x ./issuer/redisstore/: one
 // attestation with a secret, 16 at a time, a 3+3 cluster on the same
-// 2-core machine shared with other work, load average 12 to 13): 3.03
-// round trips per redemption (the rest: layout reloads); 0.22 to 0.46 ms
-// per redemption (2,200 to 4,600/s) without WAIT and 0.24 to 0.68 ms
-// (1,500 to 4,100/s) with WaitReplicas 1, over five runs — the spread is
+// 2-core machine shared with other work, load average 9 to 13): 3.03
+// round trips per redemption (the rest: layout reloads); 0.17 to 0.46 ms
+// per redemption (2,200 to 5,900/s) without WAIT and 0.21 to 0.68 ms
+// (1,500 to 4,700/s) with WaitReplicas 1, over five runs — the spread is
 // the machine's other load, not the store.
 //
 // Deletion (invariant 5). Redis's own expiry is not enough: its active
