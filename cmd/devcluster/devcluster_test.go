@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -21,16 +22,41 @@ import (
 // seconds, but the machine is shared.
 const commandTimeout = 4 * time.Minute
 
-// build compiles devcluster and the issuer into a temp dir, as make
-// cluster does into bin/.
-func build(t *testing.T) (devcluster, issuerBin string) {
-	t.Helper()
-	dir := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", dir+"/", "github.com/healthcode/healthcode/cmd/devcluster", "github.com/healthcode/healthcode/cmd/issuer")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+// The programs the tests run, built once into binDir (as make cluster
+// builds them into bin/).
+var (
+	binDir    string
+	buildOnce sync.Once
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
 	}
-	return filepath.Join(dir, "devcluster"), filepath.Join(dir, "issuer")
+	os.Exit(code)
+}
+
+// binaries returns the path of each program in binDir.
+func binaries(t *testing.T) (devcluster, issuerBin, verifierBin string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		if binDir, buildErr = os.MkdirTemp("", "devcluster-test-"); buildErr != nil {
+			return
+		}
+		args := []string{"build", "-o", binDir + "/"}
+		for _, p := range []string{"devcluster", "issuer", "verifier"} {
+			args = append(args, "github.com/healthcode/healthcode/cmd/"+p)
+		}
+		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, "devcluster"), filepath.Join(binDir, "issuer"), filepath.Join(binDir, "verifier")
 }
 
 type result struct {
@@ -110,7 +136,7 @@ func redeem(t *testing.T, url, att string) (int, string) {
 // A part that fails half way is named with its log, and everything the run
 // had started is stopped.
 func TestClusterUpFailureStopsWhatItStarted(t *testing.T) {
-	devcluster, _ := build(t)
+	devcluster, _, _ := binaries(t)
 	base := filepath.Join(t.TempDir(), "cluster-data")
 	// An "issuer" that prints a line and exits: etcd and Redis come up,
 	// the first replica does not.
@@ -151,7 +177,7 @@ func TestClusterUpFailureStopsWhatItStarted(t *testing.T) {
 // and etcd's member list hold them): one taken by another program is
 // named, with who needs it, before anything starts.
 func TestClusterUpNamesATakenPort(t *testing.T) {
-	devcluster, _ := build(t)
+	devcluster, _, _ := binaries(t)
 	base := filepath.Join(t.TempDir(), "cluster-data")
 	if err := os.MkdirAll(base, 0o700); err != nil {
 		t.Fatal(err)

@@ -54,25 +54,12 @@ func startIssuer(t *testing.T, bin, url string, args ...string) (stop func()) {
 	return stop
 }
 
-func buildAll(t *testing.T, dir string, pkgs ...string) {
-	t.Helper()
-	args := []string{"build", "-o", dir + "/"}
-	for _, p := range pkgs {
-		args = append(args, "github.com/healthcode/healthcode/cmd/"+p)
-	}
-	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-}
-
 // issuer migrate as an operator runs it: a bbolt issuer a verifier synced
 // from is stopped and migrated into a cluster's etcd; a replica started on
 // the migrated prefix serves a bundle the verifier, pinned to the old
 // fingerprint and holding the old bundle, accepts (same pin, no rollback).
 func TestMigrateThenServeAsReplica(t *testing.T) {
-	bin := t.TempDir()
-	buildAll(t, bin, "issuer", "verifier")
-	issuerBin, verifierBin := filepath.Join(bin, "issuer"), filepath.Join(bin, "verifier")
+	_, issuerBin, verifierBin := binaries(t)
 	work := t.TempDir()
 	data, kekFile := filepath.Join(work, "data"), filepath.Join(work, "data.kek")
 	bundleFile, verifierCfg := filepath.Join(work, "bundle.jws"), filepath.Join(work, "verifier.json")

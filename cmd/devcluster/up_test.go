@@ -20,7 +20,7 @@ import (
 // the same cluster back, which still refuses the attestation (Redis's AOF
 // kept the record), and down --clean deletes the directory.
 func TestClusterUpRedeemDown(t *testing.T) {
-	devcluster, issuerBin := build(t)
+	devcluster, issuerBin, _ := binaries(t)
 	base := filepath.Join(t.TempDir(), "cluster-data")
 	all := map[int]string{} // every pid ever started, to check at the end
 	t.Cleanup(func() {
