@@ -114,6 +114,25 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 		t.Fatalf("second migration into the same prefix: %+v, %v; want a refusal that wrote nothing", again, err)
 	}
 
+	// Migrated years later, every signing key, withdrawal and audit entry
+	// is past its deadline: none is copied (no migration brings back what
+	// a sweep would have deleted).
+	late, err := etcdstore.New(ctx, cli, etcdstore.Options{Prefix: "/late/", KEK: k})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	lateRep, err := migrate.FromBolt(ctx, src, late, time.Now().AddDate(5, 0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lateRep.Keys != 0 || lateRep.Withdrawals != 0 || lateRep.Audit != 0 || lateRep.Expired != rep.Keys+rep.Withdrawals+rep.Audit {
+		t.Errorf("five years late: %+v; want nothing with a deadline copied, %d left out", lateRep, rep.Keys+rep.Withdrawals+rep.Audit)
+	}
+	if keys, err := late.SigningKeys(ctx); err != nil || len(keys) != 0 {
+		t.Errorf("five years late, the prefix holds %d signing keys (%v)", len(keys), err)
+	}
+
 	// An issuer on the migrated state (its replay records in a store of
 	// its own: they are not migrated).
 	replay, err := boltstore.Open(t.TempDir(), boltstore.Options{KEK: k})
