@@ -101,11 +101,12 @@ func newLayout() (*layout, error) {
 
 // cluster is every server of a layout, in start order.
 type cluster struct {
-	base   string
-	l      *layout
-	etcd   []*server
-	redis  []*server
-	issuer []*server
+	base     string
+	l        *layout
+	redisCLI string
+	etcd     []*server
+	redis    []*server
+	issuer   []*server
 }
 
 func (c *cluster) all() []*server {
@@ -132,10 +133,13 @@ func (c *cluster) redisAddrs() []string {
 
 func (c *cluster) replicaURL(i int) string { return "http://" + addr(c.l.Issuer[i].HTTP) }
 
-// servers lays out every server's directory and command line. Binaries
-// are looked up only when needed (down runs without them).
-func servers(base string, l *layout, issuerBin string) *cluster {
-	c := &cluster{base: base, l: l}
+// programs are the paths of the servers and tools (none for down, which
+// only signals).
+type programs struct{ etcd, redis, redisCLI, issuer string }
+
+// servers lays out every server's directory and command line.
+func servers(base string, l *layout, bins programs) *cluster {
+	c := &cluster{base: base, l: l, redisCLI: bins.redisCLI}
 	var initial []string
 	for i, p := range l.Etcd {
 		initial = append(initial, fmt.Sprintf("etcd-%d=http://%s", i, addr(p.Peer)))
@@ -143,7 +147,7 @@ func servers(base string, l *layout, issuerBin string) *cluster {
 	for i, p := range l.Etcd {
 		name := fmt.Sprintf("etcd-%d", i)
 		client, peer := "http://"+addr(p.Client), "http://"+addr(p.Peer)
-		c.etcd = append(c.etcd, &server{name: name, addr: addr(p.Client), dir: filepath.Join(base, name), bin: "etcd", args: []string{
+		c.etcd = append(c.etcd, &server{name: name, addr: addr(p.Client), dir: filepath.Join(base, name), bin: bins.etcd, args: []string{
 			"--name", name,
 			"--data-dir", filepath.Join(base, name, "data"),
 			"--listen-client-urls", client,
@@ -164,7 +168,7 @@ func servers(base string, l *layout, issuerBin string) *cluster {
 	for i, p := range l.Redis {
 		name := fmt.Sprintf("redis-%d", i)
 		dir := filepath.Join(base, name)
-		c.redis = append(c.redis, &server{name: name, addr: addr(p.Port), dir: dir, bin: "redis-server", args: []string{
+		c.redis = append(c.redis, &server{name: name, addr: addr(p.Port), dir: dir, bin: bins.redis, args: []string{
 			"--port", strconv.Itoa(p.Port),
 			"--cluster-port", strconv.Itoa(p.Bus),
 			"--bind", "127.0.0.1",
@@ -184,7 +188,7 @@ func servers(base string, l *layout, issuerBin string) *cluster {
 	for i, p := range l.Issuer {
 		name := fmt.Sprintf("issuer-%d", i)
 		dir := filepath.Join(base, name)
-		c.issuer = append(c.issuer, &server{name: name, addr: addr(p.HTTP), dir: dir, bin: issuerBin, args: []string{
+		c.issuer = append(c.issuer, &server{name: name, addr: addr(p.HTTP), dir: dir, bin: bins.issuer, args: []string{
 			"serve",
 			"--etcd", strings.Join(c.etcdEndpoints(), ","),
 			"--redis", strings.Join(c.redisAddrs(), ","),
@@ -209,7 +213,7 @@ func up(ctx context.Context, base, issuerBin string, stdout io.Writer) error {
 		return err
 	}
 	if known {
-		c := servers(base, l, issuerBin)
+		c := servers(base, l, programs{})
 		var running, stopped []string
 		for _, s := range c.all() {
 			if s.running() != 0 {
@@ -246,21 +250,16 @@ func up(ctx context.Context, base, issuerBin string, stdout io.Writer) error {
 	if issuerPath, err = filepath.Abs(issuerPath); err != nil {
 		return err
 	}
-	c := servers(base, l, issuerPath)
-	for _, s := range append(c.etcd, c.redis[0]) {
-		pkg := map[string]string{"etcd": "etcd-server", "redis-server": "redis-server"}[s.bin]
-		p, err := exec.LookPath(s.bin)
-		if err != nil {
-			return fmt.Errorf("%s not found (install Debian's %s package): %v", s.bin, pkg, err)
+	bins := programs{issuer: issuerPath}
+	for _, b := range []struct {
+		path      *string
+		name, pkg string
+	}{{&bins.etcd, "etcd", "etcd-server"}, {&bins.redis, "redis-server", "redis-server"}, {&bins.redisCLI, "redis-cli", "redis-tools"}} {
+		if *b.path, err = exec.LookPath(b.name); err != nil {
+			return fmt.Errorf("%s not found (install Debian's %s package): %v", b.name, b.pkg, err)
 		}
-		s.bin = p
 	}
-	for _, s := range c.redis {
-		s.bin = c.redis[0].bin
-	}
-	for _, s := range c.etcd {
-		s.bin = c.etcd[0].bin
-	}
+	c := servers(base, l, bins)
 	if err := c.start(ctx); err != nil {
 		left := c.stopStarted()
 		msg := err.Error() + "\nstopped what this run had started"
@@ -329,7 +328,7 @@ func (c *cluster) start(ctx context.Context) error {
 		args := append([]string{"--cluster", "create"}, c.redisAddrs()...)
 		args = append(args, "--cluster-replicas", "1", "--cluster-yes")
 		cctx, cancel := context.WithTimeout(ctx, readyTimeout)
-		out, err := exec.CommandContext(cctx, "redis-cli", args...).CombinedOutput()
+		out, err := exec.CommandContext(cctx, c.redisCLI, args...).CombinedOutput()
 		cancel()
 		if err != nil {
 			return fmt.Errorf("redis-cli --cluster create: %v\n%s", err, out)
@@ -425,7 +424,7 @@ func down(base string, clean bool, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "devcluster: no cluster in %s\n", base)
 		return nil
 	}
-	c := servers(base, l, "")
+	c := servers(base, l, programs{})
 	stopped := 0
 	for _, tier := range [][]*server{c.issuer, c.redis, c.etcd} {
 		var pgids []int
