@@ -90,8 +90,10 @@ type Issuer struct {
 	invAt       time.Time
 	invStats    []CategoryStat
 
-	// sweepInterval wakes Run when a policy changes the sweep interval.
+	// sweepInterval wakes Run when a policy changes the sweep interval;
+	// sweepNow has it sweep at once (a key withdrawn on a shared state).
 	sweepInterval chan struct{}
+	sweepNow      chan struct{}
 }
 
 // New loads the issuer's state, creating keys and the default policy on
@@ -116,7 +118,7 @@ func New(ctx context.Context, cfg Config) (*Issuer, error) {
 		cfg.InventoryRefresh = DefaultInventoryRefresh
 	}
 	i := &Issuer{store: cfg.Store, state: cfg.State, clock: cfg.Clock, log: cfg.Logger,
-		invRounding: cfg.InventoryRounding, invRefresh: cfg.InventoryRefresh, sweepInterval: make(chan struct{}, 1)}
+		invRounding: cfg.InventoryRounding, invRefresh: cfg.InventoryRefresh, sweepInterval: make(chan struct{}, 1), sweepNow: make(chan struct{}, 1)}
 	i.sharing, _ = cfg.State.(Sharing)
 
 	// All of the start under the schedule lock: replicas starting together

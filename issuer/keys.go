@@ -44,8 +44,25 @@ func (i *Issuer) reloadKeys(ctx context.Context) error {
 		signers[k.ID] = s
 	}
 	i.mu.Lock()
+	known := make(map[string]bool, len(i.withdrawn))
+	for _, w := range i.withdrawn {
+		known[w.ID] = true
+	}
+	fresh := false
+	for _, w := range withdrawn {
+		fresh = fresh || !known[w.ID]
+	}
+	loaded := i.signers != nil
 	i.keys, i.signers, i.withdrawn = keys, signers, withdrawn
 	i.mu.Unlock()
+	if fresh && loaded && i.sharing != nil {
+		// A key revoked through any replica: the leader's Run sweeps at
+		// once, so its sealed private part leaves etcd's history.
+		select {
+		case i.sweepNow <- struct{}{}:
+		default:
+		}
+	}
 	return nil
 }
 
@@ -239,7 +256,13 @@ func (i *Issuer) RevokeKey(ctx context.Context, admin, kid string) (Revocation, 
 		return rev, err
 	}
 	// Compact now rather than at the next scheduled sweep: until then the
-	// sealed private key sits in a freed page.
+	// sealed private key sits in a freed page. On a shared state a sweep
+	// spans the cluster (etcd's compaction and defragmentation, every
+	// Redis node's rewrite): the leader runs it at once instead, woken by
+	// the withdrawal (reloadKeys), and the admin call does not wait.
+	if i.sharing != nil {
+		return rev, nil
+	}
 	if _, err := i.Sweep(ctx); err != nil {
 		i.log.Error("sweep after a key revocation failed; the next sweep retries", "err", err)
 	}

@@ -414,3 +414,49 @@ func TestReplicaRefreshWakesRun(t *testing.T) {
 	r.clock.Advance(30 * time.Minute)
 	waitSweep("when the interval set through another replica ended")
 }
+
+// A key revoked through a follower is swept by the leader at once (its
+// sealed private part leaves the state's history), not at the next
+// interval; the follower's admin call does not run the cluster-wide sweep
+// itself.
+func TestReplicaRevocationSweptByLeader(t *testing.T) {
+	ctx := context.Background()
+	swept := sweepSignal{make(chan struct{}, 16)}
+	r := startReplicas(t, 1, nil, nil)
+	leader, err := r.start(nil, slog.New(swept))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- leader.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	select {
+	case <-swept.ch:
+	case <-time.After(20 * time.Second): // a failure bound
+		t.Fatal("no sweep at start")
+	}
+	follower := r.iss[0]
+	kid := follower.Keys()[0].ID
+	if _, err := follower.RevokeKey(ctx, "ops", kid); err != nil {
+		t.Fatal(err)
+	}
+	if err := leader.Refresh(ctx); err != nil { // the leader's watch
+		t.Fatal(err)
+	}
+	select {
+	case <-swept.ch:
+	case <-time.After(20 * time.Second): // a failure bound, not a wait for time to pass
+		t.Fatal("the leader did not sweep after a key was revoked through another replica")
+	}
+	for _, k := range leader.Keys() {
+		if k.ID == kid {
+			t.Fatalf("the leader still holds revoked key %s", kid)
+		}
+	}
+}

@@ -32,8 +32,13 @@ func (i *Issuer) Sweep(ctx context.Context) (SweepStats, error) {
 // downtime), then the key schedule, bundle refresh and sweep every
 // retention.sweep_interval, until ctx ends. A policy that changes the
 // interval takes effect at once: the next sweep is due one new interval
-// after the last one (at once if that has passed).
+// after the last one (at once if that has passed). On a shared state, a
+// key withdrawn through any replica has it sweep at once.
 func (i *Issuer) Run(ctx context.Context) error {
+	select {
+	case <-i.sweepNow: // the first sweep covers it
+	default:
+	}
 	for {
 		last := i.clock.Now() // intervals run from the start of a sweep
 		if _, err := i.Sweep(ctx); err != nil {
@@ -55,6 +60,9 @@ func (i *Issuer) Run(ctx context.Context) error {
 				return nil
 			case <-i.sweepInterval:
 				stop() // the interval changed: recompute next
+			case <-i.sweepNow:
+				stop()
+				break wait
 			case <-fired:
 				break wait
 			}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/healthcode/healthcode/attestation"
+	"github.com/healthcode/healthcode/bundle"
 	"github.com/healthcode/healthcode/internal/kek"
 	"github.com/healthcode/healthcode/internal/keyfile"
 	"github.com/healthcode/healthcode/internal/testcluster"
@@ -294,6 +295,36 @@ func redeem(t *testing.T, base string, atts ...string) int {
 	return resp.StatusCode
 }
 
+// pin is the bundle key fingerprint the replica publishes.
+func (r *replicaRun) pin(t *testing.T) string {
+	t.Helper()
+	return strings.TrimSpace(r.get(t, "/.well-known/healthcode/pin"))
+}
+
+// bundle is the trust bundle the replica serves, opened under pin.
+func (r *replicaRun) bundle(t *testing.T, pin string) *bundle.Bundle {
+	t.Helper()
+	b, err := bundle.Open(r.get(t, "/.well-known/healthcode/bundle"), pin)
+	if err != nil {
+		t.Fatalf("%s: %v", r.Name, err)
+	}
+	return b
+}
+
+func (r *replicaRun) get(t *testing.T, path string) string {
+	t.Helper()
+	resp, err := http.Get(r.URL + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s%s: %d %v", r.URL, path, resp.StatusCode, err)
+	}
+	return string(b)
+}
+
 // getJSON GETs url into v and returns the status.
 func getJSON(t *testing.T, url string, v any) int {
 	t.Helper()
@@ -399,6 +430,48 @@ func TestReplicasServeAsOne(t *testing.T) {
 		}
 		if got[issuer.CategoryReplay] != 1 || got[issuer.CategoryCounts] != 1 || got[issuer.CategorySigningKeys] == 0 || got[issuer.CategoryConfiguration] == 0 || len(got) != 6 {
 			t.Fatalf("%s inventory %v: want one replay record, one day counted, signing keys, configuration, and six categories", r.Name, got)
+		}
+	}
+
+	// The key that signs, revoked through replica 2 with the admin CLI:
+	// every replica serves a bundle that withdraws it within a second, and
+	// redeems with the new key.
+	pin := c.Replicas[0].pin(t)
+	signing := ""
+	for _, k := range c.Replicas[0].bundle(t, pin).Keys {
+		if k.Status == bundle.StatusCurrent {
+			signing = k.ID
+		}
+	}
+	var out strings.Builder
+	stderr.Reset()
+	began := time.Now()
+	if code := run(context.Background(), []string{"admin", "keys", "revoke", signing, "--json", "--url", c.Replicas[2].URL, "--token-file", c.AdminTokenFile()},
+		strings.NewReader(""), &out, &stderr); code != 0 {
+		t.Fatalf("admin keys revoke: exit %d: %s", code, stderr.String())
+	}
+	revoked := time.Now()
+	t.Logf("revocation through a replica took %s", revoked.Sub(began).Round(time.Millisecond))
+	var rev httpapi.RevocationJSON
+	if err := json.Unmarshal([]byte(out.String()), &rev); err != nil || rev.Kid != signing || rev.SigningKid == signing {
+		t.Fatalf("revocation %s: %+v, %v", out.String(), rev, err)
+	}
+	for _, r := range c.Replicas {
+		for {
+			b := r.bundle(t, pin)
+			if b.Sequence >= rev.BundleSequence && b.IsWithdrawn(signing) {
+				if k, ok := b.Find(rev.SigningKid); !ok || k.Status != bundle.StatusCurrent {
+					t.Fatalf("%s serves bundle %d without %s as the current key", r.Name, b.Sequence, rev.SigningKid)
+				}
+				break
+			}
+			if time.Since(revoked) > time.Second {
+				t.Fatalf("%s serves bundle %d a second after bundle %d withdrew %s", r.Name, b.Sequence, rev.BundleSequence, signing)
+			}
+			time.Sleep(10 * time.Millisecond) // a poll interval: the watch decides when it changes
+		}
+		if code := redeem(t, r.URL, demoAttestation(t, c.DemoKey)); code != 200 {
+			t.Fatalf("%s: a redemption after the revocation: %d", r.Name, code)
 		}
 	}
 
