@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/healthcode/healthcode/bundle"
 	"github.com/healthcode/healthcode/policy"
@@ -33,6 +34,13 @@ import (
 //     sign a bundle only for an admin action made through them, or at
 //     their start when nothing is published yet.
 
+// ScheduleLockWait bounds the wait for the replicas' schedule lock. A
+// replica that dies holding it loses it when its etcd session lapses
+// (seconds); a wait this long means the state is unreachable, and an
+// admin call (whose context has no deadline) must fail rather than hold
+// i.sched, which the watch's Refresh needs too.
+const ScheduleLockWait = 30 * time.Second
+
 // lockSchedule takes the schedule lock: i.sched, and on a shared state the
 // replicas' lock too, after which what the lock guards is re-read from the
 // state. unlock releases both.
@@ -41,7 +49,9 @@ func (i *Issuer) lockSchedule(ctx context.Context) (unlock func(), err error) {
 	if i.sharing == nil {
 		return i.sched.Unlock, nil
 	}
-	release, err := i.sharing.LockSchedule(ctx)
+	wait, cancel := context.WithTimeout(ctx, ScheduleLockWait)
+	release, err := i.sharing.LockSchedule(wait)
+	cancel()
 	if err != nil {
 		i.sched.Unlock()
 		return nil, fmt.Errorf("issuer: schedule lock: %w", err)
