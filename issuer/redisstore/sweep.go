@@ -15,8 +15,9 @@ import (
 	"github.com/healthcode/healthcode/issuer"
 )
 
-// scanCount is SCAN's COUNT: keys looked at per call, and so the size of
-// one pipeline of deletions.
+// scanCount is SCAN's COUNT: keys looked at per call, and so at most the
+// records one sweepRecords call reads (the master serves nothing else
+// while it runs, so the batch stays small).
 const scanCount = 1000
 
 // pollEvery is how often Sweep asks a node whether its rewrite, snapshot
@@ -108,8 +109,8 @@ func (s *Store) Sweep(ctx context.Context, now time.Time) (issuer.SweepStats, er
 	// What was deleted is made physical even if a master failed.
 	perr := s.persist(ctx)
 	if perr == nil {
-		// The cluster's layout lists no node it deems failing: those
-		// keep their stale files until they rejoin and a sweep runs.
+		// Nodes the cluster deems failing were not rewritten: they keep
+		// their stale files until they rejoin and a sweep runs. Say so.
 		perr = failingNodes(ctx, s.c)
 	}
 	st.Compacted = perr == nil
