@@ -66,7 +66,7 @@
 //     the others whose stored deadline has passed by the store's clock
 //     (Redis goes by its own), and the aggregate counts past their
 //     deadline (from the index of days);
-//   - waits until every replica has applied those deletions;
+//   - waits until every online replica has applied those deletions;
 //   - rewrites the AOF of every node, masters and replicas, and waits
 //     until each rewrite is done (Redis 7 then unlinks the old base and
 //     incremental files);
