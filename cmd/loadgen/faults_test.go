@@ -285,15 +285,35 @@ func TestFaultReplicaKilledUnderLoad(t *testing.T) {
 }
 
 // TestFaultRedisMasterKilledUnderLoad: a Redis master SIGKILLed under load
-// through two replicas (WAIT for one Redis replica, AOF always). Its
-// replica is promoted; with one Redis replica per master, WAIT refuses
-// writes on that shard until the old master is back as a replica, so the
-// test restarts it (as an operator's supervisor would). Redemptions
-// resume: the outage, from the kill to the last failed request, is logged
-// (issue 13 item 4's figure) and bounded generously; no answered
-// attestation redeems again.
+// through two replicas (AOF always), its replica promoted.
+//
+// With --redis-wait 1 (WAIT for one Redis replica before answering): with
+// one Redis replica per master, WAIT refuses writes on that shard until
+// the old master is back as a replica, so the test restarts it (as an
+// operator's supervisor would); no answered attestation redeems again.
+//
+// With --redis-wait 0 (the replicas' default) the promoted replica serves
+// at once; answered attestations it never received (replication is
+// asynchronous) redeem again: counted and logged, what a failover can
+// lose.
+//
+// Either way redemptions resume: the longest any request waited after the
+// kill and the last failure are logged (issue 13 item 4's figure), the
+// wait bounded by redemptionResume.
 func TestFaultRedisMasterKilledUnderLoad(t *testing.T) {
-	s := startReplicaSet(t, 2, nil, "--redis-wait", "1")
+	for _, wait := range []int{1, 0} {
+		t.Run(fmt.Sprintf("redis-wait=%d", wait), func(t *testing.T) { redisMasterKilled(t, wait) })
+	}
+}
+
+// redemptionResume bounds how long a request may wait after a Redis
+// master is killed: measured 4.5–5.8 s here (promotion after 2.9–3.8 s with
+// cluster-node-timeout 2000); a client that kept dialling the dead master
+// (go-redis's defaults: 57 s) would exceed it.
+const redemptionResume = 30 * time.Second
+
+func redisMasterKilled(t *testing.T, wait int) {
+	s := startReplicaSet(t, 2, nil, "--redis-wait", fmt.Sprint(wait))
 	l := startFaultLoad(t, s.key, map[int]string{0: s.replicas[0].URL, 1: s.replicas[1].URL}, 12, 40000)
 	l.waitFor(t, "200 redemptions before the kill", func(outs []outcome) bool { return countOK(outs, time.Time{}) >= 200 })
 
@@ -302,10 +322,10 @@ func TestFaultRedisMasterKilledUnderLoad(t *testing.T) {
 		t.Fatalf("masters: %d, %v", len(masters), err)
 	}
 	victim := masters[0]
+	killed := time.Now()
 	if err := victim.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	killed := time.Now()
 	var promoted time.Duration
 	deadline := killed.Add(faultBound)
 	for {
@@ -319,10 +339,13 @@ func TestFaultRedisMasterKilledUnderLoad(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err := s.redis.Restart(victim); err != nil {
-		t.Fatal(err)
+	restarted := "not restarted"
+	if wait > 0 {
+		if err := s.redis.Restart(victim); err != nil {
+			t.Fatal(err)
+		}
+		restarted = fmt.Sprintf("restarted at %s", time.Since(killed).Round(time.Millisecond))
 	}
-	restarted := time.Since(killed)
 	// Resumed: 300 answers in a row, all 200, after the last failure (a
 	// shard still refusing would fail about one request in three).
 	const streak = 300
@@ -355,12 +378,39 @@ func TestFaultRedisMasterKilledUnderLoad(t *testing.T) {
 	if last := lastFailure(outs); !last.IsZero() {
 		lastFail = last.Sub(killed)
 	}
-	if held > faultBound {
-		t.Errorf("a request was held %s after the kill (bound %s)", held, faultBound)
+	if held > redemptionResume || lastFail > redemptionResume {
+		t.Errorf("redemptions held %s and failing until %s after the kill (bound %s)", held, lastFail, redemptionResume)
 	}
-	n := refusedAgain(t, outs, s.urls(0, 1))
-	t.Logf("Redis master killed under load: replica promoted after %s, old master restarted at %s; the longest a request waited after the kill %s; %d failed %v (the last %s after the kill), then %d+ in a row answered; %d answered, each refused when sent again",
-		promoted.Round(time.Millisecond), restarted.Round(time.Millisecond), held.Round(time.Millisecond), failed, kinds, lastFail.Round(time.Millisecond), streak, n)
+	var answered, lost int
+	if wait > 0 {
+		answered = refusedAgain(t, outs, s.urls(0, 1))
+	} else {
+		answered, lost = redeemedAgain(t, outs, s.urls(0, 1))
+	}
+	t.Logf("--redis-wait %d, Redis master killed under load: replica promoted after %s, old master %s; the longest a request waited after the kill %s; %d failed %v (the last %s after the kill), then %d+ in a row answered; of %d answered, %d redeemed again",
+		wait, promoted.Round(time.Millisecond), restarted, held.Round(time.Millisecond), failed, kinds, lastFail.Round(time.Millisecond), streak, answered, lost)
+}
+
+// redeemedAgain re-sends every attestation answered 200 and counts those
+// that redeem again (lost in a failover); any answer but 200 or
+// already_redeemed fails the test.
+func redeemedAgain(t *testing.T, outs []outcome, urls []string) (answered, lost int) {
+	t.Helper()
+	client := newClient(8, 10*time.Second)
+	for _, o := range outs {
+		if o.status != http.StatusOK {
+			continue
+		}
+		status, code, _ := redeemOnce(client, urls[answered%len(urls)], o.att)
+		answered++
+		switch {
+		case status == http.StatusOK:
+			lost++
+		case status != http.StatusConflict || code != issuer.CodeAlreadyRedeemed:
+			t.Errorf("an answered attestation sent again: %d %q", status, code)
+		}
+	}
+	return answered, lost
 }
 
 func lastFailure(outs []outcome) time.Time {
