@@ -24,10 +24,11 @@ import (
 // TestForensicAfterSweep is invariant 5 on the real 3+3 cluster: redeem
 // records with secrets (and retry some), let their deadlines pass by the
 // store's clock — Redis, going by its wall clock, still holds them — and
-// Sweep. Then a byte search of every node's directory (AOF base and
-// incremental files, RDB, nodes.conf) finds none of the record keys, their
-// hashes, the secret hashes, the markers, the day's count key, the
-// secrets, the attester or the ids. A control search before the sweep
+// Sweep. No API answers with them, Redis holds none of their keys, and a
+// byte search of every node's directory (AOF base and incremental files,
+// RDB, nodes.conf) finds none of the record keys, their hashes, the
+// secret hashes, the markers, the day's count key, the secrets, the
+// attester or the ids. A control search before the sweep
 // finds the record keys on two nodes each (master and replica), and in
 // the RDB file a restarted replica kept from its full resynchronisation,
 // so the search would see them.
@@ -55,6 +56,7 @@ func TestForensicAfterSweep(t *testing.T) {
 	}
 	add("attester", []byte(attester), false)
 	const n = 24
+	var rks []issuer.ReplayKey
 	for i := 0; i < n; i++ {
 		secret := make([]byte, secretSize)
 		if _, err := rand.Read(secret); err != nil {
@@ -62,6 +64,7 @@ func TestForensicAfterSweep(t *testing.T) {
 		}
 		rk := issuer.ReplayKey{Attester: attester, ID: fmt.Sprintf("forensic-id-%03d", i), Deadline: t0.Add(72 * time.Hour),
 			Accepted: t0.Add(96 * time.Hour), Secret: secret}
+		rks = append(rks, rk)
 		r := issuer.Redemption{Replay: []issuer.ReplayKey{rk}, MaxRetries: 1, Colour: policy.Green, Day: day, CountDeadline: t0.Add(2 * time.Hour)}
 		if _, err := s.Redeem(ctx, r); err != nil {
 			t.Fatal(err)
@@ -151,6 +154,21 @@ func TestForensicAfterSweep(t *testing.T) {
 	t.Logf("Sweep of %d records on a 3+3 cluster: %s (AOF rewrite and snapshot on 6 nodes)", n, time.Since(started).Round(time.Millisecond))
 	if st.Deleted[issuer.CategoryReplay] != n || st.Deleted[issuer.CategoryCounts] != 1 {
 		t.Fatalf("Sweep: %+v, want %d records and 1 count deleted", st, n)
+	}
+	// No API answers with them: the next period's check finds nothing to
+	// refuse (even with no secret), and the day's counts are gone.
+	for i, rk := range rks {
+		next := rk
+		next.Deadline, next.Secret = t0.Add(90*time.Hour), nil
+		if err := s.Redeemed(ctx, []issuer.ReplayKey{next}, 0); err != nil {
+			t.Fatalf("attestation %d after the sweep: %v, want no record", i, err)
+		}
+		if held, err := c.Exists(ctx, recordKeyOf(t, s, rk)).Result(); err != nil || held != 0 {
+			t.Fatalf("attestation %d: its record key is still held (%v)", i, err)
+		}
+	}
+	if m, err := s.Counts(ctx, day); err != nil || len(m) != 0 {
+		t.Fatalf("the day's counts after the sweep: %v %v", m, err)
 	}
 	var left []string
 	var files []string
