@@ -163,7 +163,12 @@ func (i *Issuer) Redeem(ctx context.Context, req Request) (*Batch, error) {
 			return nil, &RedeemError{Index: n, Code: attestation.CodeTooLong, Kind: KindRefused,
 				Message: "attestation expires too far ahead: its replay record would outlive retention.replay"}
 		}
-		replay[n] = ReplayKey{Attester: ev.Attester, ID: ev.ID, Deadline: deadline, Secret: req.Secret, Accepted: accepted[n]}
+		// Filed by the skew the policy may grow to, not the one in force:
+		// a store that names a pair's record by Accepted (redisstore's
+		// epochs) must find it again after a policy changes the skew, or
+		// on a replica that has not yet seen the change.
+		filed := ceil(ev.Expires.Add(policy.MaxClockSkew), time.Hour)
+		replay[n] = ReplayKey{Attester: ev.Attester, ID: ev.ID, Deadline: deadline, Secret: req.Secret, Accepted: filed}
 	}
 
 	hint := ""

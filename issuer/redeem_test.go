@@ -3,14 +3,17 @@ package issuer_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/healthcode/healthcode/attestation"
 	"github.com/healthcode/healthcode/issuer"
+	"github.com/healthcode/healthcode/issuer/boltstore"
 	"github.com/healthcode/healthcode/issuer/issuertest"
 	"github.com/healthcode/healthcode/policy"
 	"github.com/healthcode/healthcode/verifier"
@@ -521,4 +524,77 @@ func TestRetryAfterRevocationReplacesTheCodes(t *testing.T) {
 	// A stranger holding the attestation still gets nothing.
 	_, err = redeem(env, nil, att)
 	wantRefused(t, err, issuer.KindConflict, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
+}
+
+// recordingStore keeps the replay keys of every redemption it records.
+type recordingStore struct {
+	issuer.Store
+	mu   sync.Mutex
+	keys []issuer.ReplayKey
+}
+
+func (s *recordingStore) Redeem(ctx context.Context, r issuer.Redemption) (issuer.RedeemResult, error) {
+	s.mu.Lock()
+	s.keys = append(s.keys, r.Replay...)
+	s.mu.Unlock()
+	return s.Store.Redeem(ctx, r)
+}
+
+// A replay key's Accepted does not follow the clock skew of the policy in
+// force: a store that names a pair's record by it (redisstore files it
+// under the epoch ending at or after Accepted) must find the first
+// redemption's record after a policy changed the skew, and on a replica
+// that has not seen the change yet, or the attestation would redeem twice
+// in one period.
+func TestReplayKeyAcceptedIgnoresThePolicysSkew(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	clock := issuertest.NewClock(rt0)
+	db, err := boltstore.Open(dir, boltstore.Options{Clock: clock, KEK: issuertest.KEKBeside(t, dir)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	rec := &recordingStore{Store: db}
+	iss, err := issuer.New(ctx, issuer.Config{Store: rec, State: db, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := make([]byte, ed25519.SeedSize)
+	seed[0] = 7
+	lab := ed25519.NewKeyFromSeed(seed)
+	if err := iss.AddAttester(ctx, "test", "lab", lab.Public().(ed25519.PublicKey)); err != nil {
+		t.Fatal(err)
+	}
+	// Expiring at 09:40: plus 5 minutes it rounds up to 10:00, plus 30
+	// minutes to 11:00.
+	exp := rt0.Add(29*24*time.Hour + 23*time.Minute)
+	att, err := attestation.Sign(lab, attestation.Claims{Attester: "lab", Kind: attestation.Recovery,
+		At: rt0.Add(-24 * time.Hour).Unix(), Expires: exp.Unix(), ID: "rec-skew"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := iss.Redeem(ctx, issuer.Request{Attestations: []string{att}, Secret: secret(7)}); err != nil {
+		t.Fatal(err)
+	}
+	p := policy.Default()
+	p.Version = 2
+	p.Tokens.ClockSkew = policy.Duration(30 * time.Minute)
+	if err := iss.SetPolicy(ctx, "test", p); err != nil {
+		t.Fatal(err)
+	}
+	b, err := iss.Redeem(ctx, issuer.Request{Attestations: []string{att}, Secret: secret(7)})
+	if err != nil || !b.Retry {
+		t.Fatalf("the owner's retry after the skew changed: %v", err)
+	}
+	if len(rec.keys) != 2 {
+		t.Fatalf("%d replay keys recorded, want 2", len(rec.keys))
+	}
+	first, again := rec.keys[0], rec.keys[1]
+	if !first.Accepted.Equal(again.Accepted) {
+		t.Fatalf("Accepted %s at skew 5m, %s at skew 30m: want one instant for the pair", first.Accepted, again.Accepted)
+	}
+	if want := ceilHour(exp.Add(policy.MaxClockSkew)); !first.Accepted.Equal(want) || first.Accepted.Before(first.Deadline) {
+		t.Fatalf("Accepted %s (deadline %s), want %s", first.Accepted, first.Deadline, want)
+	}
 }

@@ -43,8 +43,10 @@ type ReplayKey struct {
 	Deadline time.Time // end of the renewal period (hour-rounded); not part of the lookup
 	Secret   []byte    // the wallet's per-attestation secret (32 bytes) or nil
 	// Accepted is the last instant the attestation can be redeemed at all
-	// (its expiry plus clock skew, rounded up to the hour), the same for
-	// every redemption of the pair; no lookup of the pair comes after it.
+	// under any policy (its expiry plus the largest clock skew a policy
+	// may set, rounded up to the hour), the same for every redemption of
+	// the pair whatever the policy in force; no lookup of the pair comes
+	// after it, and it is never before Deadline.
 	// A store may file every record of the pair by it (one epoch for all
 	// its renewal periods). Zero: not known (the store uses Deadline).
 	Accepted time.Time
