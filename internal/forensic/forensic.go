@@ -5,6 +5,7 @@ package forensic
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -18,15 +19,23 @@ type Pattern struct {
 	Bytes []byte
 }
 
-// Files reads every file under dir, by path.
+// Files reads every file under dir, by path. A file that vanishes between
+// the listing and its read (a running server purging or renaming it, as
+// etcd does its WAL segments) holds nothing and is left out.
 func Files(t testing.TB, dir string) map[string][]byte {
 	t.Helper()
 	out := map[string][]byte{}
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil && path != dir && errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
 		if err != nil || d.IsDir() {
 			return err
 		}
 		b, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
