@@ -202,3 +202,124 @@ func TestReplicaTLSAndAuth(t *testing.T) {
 		t.Fatalf("a password reached the log:\n%s", log.String())
 	}
 }
+
+// startRedisTLS starts a one-node Redis Cluster (every slot on it) that
+// takes clients over TLS only, with the test certificate, and returns its
+// address.
+func startRedisTLS(t *testing.T, dir, certFile, keyFile string) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server (Debian's redis-server): %v", err)
+	}
+	addr := freeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	rdir := filepath.Join(dir, "redis")
+	if err := os.MkdirAll(rdir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// A lone node announces no IP unless told; the client would dial
+	// ":PORT" and have no name to check the certificate against.
+	cmd := exec.Command(bin, "--port", "0", "--tls-port", port, "--bind", "127.0.0.1",
+		"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-ca-cert-file", certFile, "--tls-auth-clients", "no",
+		"--cluster-enabled", "yes", "--tls-cluster", "yes", "--cluster-config-file", "nodes.conf", "--cluster-announce-ip", "127.0.0.1",
+		"--dir", rdir, "--save", "", "--appendonly", "no")
+	var out logBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(testcluster.StopTimeout):
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	tlsCfg, err := clientTLS("redis", certFile, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: addr, TLSConfig: tlsCfg})
+	defer c.Close()
+	ctx := context.Background()
+	deadline := time.Now().Add(testcluster.ReadyTimeout)
+	for added := false; ; {
+		if !added {
+			added = c.ClusterAddSlotsRange(ctx, 0, 16383).Err() == nil
+		}
+		if added {
+			if info, err := c.ClusterInfo(ctx).Result(); err == nil && strings.Contains(info, "cluster_state:ok") {
+				return addr
+			}
+		}
+		select {
+		case <-exited:
+			t.Fatalf("redis-server exited:\n%s", out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server not ready:\n%s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond) // a poll interval
+	}
+}
+
+// A replica reaches a Redis Cluster that takes TLS only with --redis-ca,
+// and redeems through it; without the CA the start is refused, naming
+// Redis.
+func TestReplicaRedisTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, _ := testcert.SelfSigned(t, dir)
+	ec := testcluster.StartEtcd(t)
+	redisAddr := startRedisTLS(t, dir, certFile, keyFile)
+	kekFile := filepath.Join(dir, "kek")
+	if _, _, err := kek.LoadOrCreate(kekFile); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"serve", "--data", filepath.Join(dir, "data"), "--kek", kekFile, "--addr", "127.0.0.1:0", "--metrics-addr", "off",
+		"--etcd", strings.Join(ec.Endpoints(), ","), "--redis", redisAddr, "--redeem-rate", "0", "--redis-timeout", "1s", "--redis-wait-timeout", "500ms"}
+
+	var stderr logBuffer
+	if code := run(context.Background(), args, strings.NewReader(""), io.Discard, &stderr); code != 1 || !strings.HasPrefix(stderr.String(), "issuer: redis "+redisAddr+": ") {
+		t.Fatalf("without --redis-ca: exit %d, stderr %s", code, stderr.String())
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &firstLine{ch: make(chan string, 1)}
+	var log logBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, append(args, "--redis-ca", certFile, "--demo"), strings.NewReader(""), out, &log)
+	}()
+	defer func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("replica exited %d:\n%s", code, log.String())
+		}
+	}()
+	var base string
+	select {
+	case chunk := <-out.ch:
+		line, _, _ := strings.Cut(chunk, "\n")
+		base = strings.TrimPrefix(line, "Healthcode issuer on ")
+	case code := <-done:
+		done <- code
+		t.Fatalf("replica exited %d before listening:\n%s", code, log.String())
+	}
+	key, err := keyfile.Read(filepath.Join(dir, "data", demoAttesterFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	att := demoAttestation(t, key)
+	if code := redeem(t, base, att); code != 200 {
+		t.Fatalf("a redemption through Redis over TLS: %d\n%s", code, log.String())
+	}
+	if code := redeem(t, base, att); code != 409 {
+		t.Fatalf("the same attestation again: %d, want 409", code)
+	}
+}

@@ -252,6 +252,10 @@ func redisOptions(r replicaConfig) (*redis.ClusterOptions, error) {
 		if err != nil {
 			return nil, err
 		}
+		// Each node's certificate is checked against the host the
+		// cluster names it by (crypto/tls infers the name from the
+		// address): nodes must announce names or IPs their certificates
+		// hold (cluster-announce-ip, cluster-announce-hostname).
 		o.TLSConfig = t
 	}
 	if r.redisPasswordFile != "" {
