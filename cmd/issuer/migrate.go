@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -57,12 +56,7 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	// The etcd flags as issuer serve names them, read the same way.
 	fs.StringVar(&r.etcd, "etcd", "", "the cluster's etcd `ENDPOINTS`, comma-separated (http://HOST:PORT or https://HOST:PORT; default $"+etcdEnv+")")
 	fs.StringVar(&r.prefix, "prefix", "/healthcode/", "the key `PREFIX` the replicas use (their --prefix)")
-	fs.StringVar(&r.etcdCA, "etcd-ca", "", "CA certificate `FILE` (PEM) that etcd's server certificates chain to; turns TLS on")
-	fs.StringVar(&r.etcdCert, "etcd-cert", "", "client certificate `FILE` (PEM) for etcd; with --etcd-key")
-	fs.StringVar(&r.etcdKey, "etcd-key", "", "client key `FILE` (PEM) for etcd")
-	fs.StringVar(&r.etcdUser, "etcd-user", "", "etcd user `NAME` (etcd auth); with --etcd-password-file")
-	fs.StringVar(&r.etcdPasswordFile, "etcd-password-file", "", "`FILE` holding the etcd user's password (default $"+etcdPasswordFileEnv+")")
-	fs.DurationVar(&r.etcdDialTimeout, "etcd-dial-timeout", 5*time.Second, "how long to wait for a connection to etcd, a `DURATION`")
+	addEtcdClientFlags(fs, r, "")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Minute, "give up after `DURATION`")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -79,21 +73,11 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	switch {
 	case r.etcd == "":
 		return usagef("migrate needs --etcd ENDPOINTS (the cluster's etcd)")
-	case (r.etcdCert == "") != (r.etcdKey == ""):
-		return usagef("--etcd-cert and --etcd-key go together")
-	case (r.etcdUser == "") != (r.etcdPasswordFile == ""):
-		return usagef("--etcd-user and --etcd-password-file go together")
-	case r.etcdDialTimeout <= 0:
-		return usagef("--etcd-dial-timeout must be positive")
 	case c.timeout <= 0:
 		return usagef("--timeout must be positive, got %s", c.timeout)
-	case !strings.HasSuffix(r.prefix, "/") || strings.ContainsAny(r.prefix, "{}"):
-		return usagef("--prefix must end in '/' and hold no '{' or '}', got %q", r.prefix)
 	}
-	for _, e := range splitList(r.etcd) {
-		if strings.HasPrefix(e, "http://") && (r.etcdCA != "" || r.etcdCert != "") {
-			return usagef("--etcd endpoint %s is plain HTTP, but --etcd-ca or --etcd-cert asks for TLS: write it https://", e)
-		}
+	if err := checkEtcdClientFlags(r); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()

@@ -68,12 +68,7 @@ func addReplicaFlags(fs *flag.FlagSet, r *replicaConfig) {
 	fs.StringVar(&r.redis, "redis", "", "run as a replica: Redis Cluster node `ADDRS`, comma-separated HOST:PORT (default $"+redisEnv+"); needs --etcd")
 	fs.StringVar(&r.prefix, "prefix", "/healthcode/", "replica: key `PREFIX` in etcd and Redis, ending in '/' (one deployment per prefix)")
 	fs.StringVar(&r.id, "replica-id", "", "replica: this replica's `ID` in the maintenance election and the logs (default HOSTNAME:PORT)")
-	fs.StringVar(&r.etcdCA, "etcd-ca", "", "replica: CA certificate `FILE` (PEM) that etcd's server certificates chain to; turns TLS on")
-	fs.StringVar(&r.etcdCert, "etcd-cert", "", "replica: client certificate `FILE` (PEM) for etcd; with --etcd-key")
-	fs.StringVar(&r.etcdKey, "etcd-key", "", "replica: client key `FILE` (PEM) for etcd")
-	fs.StringVar(&r.etcdUser, "etcd-user", "", "replica: etcd user `NAME` (etcd auth); with --etcd-password-file")
-	fs.StringVar(&r.etcdPasswordFile, "etcd-password-file", "", "replica: `FILE` holding the etcd user's password (default $"+etcdPasswordFileEnv+")")
-	fs.DurationVar(&r.etcdDialTimeout, "etcd-dial-timeout", 5*time.Second, "replica: how long to wait for a connection to etcd, a `DURATION`")
+	addEtcdClientFlags(fs, r, "replica: ")
 	fs.DurationVar(&r.etcdTimeout, "etcd-timeout", 5*time.Second, "replica: how long one etcd request may take, a `DURATION` (bounds the pause while etcd elects a new leader)")
 	fs.StringVar(&r.redisCA, "redis-ca", "", "replica: CA certificate `FILE` (PEM) that the Redis nodes' certificates chain to; turns TLS on")
 	fs.StringVar(&r.redisCert, "redis-cert", "", "replica: client certificate `FILE` (PEM) for Redis; with --redis-key")
@@ -83,6 +78,39 @@ func addReplicaFlags(fs *flag.FlagSet, r *replicaConfig) {
 	fs.IntVar(&r.redisWait, "redis-wait", 0, "replica: replicas of a shard that must acknowledge each replay record (WAIT) before the tokens are sent, `N` (0: none; see README, \"Running it at scale\")")
 	fs.DurationVar(&r.redisWaitTimeout, "redis-wait-timeout", time.Second, "replica: how long WAIT waits for --redis-wait acknowledgements, a `DURATION`; shorter than --redis-timeout")
 	fs.DurationVar(&r.redisTimeout, "redis-timeout", 3*time.Second, "replica: read and write timeout of one Redis command, a `DURATION`")
+}
+
+// addEtcdClientFlags adds the flags of the etcd client's TLS, auth and
+// dial timeout, as issuer serve (a replica) and issuer migrate both name
+// them; tag begins each usage.
+func addEtcdClientFlags(fs *flag.FlagSet, r *replicaConfig, tag string) {
+	fs.StringVar(&r.etcdCA, "etcd-ca", "", tag+"CA certificate `FILE` (PEM) that etcd's server certificates chain to; turns TLS on")
+	fs.StringVar(&r.etcdCert, "etcd-cert", "", tag+"client certificate `FILE` (PEM) for etcd; with --etcd-key")
+	fs.StringVar(&r.etcdKey, "etcd-key", "", tag+"client key `FILE` (PEM) for etcd")
+	fs.StringVar(&r.etcdUser, "etcd-user", "", tag+"etcd user `NAME` (etcd auth); with --etcd-password-file")
+	fs.StringVar(&r.etcdPasswordFile, "etcd-password-file", "", tag+"`FILE` holding the etcd user's password (default $"+etcdPasswordFileEnv+")")
+	fs.DurationVar(&r.etcdDialTimeout, "etcd-dial-timeout", 5*time.Second, tag+"how long to wait for a connection to etcd, a `DURATION`")
+}
+
+// checkEtcdClientFlags refuses etcd client flags that do not go together,
+// and a prefix that is not one, for issuer serve and issuer migrate alike.
+func checkEtcdClientFlags(r *replicaConfig) error {
+	switch {
+	case (r.etcdCert == "") != (r.etcdKey == ""):
+		return usagef("--etcd-cert and --etcd-key go together")
+	case (r.etcdUser == "") != (r.etcdPasswordFile == ""):
+		return usagef("--etcd-user and --etcd-password-file go together")
+	case r.etcdDialTimeout <= 0:
+		return usagef("--etcd-dial-timeout must be positive")
+	case !strings.HasSuffix(r.prefix, "/") || strings.ContainsAny(r.prefix, "{}"):
+		return usagef("--prefix must end in '/' and hold no '{' or '}', got %q", r.prefix)
+	}
+	for _, e := range splitList(r.etcd) {
+		if strings.HasPrefix(e, "http://") && (r.etcdCA != "" || r.etcdCert != "") {
+			return usagef("--etcd endpoint %s is plain HTTP, but --etcd-ca or --etcd-cert asks for TLS: write it https://", e)
+		}
+	}
+	return nil
 }
 
 // checkReplicaFlags applies the environment under the flags and refuses
@@ -115,27 +143,19 @@ func checkReplicaFlags(fs *flag.FlagSet, r *replicaConfig) error {
 		return usagef("--redis needs --etcd: a replica keeps its replay records in Redis and everything else in etcd")
 	case r.redis == "":
 		return usagef("--etcd needs --redis: a replica keeps its replay records in Redis and everything else in etcd")
-	case (r.etcdCert == "") != (r.etcdKey == ""):
-		return usagef("--etcd-cert and --etcd-key go together")
 	case (r.redisCert == "") != (r.redisKey == ""):
 		return usagef("--redis-cert and --redis-key go together")
-	case (r.etcdUser == "") != (r.etcdPasswordFile == ""):
-		return usagef("--etcd-user and --etcd-password-file go together")
 	case r.redisUser != "" && r.redisPasswordFile == "":
 		return usagef("--redis-user needs --redis-password-file")
 	case r.redisWait < 0:
 		return usagef("--redis-wait must not be negative, got %d", r.redisWait)
-	case r.etcdDialTimeout <= 0 || r.etcdTimeout <= 0 || r.redisTimeout <= 0 || r.redisWaitTimeout <= 0:
-		return usagef("--etcd-dial-timeout, --etcd-timeout, --redis-timeout and --redis-wait-timeout must be positive")
+	case r.etcdTimeout <= 0 || r.redisTimeout <= 0 || r.redisWaitTimeout <= 0:
+		return usagef("--etcd-timeout, --redis-timeout and --redis-wait-timeout must be positive")
 	case r.redisWait > 0 && r.redisWaitTimeout >= r.redisTimeout:
 		return usagef("--redis-wait-timeout (%s) must be shorter than --redis-timeout (%s), or the client gives up before WAIT answers", r.redisWaitTimeout, r.redisTimeout)
-	case !strings.HasSuffix(r.prefix, "/") || strings.ContainsAny(r.prefix, "{}"):
-		return usagef("--prefix must end in '/' and hold no '{' or '}', got %q", r.prefix)
 	}
-	for _, e := range splitList(r.etcd) {
-		if strings.HasPrefix(e, "http://") && (r.etcdCA != "" || r.etcdCert != "") {
-			return usagef("--etcd endpoint %s is plain HTTP, but --etcd-ca or --etcd-cert asks for TLS: write it https://", e)
-		}
+	if err := checkEtcdClientFlags(r); err != nil {
+		return err
 	}
 	for _, a := range splitList(r.redis) {
 		if _, _, err := net.SplitHostPort(a); err != nil {
