@@ -17,11 +17,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/healthcode/healthcode/internal/atomicfile"
 	"github.com/healthcode/healthcode/internal/kek"
 	"github.com/healthcode/healthcode/internal/keyfile"
+	"github.com/healthcode/healthcode/internal/testcluster"
 )
 
 const (
@@ -34,9 +33,6 @@ const (
 	demoKeyFile   = "demo-attester.key"
 	demoAttester  = "demo-lab"
 	clusterPrefix = "devcluster" // etcd's initial-cluster-token
-	// etcdSnapshotCount is the members' --snapshot-count, as
-	// internal/testcluster's (docs/operating.md).
-	etcdSnapshotCount = 1000
 )
 
 // layout is what a cluster keeps across down and up: its ports (Redis's
@@ -159,7 +155,7 @@ func servers(base string, l *layout, bins programs) *cluster {
 			"--initial-cluster-token", clusterPrefix,
 			// docs/operating.md, "etcd settings for real deletion": the
 			// replicas' scrub forces a snapshot with this many entries.
-			"--snapshot-count", strconv.Itoa(etcdSnapshotCount),
+			"--snapshot-count", strconv.Itoa(testcluster.EtcdSnapshotCount),
 			"--max-wals", "1",
 			"--logger", "zap",
 			"--log-outputs", "stderr",
@@ -315,12 +311,12 @@ func (c *cluster) start(ctx context.Context) error {
 		return err
 	}
 	if err := startAll(ctx, c.etcd, "healthy", func(s *server) func() error {
-		return func() error { return etcdHealth(s.addr) }
+		return func() error { return testcluster.EtcdHealthy(s.addr) }
 	}); err != nil {
 		return err
 	}
 	if err := startAll(ctx, c.redis, "answering PING", func(s *server) func() error {
-		return func() error { return redisPing(s.addr) }
+		return func() error { return testcluster.RedisPing(s.addr) }
 	}); err != nil {
 		return err
 	}
@@ -339,7 +335,7 @@ func (c *cluster) start(ctx context.Context) error {
 		}
 	}
 	for _, s := range c.redis {
-		if err := s.waitFor(ctx, "in a healthy cluster", func() error { return redisHealthy(s.addr) }); err != nil {
+		if err := s.waitFor(ctx, "in a healthy cluster", func() error { return testcluster.RedisHealthy(s.addr) }); err != nil {
 			return err
 		}
 	}
@@ -497,20 +493,6 @@ func getOK(url string) ([]byte, error) {
 	return body, nil
 }
 
-func etcdHealth(a string) error {
-	body, err := getOK("http://" + a + "/health")
-	if err != nil {
-		return err
-	}
-	var h struct {
-		Health string `json:"health"`
-	}
-	if err := json.Unmarshal(body, &h); err != nil || h.Health != "true" {
-		return fmt.Errorf("health answer %q", body)
-	}
-	return nil
-}
-
 // issuerHealth wants status ok: a replica that cannot reach etcd or Redis
 // answers 200 with status degraded.
 func issuerHealth(url string) error {
@@ -525,51 +507,4 @@ func issuerHealth(url string) error {
 		return fmt.Errorf("/healthz answered %s", body)
 	}
 	return nil
-}
-
-func redisClient(a string) *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: a, DialTimeout: time.Second, ReadTimeout: 2 * time.Second, MaxRetries: -1, PoolSize: 1})
-}
-
-func redisPing(a string) error {
-	c := redisClient(a)
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	return c.Ping(ctx).Err()
-}
-
-func redisHealthy(a string) error {
-	c := redisClient(a)
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	ci, err := c.ClusterInfo(ctx).Result()
-	if err != nil {
-		return err
-	}
-	if s := field(ci, "cluster_state"); s != "ok" {
-		return fmt.Errorf("cluster_state:%s", s)
-	}
-	if s := field(ci, "cluster_slots_ok"); s != "16384" {
-		return fmt.Errorf("cluster_slots_ok:%s", s)
-	}
-	role, err := c.Info(ctx, "replication").Result()
-	if err != nil {
-		return err
-	}
-	if field(role, "role") == "slave" && field(role, "master_link_status") != "up" {
-		return fmt.Errorf("master_link_status:%s", field(role, "master_link_status"))
-	}
-	return nil
-}
-
-// field reads "name:value" from an INFO or CLUSTER INFO answer.
-func field(text, name string) string {
-	for _, line := range strings.Split(text, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+":"); ok {
-			return v
-		}
-	}
-	return ""
 }

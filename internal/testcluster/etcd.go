@@ -140,7 +140,7 @@ func (ec *EtcdCluster) WaitHealthy() error {
 		if !m.Running() {
 			continue
 		}
-		if err := m.waitFor("healthy", func() error { return etcdHealth(m.Addr) }); err != nil {
+		if err := m.waitFor("healthy", func() error { return EtcdHealthy(m.Addr) }); err != nil {
 			return err
 		}
 	}
@@ -153,7 +153,7 @@ func (ec *EtcdCluster) Restart(m *Node) error {
 	if err := m.start(); err != nil {
 		return err
 	}
-	return m.waitFor("healthy", func() error { return etcdHealth(m.Addr) })
+	return m.waitFor("healthy", func() error { return EtcdHealthy(m.Addr) })
 }
 
 func (ec *EtcdCluster) stopAll(t testing.TB) {
@@ -166,7 +166,10 @@ func (ec *EtcdCluster) stopAll(t testing.TB) {
 // http.DefaultTransport (openapicheck holds it to the issuer's API).
 var healthClient = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{}}
 
-func etcdHealth(a string) error {
+// EtcdHealthy asks the etcd member at client address a (HOST:PORT)
+// whether it is healthy: it has a leader and answers. cmd/devcluster polls
+// it too.
+func EtcdHealthy(a string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a+"/health", nil)

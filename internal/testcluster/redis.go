@@ -116,7 +116,7 @@ func (rc *RedisCluster) start(base, server, cli string) error {
 		}
 	}
 	for _, n := range rc.Nodes {
-		if err := n.waitFor("answering PING", func() error { return ping(n.Addr) }); err != nil {
+		if err := n.waitFor("answering PING", func() error { return RedisPing(n.Addr) }); err != nil {
 			return err
 		}
 	}
@@ -150,7 +150,7 @@ func (rc *RedisCluster) WaitHealthy() error {
 		if !n.Running() {
 			continue
 		}
-		if err := n.waitFor("in a healthy cluster", func() error { return healthy(n.Addr) }); err != nil {
+		if err := n.waitFor("in a healthy cluster", func() error { return RedisHealthy(n.Addr) }); err != nil {
 			return err
 		}
 	}
@@ -183,7 +183,7 @@ func (rc *RedisCluster) Restart(n *Node) error {
 	if err := n.start(); err != nil {
 		return err
 	}
-	return n.waitFor("answering PING", func() error { return ping(n.Addr) })
+	return n.waitFor("answering PING", func() error { return RedisPing(n.Addr) })
 }
 
 func (rc *RedisCluster) stopAll(t testing.TB) {
@@ -197,7 +197,8 @@ func client(a string) *redis.Client {
 		MaxRetries: -1, PoolSize: 1})
 }
 
-func ping(a string) error {
+// RedisPing asks the Redis server at a (HOST:PORT) for PONG.
+func RedisPing(a string) error {
 	c := client(a)
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -213,7 +214,10 @@ func info(a, section string) (string, error) {
 	return c.Info(ctx, section).Result()
 }
 
-func healthy(a string) error {
+// RedisHealthy says whether the Redis Cluster node at a (HOST:PORT)
+// serves: the cluster's state is ok with every slot covered and, on a
+// replica, its link to its master is up. cmd/devcluster polls it too.
+func RedisHealthy(a string) error {
 	c := client(a)
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

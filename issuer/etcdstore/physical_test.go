@@ -460,3 +460,12 @@ func TestScrubRefusesBadSettings(t *testing.T) {
 		}
 	}
 }
+
+// The test clusters' members, and make cluster's (which takes
+// testcluster's figure), snapshot as often as the store's sweep assumes: a
+// larger --snapshot-count would leave deleted values in their WAL.
+func TestClusterSnapshotCountIsTheSweeps(t *testing.T) {
+	if testcluster.EtcdSnapshotCount != SnapshotCount {
+		t.Fatalf("testcluster's members run with --snapshot-count %d, the sweep assumes %d", testcluster.EtcdSnapshotCount, SnapshotCount)
+	}
+}
