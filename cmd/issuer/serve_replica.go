@@ -87,7 +87,7 @@ func addEtcdClientFlags(fs *flag.FlagSet, r *replicaConfig, tag string) {
 	fs.StringVar(&r.etcdCA, "etcd-ca", "", tag+"CA certificate `FILE` (PEM) that etcd's server certificates chain to; turns TLS on")
 	fs.StringVar(&r.etcdCert, "etcd-cert", "", tag+"client certificate `FILE` (PEM) for etcd; with --etcd-key")
 	fs.StringVar(&r.etcdKey, "etcd-key", "", tag+"client key `FILE` (PEM) for etcd")
-	fs.StringVar(&r.etcdUser, "etcd-user", "", tag+"etcd user `NAME` (etcd auth); with --etcd-password-file")
+	fs.StringVar(&r.etcdUser, "etcd-user", "", tag+"etcd user `NAME` (etcd auth; the roles it needs: README, \"Running it at scale\"); with --etcd-password-file")
 	fs.StringVar(&r.etcdPasswordFile, "etcd-password-file", "", tag+"`FILE` holding the etcd user's password (default $"+etcdPasswordFileEnv+")")
 	fs.DurationVar(&r.etcdDialTimeout, "etcd-dial-timeout", 5*time.Second, tag+"how long to wait for a connection to etcd, a `DURATION`")
 }
