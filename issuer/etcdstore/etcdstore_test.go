@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sort"
 	"sync"
 	"testing"
@@ -31,6 +32,7 @@ func TestStore(t *testing.T) {
 	t.Run("OneBundleKey", func(t *testing.T) { testOneBundleKey(t, c, cli) })
 	t.Run("BundleKeyReplacedOnlyAsSeen", func(t *testing.T) { testBundleKeyReplacedOnlyAsSeen(t, c, cli) })
 	t.Run("SequenceAcrossStores", func(t *testing.T) { testSequenceAcrossStores(t, c, cli) })
+	t.Run("PolicyNeverRolledBack", func(t *testing.T) { testPolicyNeverRolledBack(t, c, cli) })
 	t.Run("DeadlineLeases", func(t *testing.T) { testDeadlineLeases(t, c, cli) })
 	t.Run("SweepCompacts", func(t *testing.T) { testSweepCompacts(t, c, cli) })
 	t.Run("DeleteAbsent", func(t *testing.T) { testDeleteAbsent(t, c, cli) })
@@ -242,6 +244,40 @@ func testBundleKeyReplacedOnlyAsSeen(t *testing.T, c *cluster, cli *clientv3.Cli
 
 // Bundle sequences handed out by two stores on two clients at once are
 // distinct, and each store's own are strictly increasing.
+// A replica whose schedule lock lapsed under it, writing the version it
+// checked against a policy it read before another replica's newer one,
+// is refused: the newer one stays current, and nothing goes to history.
+func testPolicyNeverRolledBack(t *testing.T, c *cluster, cli *clientv3.Client) {
+	ctx := testCtx(t)
+	p := c.newPrefix()
+	clk := newClock()
+	ahead, stalled := c.open(t, cli, p, clk), c.open(t, c.client(t), p, clk)
+	put := func(s *etcdstore.Store, version int) error {
+		return s.PutPolicy(ctx, issuer.PolicyRecord{Version: version, Raw: fmt.Appendf(nil, `{"version":%d}`, version), Set: clk.Now()},
+			clk.Now().Add(24*time.Hour))
+	}
+	if err := put(ahead, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := put(ahead, 3); err != nil {
+		t.Fatal(err)
+	}
+	for _, version := range []int{2, 3} {
+		if err := put(stalled, version); !errors.Is(err, etcdstore.ErrPolicyRollback) {
+			t.Fatalf("version %d over version 3: %v, want ErrPolicyRollback", version, err)
+		}
+	}
+	if rec, err := stalled.Policy(ctx); err != nil || rec.Version != 3 {
+		t.Fatalf("current policy: version %d, %v; want 3", rec.Version, err)
+	}
+	if hist, err := stalled.PolicyHistory(ctx); err != nil || len(hist) != 1 || hist[0].Version != 1 {
+		t.Fatalf("policy history %+v, %v; want version 1 alone", hist, err)
+	}
+	if err := put(stalled, 4); err != nil {
+		t.Fatalf("version 4 over version 3: %v", err)
+	}
+}
+
 func testSequenceAcrossStores(t *testing.T, c *cluster, cli *clientv3.Client) {
 	ctx := testCtx(t)
 	p := c.newPrefix()

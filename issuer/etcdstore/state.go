@@ -530,9 +530,17 @@ func (s *Store) Policy(ctx context.Context) (issuer.PolicyRecord, error) {
 	return s.decodePolicy(resp.Kvs[0].Value)
 }
 
+// ErrPolicyRollback is returned by PutPolicy for a version not above the
+// stored one's.
+var ErrPolicyRollback = errors.New("etcdstore: a policy rollback is refused")
+
 // PutPolicy makes rec current and moves the one it replaces into policy
 // history until historyDeadline, in one transaction that fails over if
-// the current policy changed since read.
+// the current policy changed since read. A version not above the stored
+// one's is refused with ErrPolicyRollback: the issuer checks the version
+// under the schedule lock, but a replica whose lock lapsed under it (its
+// session expired while it was stalled) must not roll the policy back
+// for every replica that starts after it.
 func (s *Store) PutPolicy(ctx context.Context, rec issuer.PolicyRecord, historyDeadline time.Time) error {
 	if rec.Version < 1 {
 		return fmt.Errorf("etcdstore: policy: version must be at least 1, got %d", rec.Version)
@@ -557,6 +565,13 @@ func (s *Store) PutPolicy(ctx context.Context, rec issuer.PolicyRecord, historyD
 			}
 			ops := []clientv3.Op{clientv3.OpPut(pk, v)}
 			if len(resp.Kvs) == 1 {
+				held, err := s.decodePolicy(resp.Kvs[0].Value)
+				if err != nil {
+					return false, err
+				}
+				if held.Version >= rec.Version {
+					return false, fmt.Errorf("version %d is stored, %d given: %w", held.Version, rec.Version, ErrPolicyRollback)
+				}
 				name, err := randomName()
 				if err != nil {
 					return false, err
