@@ -199,6 +199,8 @@ func (c *replicaCluster) Start(i int) {
 	case code := <-r.done:
 		r.done <- code
 		c.t.Errorf("%s exited (%d) before listening:\n%s", r.Name, code, r.Log)
+	case <-time.After(testcluster.ReadyTimeout): // a failure bound: a start stuck on etcd or Redis fails, not hangs
+		c.t.Errorf("%s not listening after %s:\n%s", r.Name, testcluster.ReadyTimeout, r.Log)
 	}
 }
 
