@@ -526,33 +526,13 @@ func (s *DB) AppendAudit(ctx context.Context, e issuer.AuditEntry, deadline time
 // Audit returns the entries held, oldest first (by time, then by append
 // order; keys are ordered by deadline, which a retention change reorders).
 func (s *DB) Audit(ctx context.Context) ([]issuer.AuditEntry, error) {
-	var held []storedAudit
-	err := s.view(ctx, func(tx *bolt.Tx) error {
-		return bucket(tx, issuer.CategoryAudit).ForEach(func(_, v []byte) error {
-			_, payload, err := splitValue(v)
-			if err != nil {
-				return err
-			}
-			var a storedAudit
-			if err := json.Unmarshal(payload, &a); err != nil {
-				return fmt.Errorf("boltstore: stored audit entry is malformed: %w", err)
-			}
-			held = append(held, a)
-			return nil
-		})
-	})
+	recs, err := s.AuditRecords(ctx)
 	if err != nil {
 		return nil, err
 	}
-	sort.Slice(held, func(i, j int) bool {
-		if !held[i].Entry.Time.Equal(held[j].Entry.Time) {
-			return held[i].Entry.Time.Before(held[j].Entry.Time)
-		}
-		return held[i].Seq < held[j].Seq
-	})
-	out := make([]issuer.AuditEntry, len(held))
-	for i, a := range held {
-		out[i] = issuer.AuditEntry(a.Entry)
+	out := make([]issuer.AuditEntry, len(recs))
+	for i, r := range recs {
+		out[i] = r.Entry
 	}
 	return out, nil
 }
