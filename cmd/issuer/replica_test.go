@@ -513,6 +513,36 @@ func TestReplicaSIGTERMHandsOverLeadership(t *testing.T) {
 	}
 }
 
+// /healthz checks each part under its own timeout: with every etcd member
+// stopped, a request to etcd waits out its deadline, and Redis still shows
+// ok beside it (a stopped Redis refuses at once, so etcd's check never
+// waited on it).
+func TestReplicaHealthzOnePartDown(t *testing.T) {
+	c := startReplicaCluster(t, 1, "--etcd-timeout", "2s")
+	r := c.Replicas[0]
+	if err := c.Etcd.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second) // a failure bound: the cache holds an answer for a second
+	for {
+		var h struct {
+			Status string            `json:"status"`
+			Parts  map[string]string `json:"parts"`
+		}
+		code := getJSON(t, r.URL+"/healthz", &h)
+		if h.Parts["etcd"] == "unreachable" {
+			if code != 200 || h.Status != "degraded" || h.Parts["redis"] != "ok" {
+				t.Fatalf("/healthz with etcd stopped: %d %+v, want 200, degraded, etcd unreachable, redis ok", code, h)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/healthz still %d %+v 30s after etcd stopped", code, h)
+		}
+		time.Sleep(100 * time.Millisecond) // a poll interval: the answer is cached for a second
+	}
+}
+
 // Replica flags that make no sense together are refused before anything
 // starts, naming the flags.
 func TestReplicaFlagsRefused(t *testing.T) {

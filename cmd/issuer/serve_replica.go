@@ -364,6 +364,34 @@ func (p *partsCache) parts(ctx context.Context) []httpapi.Part {
 	return p.last
 }
 
+// healthTimeout bounds each part's check for /healthz.
+const healthTimeout = time.Second
+
+// partCheck is one part's check for /healthz.
+type partCheck struct {
+	name  string
+	check func(ctx context.Context) error
+}
+
+// checkParts runs the checks at once, each under its own timeout, so that
+// a part that hangs shows as unreachable alone (not every part checked
+// after it) and /healthz answers within one timeout.
+func checkParts(ctx context.Context, timeout time.Duration, checks ...partCheck) []httpapi.Part {
+	out := make([]httpapi.Part, len(checks))
+	var wg sync.WaitGroup
+	for n, c := range checks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			out[n] = httpapi.Part{Name: c.name, Err: c.check(ctx)}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
 // serveReplica runs one replica: the clients, the stores, the issuer on
 // them, the HTTP API, the watch that brings every change into force, and
 // the election that runs maintenance on one replica.
@@ -430,11 +458,14 @@ func serveReplica(ctx context.Context, c serveConfig, pol *policy.Policy, tlsCfg
 	}
 
 	health := &partsCache{check: func(ctx context.Context) []httpapi.Part {
-		ctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		_, eerr := ec.Get(ctx, r.prefix+"healthz", clientv3.WithCountOnly())
-		rerr := rc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return m.Ping(ctx).Err() })
-		return []httpapi.Part{{Name: "etcd", Err: eerr}, {Name: "redis", Err: rerr}}
+		return checkParts(ctx, healthTimeout,
+			partCheck{"etcd", func(ctx context.Context) error {
+				_, err := ec.Get(ctx, r.prefix+"healthz", clientv3.WithCountOnly())
+				return err
+			}},
+			partCheck{"redis", func(ctx context.Context) error {
+				return rc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return m.Ping(ctx).Err() })
+			}})
 	}}
 
 	return serveOn(ctx, c, served{
