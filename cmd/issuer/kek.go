@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 
+	"github.com/healthcode/healthcode/internal/atomicfile"
 	"github.com/healthcode/healthcode/internal/kek"
 	"github.com/healthcode/healthcode/issuer/boltstore"
 )
@@ -14,6 +16,11 @@ import (
 const kekUsage = `issuer kek: the key-encryption key that seals the keys in the data directory
 
 Usage:
+  issuer kek new FILE [--data DIR]
+      make a new key-encryption key in FILE (0600), for a new cluster of
+      replicas (a replica never makes one): give every replica a copy and
+      back it up apart from etcd. Refuses an existing FILE, and with --data
+      a FILE inside DIR.
   issuer kek rotate --data DIR --kek OLD --new-kek NEW
       reseal every key in DIR under NEW (created 0600 when absent), offline:
       stop the issuer first. Afterwards start it with --kek NEW; OLD opens
@@ -24,12 +31,16 @@ func cmdKEK(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprint(stdout, kekUsage)
 		if len(args) == 0 {
-			return usagef("kek needs a subcommand: rotate")
+			return usagef("kek needs a subcommand: new or rotate")
 		}
 		return nil
 	}
-	if args[0] != "rotate" {
-		return usagef("unknown kek subcommand %q (want rotate)", args[0])
+	switch args[0] {
+	case "new":
+		return cmdKEKNew(args[1:], stdout)
+	case "rotate":
+	default:
+		return usagef("unknown kek subcommand %q (want new or rotate)", args[0])
 	}
 	fs := newFlags("kek rotate", "issuer kek rotate --data DIR --kek OLD --new-kek NEW", stdout)
 	data := fs.String("data", "./data", "data directory (the issuer must not be running on it)")
@@ -83,5 +94,37 @@ func cmdKEK(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fmt.Fprintf(stdout, "%d keys in %s resealed under %s (KEK id %s).\n", n, *data, newPath, newKEK.ID())
 	fmt.Fprintf(stdout, "Start the issuer with --kek %s and back that file up apart from the data directory.\n", newPath)
 	fmt.Fprintf(stdout, "%s now opens only backups of %s made before this rotation.\n", oldPath, *data)
+	return nil
+}
+
+// cmdKEKNew is issuer kek new: a fresh KEK file for a new cluster.
+func cmdKEKNew(args []string, stdout io.Writer) error {
+	fs := newFlags("kek new", "issuer kek new FILE [--data DIR]", stdout)
+	data := fs.String("data", "", "a data directory FILE must lie outside of (optional)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("kek new takes one FILE, got %d arguments", fs.NArg())
+	}
+	path := fs.Arg(0)
+	if *data != "" {
+		if _, err := resolveKEK(path, *data); err != nil {
+			var ue usageError
+			if errors.As(err, &ue) {
+				return usagef("%s is inside the data directory %s; keep the key-encryption key apart from the keys it seals", path, *data)
+			}
+			return err
+		}
+	}
+	k, err := kek.Create(path)
+	if errors.Is(err, atomicfile.ErrExists) {
+		return fmt.Errorf("%s already exists; a key-encryption key is never overwritten (the keys sealed under it would be lost): choose another FILE", path)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "New key-encryption key in %s (KEK id %s).\n", path, k.ID())
+	fmt.Fprintf(stdout, "Give every replica a copy (mode 0600, --kek FILE) and back it up apart from etcd.\n")
 	return nil
 }

@@ -214,7 +214,7 @@ func TestKEKRotate(t *testing.T) {
 		{[]string{"kek", "rotate", "--data", data}, "issuer: kek rotate needs --new-kek FILE\n"},
 		{[]string{"kek", "rotate", "--data", data, "--new-kek", oldFile}, "issuer: --new-kek must be another file than --kek (" + oldFile + ")\n"},
 		{[]string{"kek", "rotate", "--data", data, "--new-kek", filepath.Join(data, "x.kek")}, "issuer: --kek " + filepath.Join(data, "x.kek") + " is inside the data directory " + data + "; keep the key-encryption key apart from the keys it seals\n"},
-		{[]string{"kek", "spin"}, "issuer: unknown kek subcommand \"spin\" (want rotate)\n"},
+		{[]string{"kek", "spin"}, "issuer: unknown kek subcommand \"spin\" (want new or rotate)\n"},
 	} {
 		code, _, stderr := runIssuer(t, tc.args...)
 		if code != 2 || !strings.HasPrefix(stderr, tc.want) {
@@ -255,6 +255,51 @@ func TestKEKRotate(t *testing.T) {
 	})
 	if fp2, _ := os.ReadFile(filepath.Join(data, fingerprintFile)); string(fp2) != string(fp) {
 		t.Fatalf("fingerprint %q after rotation, %q before", fp2, fp)
+	}
+}
+
+// issuer kek new makes a KEK file a replica loads, 0600; it never
+// overwrites one and refuses a file inside --data, leaving nothing behind.
+func TestKEKNew(t *testing.T) {
+	root := t.TempDir()
+	file := filepath.Join(root, "cluster.kek")
+	code, out, stderr := runIssuer(t, "kek", "new", file)
+	if code != 0 {
+		t.Fatalf("kek new: exit %d %s", code, stderr)
+	}
+	k, err := kek.Load(file)
+	if err != nil {
+		t.Fatalf("the new file: %v", err)
+	}
+	if fi, _ := os.Stat(file); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %04o, want 0600", fi.Mode().Perm())
+	}
+	if want := "New key-encryption key in " + file + " (KEK id " + k.ID() + ").\n"; !strings.HasPrefix(out, want) {
+		t.Fatalf("kek new said %q, want it to start %q", out, want)
+	}
+	before, _ := os.ReadFile(file)
+
+	data := filepath.Join(root, "data")
+	inside := filepath.Join(data, "x.kek")
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"kek", "new", file}, 1, "issuer: " + file + " already exists; a key-encryption key is never overwritten (the keys sealed under it would be lost): choose another FILE\n"},
+		{[]string{"kek", "new", inside, "--data", data}, 2, "issuer: " + inside + " is inside the data directory " + data + "; keep the key-encryption key apart from the keys it seals\n"},
+		{[]string{"kek", "new"}, 2, "issuer: kek new takes one FILE, got 0 arguments\n"},
+	} {
+		code, _, stderr := runIssuer(t, tc.args...)
+		if code != tc.code || !strings.HasPrefix(stderr, tc.want) {
+			t.Errorf("%v: exit %d %q, want %d %q", tc.args, code, stderr, tc.code, tc.want)
+		}
+	}
+	if after, _ := os.ReadFile(file); string(after) != string(before) {
+		t.Fatal("a refused kek new changed the existing file")
+	}
+	if _, err := os.Stat(inside); !os.IsNotExist(err) {
+		t.Fatalf("a refused kek new left %s: %v", inside, err)
 	}
 }
 

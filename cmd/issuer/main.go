@@ -24,6 +24,7 @@ Usage:
                                          one of several stateless replicas on etcd and a Redis Cluster
   issuer fingerprint [--data DIR] [--qr FILE.png]
                                          print the pin venues use; --qr also writes it as a poster QR
+  issuer kek new FILE [--data DIR]       make a key-encryption key file for a new cluster of replicas
   issuer kek rotate --data DIR --kek OLD --new-kek NEW
                                          reseal the keys under a new key-encryption key (offline)
   issuer migrate --data DIR --kek FILE --etcd ENDPOINTS [etcd TLS and auth flags]

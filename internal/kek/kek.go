@@ -170,18 +170,26 @@ func Load(path string) (*Key, error) {
 	return k, nil
 }
 
+// Create makes a new KEK in a new file at path (mode 0600). It refuses a
+// path where a file already is (atomicfile.ErrExists): overwriting a KEK
+// would lose every key sealed under it.
+func Create(path string) (*Key, error) {
+	key, raw, err := Generate()
+	if err != nil {
+		return nil, err
+	}
+	if err := atomicfile.Create(path, Encode(raw), FileMode); err != nil {
+		return nil, fmt.Errorf("kek: create %s: %w", path, err)
+	}
+	return key, nil
+}
+
 // LoadOrCreate loads the KEK at path, or creates it (mode 0600) when no
 // file is there; created tells which.
 func LoadOrCreate(path string) (k *Key, created bool, err error) {
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-		key, raw, err := Generate()
-		if err != nil {
-			return nil, false, err
-		}
-		if err := atomicfile.Create(path, Encode(raw), FileMode); err != nil {
-			return nil, false, fmt.Errorf("kek: create %s: %w", path, err)
-		}
-		return key, true, nil
+		key, err := Create(path)
+		return key, err == nil, err
 	}
 	k, err = Load(path)
 	return k, false, err
