@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -43,26 +43,10 @@ func startEtcdTLSAuth(t *testing.T, dir, certFile, keyFile, pw string) string {
 		t.Fatalf("etcd (Debian's etcd-server): %v", err)
 	}
 	client, peer := "https://"+freeAddr(t), "http://"+freeAddr(t)
-	cmd := exec.Command(bin, "--name", "tls", "--data-dir", filepath.Join(dir, "etcd"),
+	etcd := testcluster.StartServer(t, "etcd", dir, bin, "--name", "tls", "--data-dir", filepath.Join(dir, "etcd"),
 		"--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "tls="+peer,
 		"--cert-file", certFile, "--key-file", keyFile, "--logger", "zap", "--log-outputs", "stderr")
-	var out logBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(testcluster.StopTimeout):
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
 
 	tlsCfg, err := clientTLS("etcd", certFile, "", "")
 	if err != nil {
@@ -75,21 +59,12 @@ func startEtcdTLSAuth(t *testing.T, dir, certFile, keyFile, pw string) string {
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), testcluster.ReadyTimeout)
 	defer cancel()
-	for {
+	etcd.WaitFor(t, "answering over TLS", func() error {
 		op, opCancel := context.WithTimeout(ctx, time.Second)
+		defer opCancel()
 		_, err := cli.Get(op, "ready")
-		opCancel()
-		if err == nil {
-			break
-		}
-		select {
-		case <-exited:
-			t.Fatalf("etcd exited:\n%s", out.String())
-		case <-ctx.Done():
-			t.Fatalf("etcd not ready: %v\n%s", err, out.String())
-		case <-time.After(50 * time.Millisecond): // a poll interval
-		}
-	}
+		return err
+	})
 	if _, err := cli.RoleAdd(ctx, "root"); err != nil {
 		t.Fatal(err)
 	}
@@ -220,26 +195,10 @@ func startRedisTLS(t *testing.T, dir, certFile, keyFile string) string {
 	}
 	// A lone node announces no IP unless told; the client would dial
 	// ":PORT" and have no name to check the certificate against.
-	cmd := exec.Command(bin, "--port", "0", "--tls-port", port, "--bind", "127.0.0.1",
+	node := testcluster.StartServer(t, "redis", rdir, bin, "--port", "0", "--tls-port", port, "--bind", "127.0.0.1",
 		"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-ca-cert-file", certFile, "--tls-auth-clients", "no",
 		"--cluster-enabled", "yes", "--tls-cluster", "yes", "--cluster-config-file", "nodes.conf", "--cluster-announce-ip", "127.0.0.1",
 		"--dir", rdir, "--save", "", "--appendonly", "no")
-	var out logBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(testcluster.StopTimeout):
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
 	tlsCfg, err := clientTLS("redis", certFile, "", "")
 	if err != nil {
 		t.Fatal(err)
@@ -247,26 +206,21 @@ func startRedisTLS(t *testing.T, dir, certFile, keyFile string) string {
 	c := redis.NewClient(&redis.Options{Addr: addr, TLSConfig: tlsCfg})
 	defer c.Close()
 	ctx := context.Background()
-	deadline := time.Now().Add(testcluster.ReadyTimeout)
-	for added := false; ; {
+	added := false
+	node.WaitFor(t, "serving every slot over TLS", func() error {
 		if !added {
-			added = c.ClusterAddSlotsRange(ctx, 0, 16383).Err() == nil
-		}
-		if added {
-			if info, err := c.ClusterInfo(ctx).Result(); err == nil && strings.Contains(info, "cluster_state:ok") {
-				return addr
+			if err := c.ClusterAddSlotsRange(ctx, 0, 16383).Err(); err != nil {
+				return err
 			}
+			added = true
 		}
-		select {
-		case <-exited:
-			t.Fatalf("redis-server exited:\n%s", out.String())
-		default:
+		info, err := c.ClusterInfo(ctx).Result()
+		if err == nil && !strings.Contains(info, "cluster_state:ok") {
+			err = errors.New("cluster_state is not ok")
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server not ready:\n%s", out.String())
-		}
-		time.Sleep(50 * time.Millisecond) // a poll interval
-	}
+		return err
+	})
+	return addr
 }
 
 // A replica reaches a Redis Cluster that takes TLS only with --redis-ca,

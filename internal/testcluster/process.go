@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -72,6 +73,34 @@ func (n *Node) start() error {
 	}()
 	n.cmd, n.done, n.logBuf = cmd, done, buf
 	return nil
+}
+
+// StartServer starts one server for a test that needs one these clusters
+// do not make (TLS only, auth on): bin with args, run in dir, stopped by
+// t.Cleanup as a cluster's nodes are (SIGTERM, then SIGKILL after
+// StopTimeout) and killed with the test binary if that dies first.
+// Readiness is the caller's: WaitFor.
+func StartServer(t testing.TB, name, dir, bin string, args ...string) *Node {
+	t.Helper()
+	n := &Node{Name: name, Dir: dir, bin: bin, args: args}
+	if err := n.start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := n.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return n
+}
+
+// WaitFor polls ready until it returns nil, failing the test, with the
+// server's output, if the server exits first or ReadyTimeout passes.
+func (n *Node) WaitFor(t testing.TB, what string, ready func() error) {
+	t.Helper()
+	if err := n.waitFor(what, ready); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // PID is the process id of the running server, or 0 when it is stopped.
