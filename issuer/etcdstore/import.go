@@ -2,7 +2,6 @@ package etcdstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -43,18 +42,10 @@ func (s *Store) HeldState(ctx context.Context) (string, error) {
 // never held (another store withdrew it, and its private part is gone), so
 // that the bundle keeps naming it as withdrawn.
 func (s *Store) ImportWithdrawal(ctx context.Context, w issuer.WithdrawnKey) error {
-	if w.ID == "" {
-		return errors.New("etcdstore: withdrawn key: id is required")
-	}
-	deadline, err := deadlineSeconds(w.Until, "withdrawn key "+w.ID)
+	wk, v, deadline, err := s.withdrawal(w)
 	if err != nil {
 		return err
 	}
-	v, err := s.encode(storedWithdrawal{W: s.writeHour(), ID: w.ID, At: w.At, Until: w.Until})
-	if err != nil {
-		return err
-	}
-	wk := s.deadlineKey(prefixWithdrawn, deadline, w.ID)
 	return s.withLease(ctx, deadline, func(lease clientv3.LeaseID) error {
 		_, err := s.txn(ctx, func(t clientv3.Txn) clientv3.Txn { return t.Then(clientv3.OpPut(wk, v, leaseOpt(lease)...)) })
 		return err

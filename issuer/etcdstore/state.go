@@ -224,18 +224,10 @@ func (s *Store) casLoop(ctx context.Context, what string, attempt func() (bool, 
 // held. The next sweep flushes the WAL, compacts and defragments, so no
 // member keeps even the sealed copy.
 func (s *Store) WithdrawSigningKey(ctx context.Context, w issuer.WithdrawnKey) error {
-	if w.ID == "" {
-		return errors.New("etcdstore: withdrawn key: id is required")
-	}
-	deadline, err := deadlineSeconds(w.Until, "withdrawn key "+w.ID)
+	wk, v, deadline, err := s.withdrawal(w)
 	if err != nil {
 		return err
 	}
-	v, err := s.encode(storedWithdrawal{W: s.writeHour(), ID: w.ID, At: w.At, Until: w.Until})
-	if err != nil {
-		return err
-	}
-	wk := s.deadlineKey(prefixWithdrawn, deadline, w.ID)
 	notFound := false
 	err = s.withLease(ctx, deadline, func(lease clientv3.LeaseID) error {
 		return s.casLoop(ctx, "key withdrawal", func() (bool, error) {
@@ -270,6 +262,20 @@ func (s *Store) WithdrawSigningKey(ctx context.Context, w issuer.WithdrawnKey) e
 		return issuer.ErrNotFound
 	}
 	return nil
+}
+
+// withdrawal is w's stored key and value, and its deadline (Until).
+func (s *Store) withdrawal(w issuer.WithdrawnKey) (key, value string, deadline int64, err error) {
+	if w.ID == "" {
+		return "", "", 0, errors.New("etcdstore: withdrawn key: id is required")
+	}
+	if deadline, err = deadlineSeconds(w.Until, "withdrawn key "+w.ID); err != nil {
+		return "", "", 0, err
+	}
+	if value, err = s.encode(storedWithdrawal{W: s.writeHour(), ID: w.ID, At: w.At, Until: w.Until}); err != nil {
+		return "", "", 0, err
+	}
+	return s.deadlineKey(prefixWithdrawn, deadline, w.ID), value, deadline, nil
 }
 
 // WithdrawnKeys returns the withdrawals held, by id.
