@@ -14,8 +14,8 @@ import (
 // Sharing is one of several replicas on that state, and acts so that they
 // behave as one issuer:
 //
-//   - its schedule lock is the shared one (Sharing.LockSchedule) taken
-//     after its own mutex, and under it the issuer first re-reads from the
+//   - its schedule lock is the shared one (Sharing.LockSchedule), then
+//     its own mutex, and under them the issuer first re-reads from the
 //     state what it is about to decide on (policy, keys, withdrawals,
 //     admin tokens, the published bundle): two replicas never publish two
 //     keys for one slot, never install a lower policy version, never make
@@ -37,28 +37,35 @@ import (
 // ScheduleLockWait bounds the wait for the replicas' schedule lock. A
 // replica that dies holding it loses it when its etcd session lapses
 // (seconds); a wait this long means the state is unreachable, and an
-// admin call (whose context has no deadline) must fail rather than hold
-// i.sched, which the watch's Refresh needs too.
+// admin call (whose context has no deadline) must fail rather than wait
+// on.
 const ScheduleLockWait = 30 * time.Second
 
 // lockSchedule takes the schedule lock: i.sched, and on a shared state the
-// replicas' lock too, after which what the lock guards is re-read from the
-// state. unlock releases both.
+// replicas' lock first, after which what the lock guards is re-read from
+// the state. unlock releases both.
+//
+// The replicas' lock comes first so that a wait for it (another replica
+// holds it; one that died holding it keeps it until its session lapses)
+// does not hold i.sched: the watch's Refresh takes i.sched, and a change
+// that needs no lock (an attester removed, an admin token revoked) must
+// still be in force within a second. Sharing excludes calls on one handle
+// too, so the order is the same for every caller of this issuer.
 func (i *Issuer) lockSchedule(ctx context.Context) (unlock func(), err error) {
-	i.sched.Lock()
 	if i.sharing == nil {
+		i.sched.Lock()
 		return i.sched.Unlock, nil
 	}
 	wait, cancel := context.WithTimeout(ctx, ScheduleLockWait)
 	release, err := i.sharing.LockSchedule(wait)
 	cancel()
 	if err != nil {
-		i.sched.Unlock()
 		return nil, fmt.Errorf("issuer: schedule lock: %w", err)
 	}
+	i.sched.Lock()
 	unlock = func() {
-		release()
 		i.sched.Unlock()
+		release()
 	}
 	if err := i.reload(ctx); err != nil {
 		unlock()

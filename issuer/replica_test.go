@@ -31,6 +31,7 @@ import (
 type sharedState struct {
 	replicaState func() issuer.StateStore
 	replay       issuer.Store
+	etcd         []string // the members' client endpoints
 }
 
 func newSharedState(t *testing.T, clock issuer.Clock) sharedState {
@@ -66,7 +67,7 @@ func newSharedState(t *testing.T, clock issuer.Clock) sharedState {
 		})
 		return s
 	}
-	return sharedState{replicaState: open, replay: db}
+	return sharedState{replicaState: open, replay: db, etcd: ec.Endpoints()}
 }
 
 // replicas is n issuers on one shared state, started together.
@@ -458,5 +459,79 @@ func TestReplicaRevocationSweptByLeader(t *testing.T) {
 		if k.ID == kid {
 			t.Fatalf("the leader still holds revoked key %s", kid)
 		}
+	}
+}
+
+// A replica waiting for the schedule lock another replica holds (one that
+// died holding it keeps it until its session lapses) still brings other
+// changes into force: its watch's Refresh does not wait behind the admin
+// call that waits for the lock.
+func TestReplicaRefreshNotHeldByAScheduleLockWait(t *testing.T) {
+	ctx := context.Background()
+	r := startReplicas(t, 1, nil, nil)
+	iss := r.iss[0]
+	held, err := r.view.(issuer.Sharing).LockSchedule(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := sync.OnceFunc(held)
+	defer release()
+
+	rotated := make(chan error, 1)
+	go func() {
+		_, _, err := iss.RotateKeys(ctx, "ops", false)
+		rotated <- err
+	}()
+	// The rotation waits: its lock request stands in etcd behind the held one.
+	cli, err := clientv3.New(clientv3.Config{Endpoints: r.state.etcd, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	deadline := time.Now().Add(20 * time.Second) // a failure bound
+	for {
+		resp, err := cli.Get(ctx, "/replicas/lock/schedule/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Count == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d schedule lock requests in etcd, want the held one and the rotation's", resp.Count)
+		}
+		time.Sleep(10 * time.Millisecond) // a poll interval: etcd decides
+	}
+
+	// An admin token made through another replica (no lock needed), and
+	// this replica's watch.
+	if err := r.view.PutAdminToken(ctx, issuer.AdminToken{Name: "made-elsewhere", Hash: [32]byte{7}, Created: r.clock.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	refreshed := make(chan error, 1)
+	go func() { refreshed <- iss.Refresh(ctx) }()
+	select {
+	case err := <-refreshed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second): // a failure bound
+		t.Fatal("Refresh waited behind an admin call waiting for the schedule lock")
+	}
+	found := false
+	for _, name := range iss.AdminTokens() {
+		found = found || name == "made-elsewhere"
+	}
+	if !found {
+		t.Fatalf("admin tokens after the refresh: %v, want made-elsewhere among them", iss.AdminTokens())
+	}
+	select {
+	case err := <-rotated:
+		t.Fatalf("the rotation ended while another replica held the lock: %v", err)
+	default:
+	}
+	release()
+	if err := <-rotated; err != nil {
+		t.Fatalf("the rotation once the lock was released: %v", err)
 	}
 }

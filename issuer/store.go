@@ -258,8 +258,9 @@ var ErrStale = errors.New("a newer bundle is published")
 // none of it.
 type Sharing interface {
 	// LockSchedule takes the lock that serialises the key schedule and the
-	// policy across replicas (it stands for Issuer's own mutex); unlock
-	// releases it. It fails when ctx ends or the store is unreachable.
+	// policy across replicas; unlock releases it. Two calls on one handle
+	// exclude each other too (the issuer takes it before its own mutex).
+	// It fails when ctx ends or the store is unreachable.
 	LockSchedule(ctx context.Context) (unlock func(), err error)
 	// PublishedBundle returns the bundle in force; ErrNotFound before the
 	// first one.

@@ -42,8 +42,9 @@ func newSharingEnv(t *testing.T, open OpenShared) *sharingEnv {
 // RunSharing runs every case of the issuer.Sharing suite, each on a shared
 // state of its own: PublishBundle is a compare-and-set (ErrStale for a
 // sequence not above the published one, from either handle); the schedule
-// lock excludes the other handle (one caller per handle at a time, as the
-// issuer's own mutex ensures), is taken again after unlock, and a
+// lock excludes the other handle and other callers on the same handle
+// (the issuer takes it before its own mutex), is taken again after
+// unlock, and a
 // LockSchedule whose ctx is cancelled, before or while it waits, fails
 // with an error that errors.Is context.Canceled and leaves the lock free.
 func RunSharing(t *testing.T, open OpenShared) {
@@ -54,6 +55,7 @@ func RunSharing(t *testing.T, open OpenShared) {
 		{"PublishCompareAndSet", testPublishCompareAndSet},
 		{"PublishConcurrent", testPublishConcurrent},
 		{"LockExcludesTheOtherHandle", testLockExcludes},
+		{"LockExcludesOnOneHandle", testLockExcludesOnOneHandle},
 		{"LockAgainAfterUnlock", testLockAgainAfterUnlock},
 		{"LockCancelled", testLockCancelled},
 	}
@@ -158,8 +160,8 @@ func testPublishConcurrent(e *sharingEnv) {
 }
 
 func testLockExcludes(e *sharingEnv) {
-	// One goroutine per handle, as the issuer takes its own mutex before
-	// the shared lock: the exclusion under test is between replicas. Each
+	// One goroutine per handle: the exclusion under test is between
+	// replicas (LockExcludesOnOneHandle has it within one). Each
 	// holder does a read-modify-write of the shared state (publish the
 	// sequence above the one it reads), a round trip as long as the lock's
 	// own; two holders at once would read the same sequence and one would
@@ -187,6 +189,30 @@ func testLockExcludes(e *sharingEnv) {
 	want := issuer.PublishedBundle{Sequence: 2 * rounds, Raw: fmt.Sprint("bundle ", 2*rounds)}
 	e.published(e.a, "a", want)
 	e.published(e.b, "b", want)
+}
+
+func testLockExcludesOnOneHandle(e *sharingEnv) {
+	// Two callers on one handle, as two admin calls on one replica: the
+	// issuer takes the shared lock before its own mutex.
+	const rounds = 10
+	var inside atomic.Int32
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for _, name := range []string{"first", "second"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := lockRounds(e.ctx, e.a, rounds, &inside); err != nil {
+				errs <- fmt.Errorf("%s caller on handle a: %w", name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		e.t.Fatal(err)
+	}
+	e.published(e.b, "b", issuer.PublishedBundle{Sequence: 2 * rounds, Raw: fmt.Sprint("bundle ", 2*rounds)})
 }
 
 // lockRounds takes h's schedule lock rounds times and, holding it,
