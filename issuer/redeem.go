@@ -222,7 +222,7 @@ func (i *Issuer) Redeem(ctx context.Context, req Request) (*Batch, error) {
 
 	// A replay is refused by a read, before any signature is spent on it.
 	if err := i.store.Redeemed(ctx, replay, RetriesPerPeriod); err != nil {
-		return nil, redeemedError(err)
+		return nil, i.redeemedError(err)
 	}
 	// Record and sign at once: the commit's fsync and the signatures
 	// overlap. The record stays the authority (one transaction checks and
@@ -246,7 +246,7 @@ func (i *Issuer) Redeem(ctx context.Context, req Request) (*Batch, error) {
 	b, signErr := sign(signer, d.Colour, hint, p, windows)
 	r := <-recorded
 	if r.err != nil {
-		return nil, redeemedError(r.err)
+		return nil, i.redeemedError(r.err)
 	}
 	if signErr != nil {
 		// Recorded but not signed: the attestation is spent. Ed25519
@@ -352,9 +352,17 @@ func sign(signer *token.Signer, colour policy.Colour, hint string, p *policy.Pol
 	return b, nil
 }
 
-func redeemedError(err error) error {
+func (i *Issuer) redeemedError(err error) error {
 	var re *RedeemedError
 	if errors.As(err, &re) {
+		if err != error(re) {
+			// A refusal that came with another failure: a store that
+			// writes key by key (redisstore) could not take back what
+			// it wrote of this request, which now refuses those
+			// attestations for the period. The client is told of the
+			// refusal; the operator must hear of the rest.
+			i.log.Error("a redemption was refused, and the store failed besides", "err", err)
+		}
 		return &RedeemError{Index: re.Index, Code: CodeAlreadyRedeemed, Kind: KindConflict, Message: "this attestation has already been redeemed in this renewal period"}
 	}
 	return fmt.Errorf("issuer: record redemption: %w", err)

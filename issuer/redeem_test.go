@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -596,5 +597,62 @@ func TestReplayKeyAcceptedIgnoresThePolicysSkew(t *testing.T) {
 	}
 	if want := ceilHour(exp.Add(policy.MaxClockSkew)); !first.Accepted.Equal(want) || first.Accepted.Before(first.Deadline) {
 		t.Fatalf("Accepted %s (deadline %s), want %s", first.Accepted, first.Deadline, want)
+	}
+}
+
+// undoFailingStore refuses every redemption as a store that writes key by
+// key does when it also failed to take back its own writes.
+type undoFailingStore struct{ issuer.Store }
+
+func (undoFailingStore) Redeem(context.Context, issuer.Redemption) (issuer.RedeemResult, error) {
+	return issuer.RedeemResult{}, errors.Join(&issuer.RedeemedError{Index: 0}, errors.New("undo attestation 0: connection refused"))
+}
+
+// The client is told its attestation is refused; the operator hears that
+// the store failed besides (records of the request may be left behind).
+func TestRedeemRefusalWithAStoreFailureIsLogged(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	clock := issuertest.NewClock(rt0)
+	db, err := boltstore.Open(dir, boltstore.Options{Clock: clock, KEK: issuertest.KEKBeside(t, dir)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	var logged bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	iss, err := issuer.New(ctx, issuer.Config{Store: undoFailingStore{db}, State: db, Clock: clock, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := make([]byte, ed25519.SeedSize)
+	lab := ed25519.NewKeyFromSeed(seed)
+	if err := iss.AddAttester(ctx, "test", "lab", lab.Public().(ed25519.PublicKey)); err != nil {
+		t.Fatal(err)
+	}
+	att, err := attestation.Sign(lab, attestation.Claims{Attester: "lab", Kind: attestation.Recovery,
+		At: rt0.Add(-24 * time.Hour).Unix(), Expires: rt0.Add(20 * 24 * time.Hour).Unix(), ID: "rec-undo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = iss.Redeem(ctx, issuer.Request{Attestations: []string{att}})
+	wantRefused(t, err, issuer.KindConflict, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
+	if got := logged.String(); !strings.Contains(got, "level=ERROR") || !strings.Contains(got, "undo attestation 0: connection refused") {
+		t.Fatalf("log %q: want an error naming the store's failure", got)
+	}
+	// A plain refusal logs nothing.
+	logged.Reset()
+	iss2, err := issuer.New(ctx, issuer.Config{Store: db, State: db, Clock: clock, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := iss2.Redeem(ctx, issuer.Request{Attestations: []string{att}}); err != nil {
+		t.Fatal(err)
+	}
+	logged.Reset()
+	_, err = iss2.Redeem(ctx, issuer.Request{Attestations: []string{att}})
+	wantRefused(t, err, issuer.KindConflict, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
+	if strings.Contains(logged.String(), "level=ERROR") {
+		t.Fatalf("a plain refusal logged %q", logged.String())
 	}
 }
