@@ -541,6 +541,55 @@ func (s *recordingStore) Redeem(ctx context.Context, r issuer.Redemption) (issue
 	return s.Store.Redeem(ctx, r)
 }
 
+// coreLab is an issuer at rt0 on a bbolt file, its replay records going
+// through a wrapper of the file (a store under test), with attester "lab"
+// registered.
+type coreLab struct {
+	db    *boltstore.DB
+	clock *issuertest.Clock
+	lab   ed25519.PrivateKey
+}
+
+func newCoreLab(t *testing.T) *coreLab {
+	t.Helper()
+	dir := t.TempDir()
+	clock := issuertest.NewClock(rt0)
+	db, err := boltstore.Open(dir, boltstore.Options{Clock: clock, KEK: issuertest.KEKBeside(t, dir)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	seed := make([]byte, ed25519.SeedSize)
+	seed[0] = 7
+	return &coreLab{db: db, clock: clock, lab: ed25519.NewKeyFromSeed(seed)}
+}
+
+// issuer starts an issuer whose replay store is replay, logging to log
+// (nil: nowhere).
+func (c *coreLab) issuer(t *testing.T, replay issuer.Store, log *slog.Logger) *issuer.Issuer {
+	t.Helper()
+	ctx := context.Background()
+	iss, err := issuer.New(ctx, issuer.Config{Store: replay, State: c.db, Clock: c.clock, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := iss.AddAttester(ctx, "test", "lab", c.lab.Public().(ed25519.PublicKey)); err != nil {
+		t.Fatal(err)
+	}
+	return iss
+}
+
+// attest signs a recovery attestation of "lab" expiring at exp.
+func (c *coreLab) attest(t *testing.T, id string, exp time.Time) string {
+	t.Helper()
+	att, err := attestation.Sign(c.lab, attestation.Claims{Attester: "lab", Kind: attestation.Recovery,
+		At: rt0.Add(-24 * time.Hour).Unix(), Expires: exp.Unix(), ID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return att
+}
+
 // A replay key's Accepted does not follow the clock skew of the policy in
 // force: a store that names a pair's record by it (redisstore files it
 // under the epoch ending at or after Accepted) must find the first
@@ -549,32 +598,13 @@ func (s *recordingStore) Redeem(ctx context.Context, r issuer.Redemption) (issue
 // in one period.
 func TestReplayKeyAcceptedIgnoresThePolicysSkew(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	clock := issuertest.NewClock(rt0)
-	db, err := boltstore.Open(dir, boltstore.Options{Clock: clock, KEK: issuertest.KEKBeside(t, dir)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	rec := &recordingStore{Store: db}
-	iss, err := issuer.New(ctx, issuer.Config{Store: rec, State: db, Clock: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	seed := make([]byte, ed25519.SeedSize)
-	seed[0] = 7
-	lab := ed25519.NewKeyFromSeed(seed)
-	if err := iss.AddAttester(ctx, "test", "lab", lab.Public().(ed25519.PublicKey)); err != nil {
-		t.Fatal(err)
-	}
+	c := newCoreLab(t)
+	rec := &recordingStore{Store: c.db}
+	iss := c.issuer(t, rec, nil)
 	// Expiring at 09:40: plus 5 minutes it rounds up to 10:00, plus 30
 	// minutes to 11:00.
 	exp := rt0.Add(29*24*time.Hour + 23*time.Minute)
-	att, err := attestation.Sign(lab, attestation.Claims{Attester: "lab", Kind: attestation.Recovery,
-		At: rt0.Add(-24 * time.Hour).Unix(), Expires: exp.Unix(), ID: "rec-skew"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	att := c.attest(t, "rec-skew", exp)
 	if _, err := iss.Redeem(ctx, issuer.Request{Attestations: []string{att}, Secret: secret(7)}); err != nil {
 		t.Fatal(err)
 	}
@@ -612,40 +642,18 @@ func (undoFailingStore) Redeem(context.Context, issuer.Redemption) (issuer.Redee
 // the store failed besides (records of the request may be left behind).
 func TestRedeemRefusalWithAStoreFailureIsLogged(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	clock := issuertest.NewClock(rt0)
-	db, err := boltstore.Open(dir, boltstore.Options{Clock: clock, KEK: issuertest.KEKBeside(t, dir)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	c := newCoreLab(t)
 	var logged bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logged, nil))
-	iss, err := issuer.New(ctx, issuer.Config{Store: undoFailingStore{db}, State: db, Clock: clock, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	seed := make([]byte, ed25519.SeedSize)
-	lab := ed25519.NewKeyFromSeed(seed)
-	if err := iss.AddAttester(ctx, "test", "lab", lab.Public().(ed25519.PublicKey)); err != nil {
-		t.Fatal(err)
-	}
-	att, err := attestation.Sign(lab, attestation.Claims{Attester: "lab", Kind: attestation.Recovery,
-		At: rt0.Add(-24 * time.Hour).Unix(), Expires: rt0.Add(20 * 24 * time.Hour).Unix(), ID: "rec-undo"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = iss.Redeem(ctx, issuer.Request{Attestations: []string{att}})
+	iss := c.issuer(t, undoFailingStore{c.db}, log)
+	att := c.attest(t, "rec-undo", rt0.Add(20*24*time.Hour))
+	_, err := iss.Redeem(ctx, issuer.Request{Attestations: []string{att}})
 	wantRefused(t, err, issuer.KindConflict, issuer.CodeAlreadyRedeemed, 0, "already been redeemed")
 	if got := logged.String(); !strings.Contains(got, "level=ERROR") || !strings.Contains(got, "undo attestation 0: connection refused") {
 		t.Fatalf("log %q: want an error naming the store's failure", got)
 	}
 	// A plain refusal logs nothing.
-	logged.Reset()
-	iss2, err := issuer.New(ctx, issuer.Config{Store: db, State: db, Clock: clock, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
+	iss2 := c.issuer(t, c.db, log)
 	if _, err := iss2.Redeem(ctx, issuer.Request{Attestations: []string{att}}); err != nil {
 		t.Fatal(err)
 	}
