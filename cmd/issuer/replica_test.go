@@ -543,6 +543,59 @@ func TestReplicaHealthzOnePartDown(t *testing.T) {
 	}
 }
 
+// A part down answers 503 `unavailable` with Retry-After, not 500, and the
+// operator's log names the part: a redemption with every Redis node
+// stopped, then an admin read with every etcd member stopped too.
+func TestReplicaPartDownUnavailable(t *testing.T) {
+	c := startReplicaCluster(t, 1, "--etcd-timeout", "2s")
+	r := c.Replicas[0]
+	if code := redeem(t, r.URL, demoAttestation(t, c.DemoKey)); code != 200 {
+		t.Fatalf("a redemption with every part up: %d", code)
+	}
+	tok, err := os.ReadFile(c.AdminTokenFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	unavailable := func(req *http.Request, part string) {
+		t.Helper()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body httpapi.ErrorResponse
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 503 || body.Error.Code != "unavailable" || resp.Header.Get("Retry-After") != "5" {
+			t.Fatalf("%s %s with %s down: %d %+v, Retry-After %q; want 503 unavailable, Retry-After 5",
+				req.Method, req.URL.Path, part, resp.StatusCode, body.Error, resp.Header.Get("Retry-After"))
+		}
+		var logged bool
+		for _, line := range strings.Split(r.Log.String(), "\n") {
+			logged = logged || strings.Contains(line, `"msg":"a part does not answer","part":"`+part+`","path":"`+req.URL.Path+`"`)
+		}
+		if !logged {
+			t.Fatalf("no log line names %s for %s:\n%s", part, req.URL.Path, r.Log)
+		}
+	}
+
+	if err := c.Redis.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(map[string][]string{"attestations": {demoAttestation(t, c.DemoKey)}})
+	req, _ := http.NewRequest(http.MethodPost, r.URL+"/v1/tokens", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	unavailable(req, "redis")
+
+	if err := c.Etcd.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	req, _ = http.NewRequest(http.MethodGet, r.URL+"/v1/admin/audit", nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	unavailable(req, "etcd")
+}
+
 // Replica flags that make no sense together are refused before anything
 // starts, naming the flags.
 func TestReplicaFlagsRefused(t *testing.T) {

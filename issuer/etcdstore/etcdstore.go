@@ -44,8 +44,11 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/healthcode/healthcode/internal/kek"
 	"github.com/healthcode/healthcode/issuer"
@@ -249,7 +252,7 @@ func (s *Store) newSession(ctx context.Context) (*concurrency.Session, error) {
 	g, err := s.c.Grant(op, sessionTTL)
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("etcdstore: session lease: %w", err)
+		return nil, fmt.Errorf("etcdstore: session lease: %w", unavailable(ctx, err))
 	}
 	sess, err := concurrency.NewSession(s.c, concurrency.WithLease(g.ID), concurrency.WithTTL(sessionTTL))
 	if err != nil {
@@ -288,13 +291,34 @@ func (s *Store) op(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, s.opts.OpTimeout)
 }
 
+// unavailable marks err as etcd's failure to answer (issuer.ErrUnavailable)
+// when it is one: a request's own timeout (OpTimeout) ran out while ctx,
+// the caller's, had not, or etcd said it cannot serve now (no leader, no
+// member reachable). Anything else, the caller's own end among them, is
+// returned as it is.
+func unavailable(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	var ee rpctypes.EtcdError
+	code := status.Code(err)
+	if errors.As(err, &ee) {
+		code = ee.Code()
+	}
+	if errors.Is(err, context.DeadlineExceeded) || code == codes.Unavailable || code == codes.DeadlineExceeded {
+		return issuer.Unavailable("etcd", err)
+	}
+	return err
+}
+
 func (s *Store) get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
 	if s.isClosed() {
 		return nil, ErrClosed
 	}
 	op, cancel := s.op(ctx)
 	defer cancel()
-	return s.c.Get(op, key, opts...)
+	resp, err := s.c.Get(op, key, opts...)
+	return resp, unavailable(ctx, err)
 }
 
 func (s *Store) txn(ctx context.Context, build func(clientv3.Txn) clientv3.Txn) (*clientv3.TxnResponse, error) {
@@ -303,7 +327,8 @@ func (s *Store) txn(ctx context.Context, build func(clientv3.Txn) clientv3.Txn) 
 	}
 	op, cancel := s.op(ctx)
 	defer cancel()
-	return build(s.c.Txn(op)).Commit()
+	resp, err := build(s.c.Txn(op)).Commit()
+	return resp, unavailable(ctx, err)
 }
 
 func absent(k string) clientv3.Cmp { return clientv3.Compare(clientv3.CreateRevision(k), "=", 0) }

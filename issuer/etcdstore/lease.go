@@ -68,7 +68,7 @@ func (s *Store) leaseFor(ctx context.Context, deadline int64) (clientv3.LeaseID,
 	g, err := s.c.Grant(op, int64((ttl+time.Second-1)/time.Second))
 	cancel()
 	if err != nil {
-		return 0, fmt.Errorf("etcdstore: grant lease: %w", err)
+		return 0, fmt.Errorf("etcdstore: grant lease: %w", unavailable(ctx, err))
 	}
 	v := strconv.FormatInt(int64(g.ID), 16)
 	tr, err := s.txn(ctx, func(t clientv3.Txn) clientv3.Txn {

@@ -210,7 +210,7 @@ func (s *Store) casLoop(ctx context.Context, what string, attempt func() (bool, 
 		}
 		ok, err := attempt()
 		if err != nil {
-			return fmt.Errorf("etcdstore: write %s: %w", what, err)
+			return fmt.Errorf("etcdstore: write %s: %w", what, unavailable(ctx, err))
 		}
 		if ok {
 			return nil
@@ -492,7 +492,7 @@ func (s *Store) put(ctx context.Context, what, k, v string, opts ...clientv3.OpO
 	op, cancel := s.op(ctx)
 	defer cancel()
 	if _, err := s.c.Put(op, k, v, opts...); err != nil {
-		return fmt.Errorf("etcdstore: write %s: %w", what, err)
+		return fmt.Errorf("etcdstore: write %s: %w", what, unavailable(ctx, err))
 	}
 	return nil
 }
@@ -506,7 +506,7 @@ func (s *Store) deleteOne(ctx context.Context, what, k string) error {
 	defer cancel()
 	resp, err := s.c.Delete(op, k)
 	if err != nil {
-		return fmt.Errorf("etcdstore: delete %s: %w", what, err)
+		return fmt.Errorf("etcdstore: delete %s: %w", what, unavailable(ctx, err))
 	}
 	if resp.Deleted == 0 {
 		return issuer.ErrNotFound

@@ -11,10 +11,11 @@ import (
 // Every kind the core names has its status, and only kindStatus says which.
 func TestKindStatus(t *testing.T) {
 	want := map[issuer.Kind]int{
-		issuer.KindInvalid:  http.StatusBadRequest,
-		issuer.KindNotFound: http.StatusNotFound,
-		issuer.KindConflict: http.StatusConflict,
-		issuer.KindRefused:  http.StatusUnprocessableEntity,
+		issuer.KindInvalid:     http.StatusBadRequest,
+		issuer.KindNotFound:    http.StatusNotFound,
+		issuer.KindConflict:    http.StatusConflict,
+		issuer.KindRefused:     http.StatusUnprocessableEntity,
+		issuer.KindUnavailable: http.StatusServiceUnavailable,
 	}
 	if len(want) != len(issuer.Kinds) || len(kindStatus) != len(issuer.Kinds) {
 		t.Fatalf("issuer.Kinds has %d kinds, this test %d, kindStatus %d", len(issuer.Kinds), len(want), len(kindStatus))

@@ -17,6 +17,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -250,10 +251,22 @@ func apiError(status int, code, msg string) error {
 
 // kindStatus is the one place the core's error kinds become HTTP statuses.
 var kindStatus = map[issuer.Kind]int{
-	issuer.KindInvalid:  fiber.StatusBadRequest,
-	issuer.KindNotFound: fiber.StatusNotFound,
-	issuer.KindConflict: fiber.StatusConflict,
-	issuer.KindRefused:  fiber.StatusUnprocessableEntity,
+	issuer.KindInvalid:     fiber.StatusBadRequest,
+	issuer.KindNotFound:    fiber.StatusNotFound,
+	issuer.KindConflict:    fiber.StatusConflict,
+	issuer.KindRefused:     fiber.StatusUnprocessableEntity,
+	issuer.KindUnavailable: fiber.StatusServiceUnavailable,
+}
+
+// RetryAfter is the Retry-After (seconds) of an answer for a part that did
+// not answer: about a Redis failover (4-6 s measured) or an etcd election
+// with a request's timeout (5 s).
+const RetryAfter = 5
+
+// unavailableError is the API error for a backing part that did not
+// answer (issuer.ErrUnavailable): the client may retry the same request.
+func unavailableError(err error) error {
+	return kindError(issuer.KindUnavailable, "unavailable", "the issuer cannot reach its storage now; try again shortly", err)
 }
 
 // kindError is the API error for a core refusal of kind k. A kind without
@@ -284,8 +297,17 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 
 	var ae *APIError
 	var fe *fiber.Error
+	var ue *issuer.UnavailableError
+	if errors.As(err, &ue) {
+		// The operator learns which part; the client only to come back.
+		s.log.Error("a part does not answer", "part", ue.Part, "path", routePath(c), "err", err)
+		err = unavailableError(err)
+	}
 	switch {
 	case errors.As(err, &ae):
+		if ae.Status == fiber.StatusServiceUnavailable {
+			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(RetryAfter))
+		}
 		status, body.Error.Code, body.Error.Message = ae.Status, ae.Code, ae.Message
 	case errors.As(err, &fe):
 		status = fe.Code

@@ -78,6 +78,9 @@ func (s *Server) postTokens(c *fiber.Ctx) error {
 			}
 			return kindError(re.Kind, re.Code, msg, err)
 		}
+		if errors.Is(err, issuer.ErrUnavailable) {
+			outcome = "unavailable"
+		}
 		return err
 	}
 	outcome = "ok"

@@ -709,7 +709,9 @@ func (s *Store) Counts(ctx context.Context, day time.Time) (map[policy.Colour]in
 // retrying runs f up to MaxAttempts times while it fails with a cluster
 // error, reloading the cluster's layout in between: after a failover
 // go-redis with default options was seen dialling the dead master for
-// about a minute; a reload finds the promoted replica at once.
+// about a minute; a reload finds the promoted replica at once. An error
+// that outlasts the attempts, or replicas that do not acknowledge a write
+// (WAIT), is Redis not answering: issuer.ErrUnavailable.
 func (s *Store) retrying(ctx context.Context, f func() error) error {
 	var err error
 	for attempt := 0; attempt < s.opts.MaxAttempts; attempt++ {
@@ -724,8 +726,12 @@ func (s *Store) retrying(ctx context.Context, f func() error) error {
 			}
 		}
 		if err = f(); err == nil || !retryable(err) || ctx.Err() != nil {
-			return err
+			break
 		}
+	}
+	var nr *notReplicatedError
+	if err != nil && ctx.Err() == nil && (retryable(err) || errors.As(err, &nr)) {
+		return issuer.Unavailable("redis", err)
 	}
 	return err
 }
