@@ -174,9 +174,10 @@ func TestWalletRenewsThroughTheEvidence(t *testing.T) {
 // cutProxy stands in front of the issuer. For POST /v1/tokens it passes
 // the request on (the issuer commits the redemption) and then, as told,
 // loses the answer: "cut" closes the browser's connection without a
-// byte, "502" answers a gateway error in its place.
+// byte, "502" answers a gateway error in its place. "503" does not pass it
+// on and answers as a replica whose etcd or Redis does not answer.
 type cutProxy struct {
-	mode  atomic.Value // "cut" or "502"
+	mode  atomic.Value // "cut", "502" or "503"
 	loses atomic.Int64 // how many redemptions' answers to lose
 	got   atomic.Int64 // answers the issuer gave that the browser never saw
 }
@@ -194,6 +195,13 @@ func startCutProxy(t *testing.T, env *issuertest.Env) (*cutProxy, string) {
 		mode, _ := p.mode.Load().(string)
 		if r.Method != "POST" || r.URL.Path != "/v1/tokens" || p.loses.Add(-1) < 0 {
 			rp.ServeHTTP(rw, r)
+			return
+		}
+		if mode == "503" {
+			rw.Header().Set("Retry-After", "5")
+			rw.Header().Set("Content-Type", "application/json")
+			rw.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(rw, `{"error":{"code":"unavailable","message":"the issuer cannot reach its storage now; try again shortly"}}`)
 			return
 		}
 		body, _ := io.ReadAll(r.Body)
@@ -224,13 +232,14 @@ func startCutProxy(t *testing.T, env *issuertest.Env) (*cutProxy, string) {
 
 // TestWalletRetriesLostAnswer: the issuer committed the redemption but
 // the answer never reached the phone (the connection cut; a 502 from a
-// gateway). The wallet retries by itself with the same secret and gets its
-// codes; a stranger holding only the attestation gets 409.
+// gateway), or a replica answered 503 `unavailable` (its etcd or Redis did
+// not answer). The wallet retries by itself with the same secret and gets
+// its codes; a stranger holding only the attestation gets 409.
 func TestWalletRetriesLostAnswer(t *testing.T) {
 	env := issuertest.Start(t)
 	proxy, base := startCutProxy(t, env)
 	w := openWalletAt(t, env, base)
-	for _, mode := range []string{"cut", "502"} {
+	for _, mode := range []string{"cut", "502", "503"} {
 		t.Run(mode, func(t *testing.T) {
 			att := env.Attest(t, attestation.TestNegative, time.Time{}, "")
 			before, lost := len(w.posts()), proxy.got.Load()
@@ -238,11 +247,11 @@ func TestWalletRetriesLostAnswer(t *testing.T) {
 			// A 502 once. A cut twice: Chromium itself sends a POST again,
 			// once, when a kept-alive connection closes before any answer;
 			// the wallet's own retry comes after that.
-			proxy.loses.Store(map[string]int64{"cut": 2, "502": 1}[mode])
+			proxy.loses.Store(map[string]int64{"cut": 2, "502": 1, "503": 1}[mode])
 			w.paste(t, att)
 			msg := w.redeem(t)
 			w.Screenshot(t, "recovered")
-			if proxy.got.Load() < lost+1 {
+			if mode != "503" && proxy.got.Load() < lost+1 {
 				t.Fatalf("the issuer did not answer the lost request")
 			}
 			if !strings.HasPrefix(msg, "Done.") || w.stored(t) == nil {
