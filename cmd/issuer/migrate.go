@@ -108,7 +108,7 @@ func runMigrate(ctx context.Context, c migrateConfig, stdout io.Writer) error {
 	}
 	cli, err := clientv3.New(cfg)
 	if err != nil {
-		return fmt.Errorf("etcd %s: %w", c.etcd.etcd, err)
+		return etcdClientError(c.etcd, cfg, err)
 	}
 	defer cli.Close()
 	prefix := c.etcd.prefix

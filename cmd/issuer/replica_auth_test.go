@@ -80,6 +80,48 @@ func startEtcdTLSAuth(t *testing.T, dir, certFile, keyFile, pw string) string {
 	return client
 }
 
+// A replica started with --etcd-ca but no client certificate, where etcd
+// requires one (--client-cert-auth), is refused within --etcd-dial-timeout
+// with a message that says etcd could not be reached, with the dial's
+// error and what to check, not only a KEK check's context deadline after
+// --etcd-timeout.
+func TestReplicaEtcdClientCertMissing(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, _ := testcert.SelfSigned(t, dir)
+	bin, err := exec.LookPath("etcd")
+	if err != nil {
+		t.Fatalf("etcd (Debian's etcd-server): %v", err)
+	}
+	client, peer := freeAddr(t), "http://"+freeAddr(t)
+	etcd := testcluster.StartServer(t, "etcd", dir, bin, "--name", "tls", "--data-dir", filepath.Join(dir, "etcd"),
+		"--listen-client-urls", "https://"+client, "--advertise-client-urls", "https://"+client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "tls="+peer,
+		"--cert-file", certFile, "--key-file", keyFile, "--client-cert-auth", "--trusted-ca-file", certFile,
+		"--logger", "zap", "--log-outputs", "stderr")
+	etcd.WaitFor(t, "listening", func() error {
+		c, err := net.DialTimeout("tcp", client, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	kekFile := filepath.Join(dir, "kek")
+	if _, _, err := kek.LoadOrCreate(kekFile); err != nil {
+		t.Fatal(err)
+	}
+	var stderr logBuffer
+	code := run(context.Background(), []string{"serve", "--data", filepath.Join(dir, "data"), "--kek", kekFile, "--addr", "127.0.0.1:0", "--metrics-addr", "off",
+		"--etcd", "https://" + client, "--etcd-ca", certFile, "--etcd-dial-timeout", "2s",
+		"--redis", "127.0.0.1:1"}, strings.NewReader(""), io.Discard, &stderr)
+	// The cause after the deadline: the server's alert (tls: bad
+	// certificate) or the broken pipe it leaves, as the race goes.
+	want := "issuer: etcd could not be reached at https://" + client + " within 2s: context deadline exceeded: "
+	hint := " (no --etcd-cert given: etcd run with --client-cert-auth refuses a client without one)\n"
+	if code != 1 || !strings.HasPrefix(stderr.String(), want) || !strings.HasSuffix(stderr.String(), hint) || len(stderr.String()) <= len(want)+len(hint) {
+		t.Fatalf("exit %d, stderr %q; want 1, %q, the dial's error and %q", code, stderr.String(), want, hint)
+	}
+}
+
 // requirePass turns on a password on every node of a Redis Cluster
 // (masterauth first, so replicas keep replicating).
 func requirePass(t *testing.T, rc *testcluster.RedisCluster, pw string) {

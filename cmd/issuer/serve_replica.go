@@ -16,8 +16,11 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 
 	"github.com/healthcode/healthcode/internal/kek"
 	"github.com/healthcode/healthcode/issuer"
@@ -229,6 +232,11 @@ func etcdConfig(r replicaConfig) (clientv3.Config, error) {
 		// request (each shutdown, each member restart), and the store
 		// logs what fails.
 		LogConfig: etcdLogConfig(),
+		// Connect before New returns (within DialTimeout), and say why
+		// not: without it a refused TLS handshake (no client certificate
+		// where etcd requires one) shows only as the first request's
+		// deadline.
+		DialOptions: []grpc.DialOption{grpc.WithReturnConnectionError()},
 	}
 	tlsOn := r.etcdCA != "" || r.etcdCert != ""
 	for _, e := range cfg.Endpoints {
@@ -249,6 +257,25 @@ func etcdConfig(r replicaConfig) (clientv3.Config, error) {
 		cfg.Username, cfg.Password = r.etcdUser, pw
 	}
 	return cfg, nil
+}
+
+// etcdClientError is the error of clientv3.New (made from cfg): etcd's
+// answer (a wrong password) as it is, or, for a client that could not
+// connect within --etcd-dial-timeout, that etcd could not be reached, with
+// the last dial or TLS error. Which error a refused client certificate
+// leaves is a race (the server's alert, or a broken pipe on the client's
+// first write), so a TLS client without a certificate is told what to
+// check.
+func etcdClientError(r replicaConfig, cfg clientv3.Config, err error) error {
+	var answer rpctypes.EtcdError
+	if _, ok := status.FromError(err); ok || errors.As(err, &answer) {
+		return fmt.Errorf("etcd %s: %w", r.etcd, err)
+	}
+	hint := ""
+	if cfg.TLS != nil && r.etcdCert == "" {
+		hint = " (no --etcd-cert given: etcd run with --client-cert-auth refuses a client without one)"
+	}
+	return fmt.Errorf("etcd could not be reached at %s within %s: %w%s", r.etcd, r.etcdDialTimeout, err, hint)
 }
 
 func etcdLogConfig() *zap.Config {
@@ -427,7 +454,7 @@ func serveReplica(ctx context.Context, c serveConfig, pol *policy.Policy, tlsCfg
 	// in reverse).
 	ec, err := clientv3.New(ecfg)
 	if err != nil {
-		return fmt.Errorf("etcd %s: %w", r.etcd, err)
+		return etcdClientError(r, ecfg, err)
 	}
 	defer ec.Close()
 	rc := redis.NewClusterClient(ropts)
