@@ -27,6 +27,7 @@ import (
 	"github.com/healthcode/healthcode/issuer/etcdstore"
 	"github.com/healthcode/healthcode/issuer/httpapi"
 	"github.com/healthcode/healthcode/issuer/redisstore"
+	"github.com/healthcode/healthcode/issuer/replicastate"
 	"github.com/healthcode/healthcode/policy"
 )
 
@@ -315,64 +316,6 @@ func redisOptions(r replicaConfig) (*redis.ClusterOptions, error) {
 	return o, nil
 }
 
-// replicaState is a replica's issuer.StateStore and issuer.Sharing: the
-// etcd store, with the Redis side's replay records and counts merged into
-// the inventory and the sweep.
-type replicaState struct {
-	*etcdstore.Store
-	replay *redisstore.Store
-}
-
-// Inventory is etcd's categories with Redis's replay records and counts.
-func (s replicaState) Inventory(ctx context.Context) ([]issuer.CategoryStat, error) {
-	stats, err := s.Store.Inventory(ctx)
-	if err != nil {
-		return nil, err
-	}
-	replay, err := s.replay.Inventory(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return mergeInventory(stats, replay), nil
-}
-
-// mergeInventory puts each category of over in place of base's row of the
-// same name, or after base's rows.
-func mergeInventory(base, over []issuer.CategoryStat) []issuer.CategoryStat {
-	out := make([]issuer.CategoryStat, 0, len(base)+len(over))
-	used := make([]bool, len(over))
-	for _, b := range base {
-		for n, o := range over {
-			if o.Name == b.Name {
-				b, used[n] = o, true
-			}
-		}
-		out = append(out, b)
-	}
-	for n, o := range over {
-		if !used[n] {
-			out = append(out, o)
-		}
-	}
-	return out
-}
-
-// Sweep sweeps etcd (its deadlines, epoch keys past their end, compaction
-// and defragmentation) and Redis (what its expiry has not yet removed),
-// both even if one fails.
-func (s replicaState) Sweep(ctx context.Context, now time.Time) (issuer.SweepStats, error) {
-	st, err := s.Store.Sweep(ctx, now)
-	rst, rerr := s.replay.Sweep(ctx, now)
-	if st.Deleted == nil {
-		st.Deleted = map[string]int{}
-	}
-	for k, n := range rst.Deleted {
-		st.Deleted[k] += n
-	}
-	st.Compacted = st.Compacted || rst.Compacted
-	return st, errors.Join(err, rerr)
-}
-
 // partsCache answers /healthz from a check at most a second old, so that
 // probes do not become load on etcd and Redis.
 type partsCache struct {
@@ -476,7 +419,7 @@ func serveReplica(ctx context.Context, c serveConfig, pol *policy.Policy, tlsCfg
 	if err != nil {
 		return err
 	}
-	shared := replicaState{Store: state, replay: replay}
+	shared := replicastate.State{Store: state, Replay: replay}
 
 	iss, err := issuer.New(ctx, issuer.Config{Store: replay, State: shared, Clock: issuer.SystemClock{}, Logger: log, Policy: pol,
 		InventoryRounding: c.inventoryRounding, InventoryRefresh: c.inventoryRefresh})
