@@ -5,6 +5,9 @@ package forensic
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -51,8 +54,14 @@ func Files(t testing.TB, dir string) map[string][]byte {
 // Hits lists "what in file" for every pattern found anywhere under dir.
 func Hits(t testing.TB, dir string, ps []Pattern) []string {
 	t.Helper()
+	return Find(Files(t, dir), ps)
+}
+
+// Find lists "what in file" for every pattern found in files (as Files
+// reads them).
+func Find(files map[string][]byte, ps []Pattern) []string {
 	var found []string
-	for path, b := range Files(t, dir) {
+	for path, b := range files {
 		for _, p := range ps {
 			if len(p.Bytes) > 0 && bytes.Contains(b, p.Bytes) {
 				found = append(found, fmt.Sprintf("%s in %s", p.What, filepath.Base(path)))
@@ -60,4 +69,29 @@ func Hits(t testing.TB, dir string, ps []Pattern) []string {
 		}
 	}
 	return found
+}
+
+// Redemption is what a redemption of the attestation att (its id id),
+// made with the wallet secret secret, must leave nowhere once its replay
+// record is past its deadline: the id, the attestation, its signature,
+// the secret, and their SHA-256 raw and in hex (a store keeps at most a
+// keyed hash of each).
+func Redemption(id, att string, secret []byte) []Pattern {
+	secretSum := sha256.Sum256(secret)
+	attSum := sha256.Sum256([]byte(att))
+	idSum := sha256.Sum256([]byte(id))
+	return []Pattern{
+		{"secret " + id, secret},
+		{"base64url secret " + id, []byte(base64.RawURLEncoding.EncodeToString(secret))},
+		{"sha256(secret) " + id, secretSum[:]},
+		{"sha256(secret)[:16] " + id, secretSum[:16]},
+		{"hex sha256(secret) " + id, []byte(hex.EncodeToString(secretSum[:]))},
+		{"id " + id, []byte(id)},
+		{"attestation " + id, []byte(att)},
+		{"attestation signature " + id, []byte(att[len(att)-40:])},
+		{"sha256(attestation) " + id, attSum[:]},
+		{"hex sha256(attestation) " + id, []byte(hex.EncodeToString(attSum[:]))},
+		{"sha256(id) " + id, idSum[:]},
+		{"hex sha256(id) " + id, []byte(hex.EncodeToString(idSum[:]))},
+	}
 }

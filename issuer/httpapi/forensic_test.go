@@ -5,9 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -19,18 +17,6 @@ import (
 	"github.com/healthcode/healthcode/issuer/issuertest"
 )
 
-func findAny(files map[string][]byte, needles map[string][]byte) []string {
-	var hits []string
-	for path, b := range files {
-		for name, n := range needles {
-			if len(n) > 0 && bytes.Contains(b, n) {
-				hits = append(hits, fmt.Sprintf("%s in %s", name, filepath.Base(path)))
-			}
-		}
-	}
-	return hits
-}
-
 // Invariant 5 end to end, through the real issuer: after every deadline
 // and a sweep, no file in the data directory holds a byte from which a
 // redemption, an audit entry or a retired signing key can be recovered.
@@ -38,7 +24,7 @@ func TestForensicDataDirectoryAfterDeadlines(t *testing.T) {
 	env := issuertest.Start(t, issuertest.WithTime(t0))
 	ctx := context.Background()
 
-	needles := map[string][]byte{}
+	var needles []forensic.Pattern
 	for n := range 5 {
 		id := fmt.Sprintf("FORENSIC-MARKER-%04d", n)
 		att, err := attestation.Sign(env.AttesterKey, attestation.Claims{
@@ -54,23 +40,9 @@ func TestForensicDataDirectoryAfterDeadlines(t *testing.T) {
 			Secret: base64.RawURLEncoding.EncodeToString(secret)}); status != 200 {
 			t.Fatalf("redeem with a secret: %d %s", status, raw)
 		}
-		secretSum := sha256.Sum256(secret)
-		needles["secret "+id] = secret
-		needles["base64url secret "+id] = []byte(base64.RawURLEncoding.EncodeToString(secret))
-		needles["sha256(secret) "+id] = secretSum[:]
-		needles["sha256(secret)[:16] "+id] = secretSum[:16]
-		needles["hex sha256(secret) "+id] = []byte(hex.EncodeToString(secretSum[:]))
-		attSum := sha256.Sum256([]byte(att))
-		idSum := sha256.Sum256([]byte(id))
-		needles["id "+id] = []byte(id)
-		needles["attestation "+id] = []byte(att)
-		needles["attestation signature "+id] = []byte(att[len(att)-40:])
-		needles["sha256(attestation) "+id] = attSum[:]
-		needles["hex sha256(attestation) "+id] = []byte(hex.EncodeToString(attSum[:]))
-		needles["sha256(id) "+id] = idSum[:]
-		needles["hex sha256(id) "+id] = []byte(hex.EncodeToString(idSum[:]))
+		needles = append(needles, forensic.Redemption(id, att, secret)...)
 	}
-	needles["hint"] = []byte("ZZ1970")
+	needles = append(needles, forensic.Pattern{What: "hint", Bytes: []byte("ZZ1970")})
 
 	// An admin action whose audit entry carries a marker.
 	pub, _, _ := ed25519.GenerateKey(rand.Reader)
@@ -87,30 +59,30 @@ func TestForensicDataDirectoryAfterDeadlines(t *testing.T) {
 	}
 	sealedKeys := map[string][]byte{}
 	for _, k := range keys {
-		needles["signing key seed "+k.ID] = k.Private.Seed()
-		needles["signing key seed b64 "+k.ID] = []byte(base64.StdEncoding.EncodeToString(k.Private.Seed())[:40])
+		needles = append(needles, forensic.Pattern{What: "signing key seed " + k.ID, Bytes: k.Private.Seed()},
+			forensic.Pattern{What: "signing key seed b64 " + k.ID, Bytes: []byte(base64.StdEncoding.EncodeToString(k.Private.Seed())[:40])})
 		sealedKeys[k.ID] = issuertest.SealedKeyOnDisk(t, env.Dir, k.ID)
 	}
-	auditNeedle := map[string][]byte{"audit marker": []byte(labMarker)}
+	auditNeedle := []forensic.Pattern{{What: "audit marker", Bytes: []byte(labMarker)}}
 
 	// Control: before the deadlines the audit entry and the keys are there,
 	// so the search below can fail.
 	before := forensic.Files(t, env.Dir)
-	if hits := findAny(before, auditNeedle); len(hits) == 0 {
+	if hits := forensic.Find(before, auditNeedle); len(hits) == 0 {
 		t.Fatal("control: the audit marker is not in the data directory before its deadline")
 	}
 	for _, k := range keys {
-		if len(sealedKeys[k.ID]) == 0 || len(findAny(before, map[string][]byte{"sealed key": sealedKeys[k.ID]})) == 0 {
+		if len(sealedKeys[k.ID]) == 0 || len(forensic.Find(before, []forensic.Pattern{{What: "sealed key", Bytes: sealedKeys[k.ID]}})) == 0 {
 			t.Fatalf("control: sealed key %s not found before its deadline", k.ID)
 		}
 	}
 	// Nothing of the attestations is ever written, even before the sweep,
 	// and the keys are sealed: no private key byte either.
-	if hits := findAny(before, needles); len(hits) > 0 {
+	if hits := forensic.Find(before, needles); len(hits) > 0 {
 		t.Fatalf("before any deadline, the data directory holds: %v", hits)
 	}
 	for id, b := range sealedKeys {
-		needles["sealed signing key "+id] = b
+		needles = append(needles, forensic.Pattern{What: "sealed signing key " + id, Bytes: b})
 	}
 
 	// Past every deadline: audit (365d) and the keys (30d + 30d) included.
@@ -125,11 +97,9 @@ func TestForensicDataDirectoryAfterDeadlines(t *testing.T) {
 	if !st.Compacted {
 		t.Fatalf("sweep deleted %v but did not compact", st.Deleted)
 	}
-	for k, v := range auditNeedle {
-		needles[k] = v
-	}
+	needles = append(needles, auditNeedle...)
 	after := forensic.Files(t, env.Dir)
-	if hits := findAny(after, needles); len(hits) > 0 {
+	if hits := forensic.Find(after, needles); len(hits) > 0 {
 		t.Fatalf("after the deadlines and a sweep, the data directory still holds: %v", hits)
 	}
 	// No epoch key survives for an epoch that has ended.
