@@ -77,7 +77,8 @@ func (s *Store) leadOnce(ctx context.Context, id string, lead func(ctx context.C
 	defer stop()
 
 	el := concurrency.NewElection(sess, s.key(prefixLeader))
-	if err := el.Campaign(leadCtx, id); err != nil {
+	// The session, revoked on return, ends a campaign left running.
+	if err := untilDone(leadCtx, func() error { return el.Campaign(leadCtx, id) }); err != nil {
 		return false, fmt.Errorf("etcdstore: campaign: %w", err)
 	}
 	s.log.Info("etcdstore: this replica leads maintenance", "replica", id)

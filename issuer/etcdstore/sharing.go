@@ -29,9 +29,12 @@ func (s *Store) LockSchedule(ctx context.Context) (unlock func(), err error) {
 		return nil, fmt.Errorf("etcdstore: schedule lock: %w", err)
 	}
 	m := concurrency.NewMutex(sess, s.key(prefixScheduleLock))
-	if err := m.Lock(ctx); err != nil {
+	if err := untilDone(ctx, func() error { return m.Lock(ctx) }); err != nil {
 		release()
-		if errors.Is(err, concurrency.ErrSessionExpired) {
+		// An expired session is useless; after a wait cut short, Lock may
+		// still be cleaning up, or even take the lock, on that session:
+		// revoking it deletes whatever lock key it holds.
+		if errors.Is(err, concurrency.ErrSessionExpired) || ctx.Err() != nil {
 			s.endSession(sess)
 		}
 		return nil, fmt.Errorf("etcdstore: schedule lock: %w", err)
@@ -136,4 +139,22 @@ func (s *Store) PublishBundle(ctx context.Context, b issuer.PublishedBundle) err
 		return issuer.ErrStale
 	}
 	return nil
+}
+
+// untilDone runs f and returns its error, or ctx's once ctx ends first,
+// leaving f to finish by itself. etcd's concurrency package cleans up a
+// cancelled Election.Campaign or Mutex.Lock with the client's own
+// context (Resign, Unlock on client.Ctx() in v3.6), which waits as long
+// as etcd does not answer: a replica stopped while etcd was down hung in
+// it. The caller revokes the session, which undoes anything f still does;
+// closing the client ends f.
+func untilDone(ctx context.Context, f func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
