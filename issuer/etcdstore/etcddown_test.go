@@ -34,7 +34,10 @@ func TestWaitsEndWithTheirContextWhileEtcdIsDown(t *testing.T) {
 	defer unlock()
 	waiting, stopB := context.WithCancel(ctx)
 	ended := make(chan string, 2)
-	go func() { b.Lead(waiting, "b", func(ctx context.Context) error { <-ctx.Done(); return nil }); ended <- "Lead" }()
+	go func() {
+		b.Lead(waiting, "b", func(ctx context.Context) error { <-ctx.Done(); return nil })
+		ended <- "Lead"
+	}()
 	go func() {
 		if _, err := b.LockSchedule(waiting); err == nil {
 			t.Error("b took the schedule lock a holds")
