@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -74,11 +73,8 @@ func (s *DB) SigningKeys(ctx context.Context) ([]issuer.SigningKey, error) {
 
 // PutSigningKey stores k under DestroyAt || ID, replacing a key of the same ID.
 func (s *DB) PutSigningKey(ctx context.Context, k issuer.SigningKey) error {
-	if k.ID == "" {
-		return errors.New("boltstore: signing key: id is required")
-	}
-	if len(k.Private) != ed25519.PrivateKeySize {
-		return fmt.Errorf("boltstore: signing key %q: private key is %d bytes, want %d", k.ID, len(k.Private), ed25519.PrivateKeySize)
+	if err := k.Check(); err != nil {
+		return fmt.Errorf("boltstore: %w", err)
 	}
 	deadline, err := deadlineSeconds(k.DestroyAt, "signing key "+k.ID)
 	if err != nil {
@@ -134,8 +130,8 @@ type storedWithdrawal struct {
 // w.Until, in one transaction; or returns issuer.ErrNotFound. The next
 // sweep compacts, so no freed page keeps even the sealed copy.
 func (s *DB) WithdrawSigningKey(ctx context.Context, w issuer.WithdrawnKey) error {
-	if w.ID == "" {
-		return errors.New("boltstore: withdrawn key: id is required")
+	if err := w.Check(); err != nil {
+		return fmt.Errorf("boltstore: %w", err)
 	}
 	deadline, err := deadlineSeconds(w.Until, "withdrawn key "+w.ID)
 	if err != nil {
@@ -220,8 +216,8 @@ func (s *DB) BundleKey(ctx context.Context) (ed25519.PrivateKey, error) {
 
 // PutBundleKey replaces the bundle signing key.
 func (s *DB) PutBundleKey(ctx context.Context, k ed25519.PrivateKey) error {
-	if len(k) != ed25519.PrivateKeySize {
-		return fmt.Errorf("boltstore: bundle key is %d bytes, want %d", len(k), ed25519.PrivateKeySize)
+	if err := issuer.CheckBundleKey(k); err != nil {
+		return fmt.Errorf("boltstore: %w", err)
 	}
 	sealed, err := s.kek().Seal(k, bundleKeyAAD)
 	if err != nil {
@@ -285,11 +281,8 @@ func (s *DB) Attesters(ctx context.Context) ([]issuer.Attester, error) {
 
 // PutAttester adds or replaces an attester.
 func (s *DB) PutAttester(ctx context.Context, a issuer.Attester) error {
-	if a.ID == "" {
-		return errors.New("boltstore: attester: id is required")
-	}
-	if len(a.Public) != ed25519.PublicKeySize {
-		return fmt.Errorf("boltstore: attester %q: public key is %d bytes, want %d", a.ID, len(a.Public), ed25519.PublicKeySize)
+	if err := a.Check(); err != nil {
+		return fmt.Errorf("boltstore: %w", err)
 	}
 	payload, err := json.Marshal(storedAttester{ID: a.ID, Public: a.Public, Added: a.Added})
 	if err != nil {
@@ -331,8 +324,8 @@ func (s *DB) AdminTokens(ctx context.Context) ([]issuer.AdminToken, error) {
 
 // PutAdminToken adds or replaces a named admin token hash.
 func (s *DB) PutAdminToken(ctx context.Context, t issuer.AdminToken) error {
-	if t.Name == "" {
-		return errors.New("boltstore: admin token: name is required")
+	if err := t.Check(); err != nil {
+		return fmt.Errorf("boltstore: %w", err)
 	}
 	if t.Hash == ([32]byte{}) {
 		return fmt.Errorf("boltstore: admin token %q: hash is all zeros", t.Name)
@@ -435,8 +428,8 @@ func (s *DB) Policy(ctx context.Context) (issuer.PolicyRecord, error) {
 // PutPolicy makes rec current and moves the one it replaces into policy
 // history until historyDeadline, in one transaction.
 func (s *DB) PutPolicy(ctx context.Context, rec issuer.PolicyRecord, historyDeadline time.Time) error {
-	if rec.Version < 1 {
-		return fmt.Errorf("boltstore: policy: version must be at least 1, got %d", rec.Version)
+	if err := rec.Check(); err != nil {
+		return fmt.Errorf("boltstore: %w", err)
 	}
 	if len(rec.Raw) == 0 {
 		return errors.New("boltstore: policy: document is empty")
@@ -499,11 +492,8 @@ type storedAuditEntry struct {
 
 // AppendAudit records one admin action until deadline.
 func (s *DB) AppendAudit(ctx context.Context, e issuer.AuditEntry, deadline time.Time) error {
-	if e.Time.IsZero() {
-		return errors.New("boltstore: audit: time is required")
-	}
-	if strings.TrimSpace(e.Action) == "" {
-		return errors.New("boltstore: audit: action is required")
+	if err := e.Check(); err != nil {
+		return fmt.Errorf("boltstore: %w", err)
 	}
 	sec, err := deadlineSeconds(deadline, "audit entry")
 	if err != nil {

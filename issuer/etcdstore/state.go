@@ -149,14 +149,11 @@ func (s *Store) keyRecords(ctx context.Context, prefix, id string) (map[string]i
 // replacing a key of the same ID, in one transaction that fails over if
 // the key's records changed since read.
 func (s *Store) PutSigningKey(ctx context.Context, k issuer.SigningKey) error {
-	if k.ID == "" {
-		return errors.New("etcdstore: signing key: id is required")
+	if err := k.Check(); err != nil {
+		return fmt.Errorf("etcdstore: %w", err)
 	}
 	if strings.Contains(k.ID, "/") {
 		return fmt.Errorf("etcdstore: signing key %q: id must not contain \"/\"", k.ID)
-	}
-	if len(k.Private) != ed25519.PrivateKeySize {
-		return fmt.Errorf("etcdstore: signing key %q: private key is %d bytes, want %d", k.ID, len(k.Private), ed25519.PrivateKeySize)
 	}
 	deadline, err := deadlineSeconds(k.DestroyAt, "signing key "+k.ID)
 	if err != nil {
@@ -266,8 +263,8 @@ func (s *Store) WithdrawSigningKey(ctx context.Context, w issuer.WithdrawnKey) e
 
 // withdrawal is w's stored key and value, and its deadline (Until).
 func (s *Store) withdrawal(w issuer.WithdrawnKey) (key, value string, deadline int64, err error) {
-	if w.ID == "" {
-		return "", "", 0, errors.New("etcdstore: withdrawn key: id is required")
+	if err := w.Check(); err != nil {
+		return "", "", 0, fmt.Errorf("etcdstore: %w", err)
 	}
 	if deadline, err = deadlineSeconds(w.Until, "withdrawn key "+w.ID); err != nil {
 		return "", "", 0, err
@@ -337,8 +334,8 @@ func (s *Store) sawBundleKey(rev int64) {
 // ErrBundleKeyExists (which wraps issuer.ErrStale), read the winner's with
 // BundleKey and use it. A replica never replaces a key it has not seen.
 func (s *Store) PutBundleKey(ctx context.Context, k ed25519.PrivateKey) error {
-	if len(k) != ed25519.PrivateKeySize {
-		return fmt.Errorf("etcdstore: bundle key is %d bytes, want %d", len(k), ed25519.PrivateKeySize)
+	if err := issuer.CheckBundleKey(k); err != nil {
+		return fmt.Errorf("etcdstore: %w", err)
 	}
 	sealed, err := s.opts.KEK.Seal(k, bundleKeyAAD)
 	if err != nil {
@@ -424,11 +421,8 @@ func (s *Store) Attesters(ctx context.Context) ([]issuer.Attester, error) {
 
 // PutAttester adds or replaces an attester.
 func (s *Store) PutAttester(ctx context.Context, a issuer.Attester) error {
-	if a.ID == "" {
-		return errors.New("etcdstore: attester: id is required")
-	}
-	if len(a.Public) != ed25519.PublicKeySize {
-		return fmt.Errorf("etcdstore: attester %q: public key is %d bytes, want %d", a.ID, len(a.Public), ed25519.PublicKeySize)
+	if err := a.Check(); err != nil {
+		return fmt.Errorf("etcdstore: %w", err)
 	}
 	v, err := s.encode(storedAttester{W: s.writeHour(), ID: a.ID, Public: a.Public, Added: a.Added})
 	if err != nil {
@@ -467,8 +461,8 @@ func (s *Store) AdminTokens(ctx context.Context) ([]issuer.AdminToken, error) {
 
 // PutAdminToken adds or replaces a named admin token hash.
 func (s *Store) PutAdminToken(ctx context.Context, t issuer.AdminToken) error {
-	if t.Name == "" {
-		return errors.New("etcdstore: admin token: name is required")
+	if err := t.Check(); err != nil {
+		return fmt.Errorf("etcdstore: %w", err)
 	}
 	if t.Hash == ([32]byte{}) {
 		return fmt.Errorf("etcdstore: admin token %q: hash is all zeros", t.Name)
@@ -548,8 +542,8 @@ var ErrPolicyRollback = errors.New("etcdstore: a policy rollback is refused")
 // session expired while it was stalled) must not roll the policy back
 // for every replica that starts after it.
 func (s *Store) PutPolicy(ctx context.Context, rec issuer.PolicyRecord, historyDeadline time.Time) error {
-	if rec.Version < 1 {
-		return fmt.Errorf("etcdstore: policy: version must be at least 1, got %d", rec.Version)
+	if err := rec.Check(); err != nil {
+		return fmt.Errorf("etcdstore: %w", err)
 	}
 	if len(rec.Raw) == 0 {
 		return errors.New("etcdstore: policy: document is empty")
@@ -619,11 +613,8 @@ func (s *Store) PolicyHistory(ctx context.Context) ([]issuer.PolicyRecord, error
 
 // AppendAudit records one admin action until deadline.
 func (s *Store) AppendAudit(ctx context.Context, e issuer.AuditEntry, deadline time.Time) error {
-	if e.Time.IsZero() {
-		return errors.New("etcdstore: audit: time is required")
-	}
-	if strings.TrimSpace(e.Action) == "" {
-		return errors.New("etcdstore: audit: action is required")
+	if err := e.Check(); err != nil {
+		return fmt.Errorf("etcdstore: %w", err)
 	}
 	sec, err := deadlineSeconds(deadline, "audit entry")
 	if err != nil {
